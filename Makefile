@@ -1,0 +1,51 @@
+# spendguard — one Makefile for people and CI. `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SG     := $(BIN)/spendguard
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format demo bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "spendguard needs Python 3.11+; run: make PYTHON=python3.11 …")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --progress-bar off -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test]'
+	@touch $(VENV)/.installed $@
+
+run: $(VENV)/.installed ## set up .venv, migrate, load demo data if empty, start api+worker+dashboard
+	$(SG) db upgrade
+	$(SG) demo --if-empty
+	$(SG) up
+
+test: $(VENV)/.installed-test lint ## set up .venv with test extras, lint, run the whole suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test ## ruff (check + format check) and mypy strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.installed-test ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: $(VENV)/.installed ## (re)load 30 days of demo data into the configured warehouse
+	$(SG) demo
+
+bench: $(VENV)/.installed ## run the benchmarks in bench/ and print their figures
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean: ## remove the virtualenv, caches and the default SQLite warehouse
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache spendguard.db spendguard.db-wal spendguard.db-shm demo-data

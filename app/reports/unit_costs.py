@@ -1,0 +1,141 @@
+"""Cost per 1,000 requests, grouped by any of endpoint, model, user, team, provider.
+
+The counting rules (ARCHITECTURE, "The meaning of the numbers"):
+- grouped or filtered only by request dimensions (endpoint, user, team), every request counts,
+  including those that made no LLM call;
+- grouped or filtered by a call dimension (model, provider), a group counts the requests that
+  made at least one call in it, and its cost is the cost of those calls; a request that called
+  two models counts once per model;
+- every view's costs add up to the same total. Unpriced calls are counted, never priced as 0.
+
+Aggregation runs in SQL; only one row per group comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, select
+from sqlalchemy.sql import Select
+
+from app.money import nanos_to_usd, per_thousand
+from app.warehouse.tables import LlmCall, Request
+
+DIMENSIONS = ("endpoint", "model", "user", "team", "provider")
+CALL_DIMENSIONS = frozenset({"model", "provider"})
+MISSING = "(none)"
+
+_COLUMNS: dict[str, Any] = {
+    "endpoint": Request.endpoint,
+    "user": Request.user_id,
+    "team": Request.team,
+    "model": LlmCall.model,
+    "provider": LlmCall.provider,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which requests and calls a report covers: a UTC date range and value filters."""
+
+    since: date | None = None
+    until: date | None = None
+    filters: Mapping[str, Sequence[str]] | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conds: list[ColumnElement[bool]] = []
+        if self.since is not None:
+            conds.append(Request.started_at >= _midnight(self.since))
+        if self.until is not None:
+            conds.append(Request.started_at < _midnight(self.until))
+        for dim, values in (self.filters or {}).items():
+            if values:
+                conds.append(_COLUMNS[dim].in_(list(values)))
+        return conds
+
+    def filters_calls(self) -> bool:
+        return any(d in CALL_DIMENSIONS and v for d, v in (self.filters or {}).items())
+
+
+@dataclass(frozen=True, slots=True)
+class UnitCostRow:
+    group: dict[str, str]
+    requests: int
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_nanousd: int
+    unpriced_calls: int
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return nanos_to_usd(self.cost_nanousd)
+
+    @property
+    def cost_per_1k_requests(self) -> Decimal | None:
+        return per_thousand(self.cost_nanousd, self.requests)
+
+
+def parse_dimensions(text: str) -> list[str]:
+    dims = [d.strip() for d in text.split(",") if d.strip()]
+    unknown = [d for d in dims if d not in DIMENSIONS]
+    if unknown or not dims:
+        raise ValueError(
+            f"unknown dimension(s) {', '.join(unknown) or '(empty)'}; "
+            f"choose a comma list of {', '.join(DIMENSIONS)}"
+        )
+    return list(dict.fromkeys(dims))
+
+
+def unit_cost_query(dims: Sequence[str], scope: Scope) -> Select[Any]:
+    call_level = bool(CALL_DIMENSIONS.intersection(dims)) or scope.filters_calls()
+    group_cols = [func.coalesce(_COLUMNS[d], literal(MISSING)).label(d) for d in dims]
+    unpriced = case(
+        (and_(LlmCall.span_id.is_not(None), LlmCall.cost_nanousd.is_(None)), 1), else_=0
+    )
+    query = select(
+        *group_cols,
+        func.count(func.distinct(Request.trace_id)).label("requests"),
+        func.count(LlmCall.span_id).label("llm_calls"),
+        func.coalesce(func.sum(LlmCall.input_tokens), 0).label("input_tokens"),
+        func.coalesce(func.sum(LlmCall.output_tokens), 0).label("output_tokens"),
+        func.coalesce(func.sum(LlmCall.cost_nanousd), 0).label("cost_nanousd"),
+        func.coalesce(func.sum(unpriced), 0).label("unpriced_calls"),
+    ).select_from(Request)
+    join_on = LlmCall.trace_id == Request.trace_id
+    query = query.join(LlmCall, join_on) if call_level else query.outerjoin(LlmCall, join_on)
+    conds = scope.conditions()
+    if conds:
+        query = query.where(*conds)
+    if group_cols:
+        query = query.group_by(*group_cols)
+    return query
+
+
+def unit_costs(engine: Engine, dims: Sequence[str], scope: Scope = Scope()) -> list[UnitCostRow]:
+    """One row per group, most expensive first (ties broken by the group's values)."""
+    with engine.connect() as conn:
+        result = conn.execute(unit_cost_query(dims, scope)).mappings().all()
+    rows = [
+        UnitCostRow(
+            group={d: str(r[d]) for d in dims},
+            requests=int(r["requests"]),
+            llm_calls=int(r["llm_calls"]),
+            input_tokens=int(r["input_tokens"]),
+            output_tokens=int(r["output_tokens"]),
+            cost_nanousd=int(r["cost_nanousd"]),
+            unpriced_calls=int(r["unpriced_calls"]),
+        )
+        for r in result
+        if int(r["requests"]) > 0
+    ]
+    rows.sort(key=lambda row: (-row.cost_nanousd, tuple(row.group.values())))
+    return rows
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""The trace data path: decode (OTLP) → spans → usage → attribution → pricing → load."""

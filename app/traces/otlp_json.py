@@ -1,0 +1,152 @@
+"""Decode OTLP JSON (`TracesData` / `ExportTraceServiceRequest`, and JSON Lines of them).
+
+The JSON encoding rules we rely on (opentelemetry-proto): lowerCamelCase keys, ids as hex
+strings, 64-bit integers as decimal strings (numbers accepted too), unknown fields ignored,
+and the pre-1.0 `instrumentationLibrarySpans` accepted where `scopeSpans` is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from app.errors import InputError
+from app.traces.spans import AttrValue, Span
+
+
+def decode_document(doc: Any, where: str) -> list[Span]:
+    """All spans of one decoded `TracesData` JSON object. `where` names it in errors."""
+    if not isinstance(doc, dict):
+        raise InputError(f"{where}: expected a JSON object with resourceSpans, "
+                         f"got {type(doc).__name__}")
+    resource_spans = doc.get("resourceSpans", doc.get("resource_spans"))
+    if resource_spans is None:
+        raise InputError(f"{where}: no 'resourceSpans' key; is this an OTLP traces document?")
+    if not isinstance(resource_spans, list):
+        raise InputError(f"{where}: 'resourceSpans' must be a list")
+    spans: list[Span] = []
+    for ri, rs in enumerate(resource_spans):
+        resource = _attributes((rs.get("resource") or {}).get("attributes"), f"{where}: "
+                               f"resourceSpans[{ri}].resource")
+        scopes = rs.get("scopeSpans")
+        if scopes is None:
+            scopes = rs.get("instrumentationLibrarySpans") or []
+        for si, ss in enumerate(scopes):
+            for pi, raw in enumerate(ss.get("spans") or []):
+                at = f"{where}: resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+                spans.append(_span(raw, resource, at))
+    return spans
+
+
+def iter_json_lines(text: str, where: str) -> Iterator[tuple[int, list[Span]]]:
+    """(line number, spans) for each non-blank line of a JSON Lines file."""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}:{lineno}: not valid JSON ({exc.msg} at column "
+                             f"{exc.colno})") from None
+        yield lineno, decode_document(doc, f"{where}:{lineno}")
+
+
+def _span(raw: Any, resource: dict[str, AttrValue], at: str) -> Span:
+    if not isinstance(raw, dict):
+        raise InputError(f"{at}: a span must be an object")
+    trace_id = _hex_id(raw.get("traceId"), 32, "traceId", at)
+    span_id = _hex_id(raw.get("spanId"), 16, "spanId", at)
+    parent = raw.get("parentSpanId") or None
+    parent_id = _hex_id(parent, 16, "parentSpanId", at) if parent else None
+    start = _int(raw.get("startTimeUnixNano", 0), "startTimeUnixNano", at)
+    end = _int(raw.get("endTimeUnixNano", start), "endTimeUnixNano", at)
+    if start <= 0:
+        raise InputError(f"{at}: startTimeUnixNano is missing or zero")
+    kind = raw.get("kind", 0)
+    if isinstance(kind, str):  # the enum name, as some JSON encoders write it
+        kind = _KIND_NAMES.get(kind.upper().removeprefix("SPAN_KIND_"), 0)
+    return Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_id,
+        name=str(raw.get("name", "")),
+        kind=_int(kind, "kind", at),
+        start_ns=start,
+        end_ns=max(start, end),
+        attributes=_attributes(raw.get("attributes"), at),
+        resource=resource,
+    )
+
+
+_KIND_NAMES = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4,
+               "CONSUMER": 5}
+
+
+def _hex_id(value: Any, length: int, name: str, at: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{at}: {name} is missing")
+    text = value.lower()
+    if len(text) != length or any(c not in "0123456789abcdef" for c in text):
+        # Some exporters write ids base64-encoded (the protobuf JSON mapping of bytes).
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except ValueError:
+            decoded = b""
+        if len(decoded) * 2 != length:
+            raise InputError(f"{at}: {name} {value!r} is not {length} hex digits")
+        text = decoded.hex()
+    if text == "0" * length:
+        raise InputError(f"{at}: {name} is all zeros (invalid)")
+    return text
+
+
+def _int(value: Any, name: str, at: str) -> int:
+    if isinstance(value, bool):
+        raise InputError(f"{at}: {name} must be an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise InputError(f"{at}: {name} must be an integer (or a decimal string), got {value!r}")
+
+
+def _attributes(raw: Any, at: str) -> dict[str, AttrValue]:
+    if not raw:
+        return {}
+    if not isinstance(raw, list):
+        raise InputError(f"{at}: attributes must be a list of {{key, value}}")
+    out: dict[str, AttrValue] = {}
+    for item in raw:
+        if isinstance(item, dict) and isinstance(item.get("key"), str):
+            out[item["key"]] = any_value(item.get("value"), at)
+    return out
+
+
+def any_value(value: Any, at: str) -> AttrValue:
+    """Decode an OTLP `AnyValue` JSON object into a plain Python value."""
+    if not isinstance(value, dict) or not value:
+        return None
+    if "stringValue" in value:
+        return str(value["stringValue"])
+    if "intValue" in value:
+        return _int(value["intValue"], "intValue", at)
+    if "doubleValue" in value:
+        raw = value["doubleValue"]
+        return float(raw) if isinstance(raw, int | float | str) else None
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "arrayValue" in value:
+        return [any_value(v, at) for v in (value["arrayValue"] or {}).get("values") or []]
+    if "kvlistValue" in value:
+        items = (value["kvlistValue"] or {}).get("values") or []
+        return {kv["key"]: any_value(kv.get("value"), at) for kv in items if "key" in kv}
+    if "bytesValue" in value:
+        return base64.b64decode(value["bytesValue"])
+    return None

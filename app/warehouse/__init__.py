@@ -1,0 +1,1 @@
+"""The warehouse: typed tables, engine/session handling, migrations and loads."""

@@ -1,0 +1,59 @@
+"""Engines and sessions for the warehouse URL (SQLite by default, PostgreSQL in production)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.errors import WarehouseError
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL and a busy timeout so the API and worker can share it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise WarehouseError(f"database url {url!r} is not a SQLAlchemy URL; "
+                             "e.g. sqlite:///spendguard.db or "
+                             "postgresql+psycopg://user@host:5432/db") from None
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed, pool_pre_ping=True, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One transaction: committed when the block ends, rolled back if it raises."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory.begin() as session:
+        yield session
+
+
+def check_connection(engine: Engine) -> None:
+    """Fail with a readable message if the warehouse cannot be reached."""
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        raise WarehouseError(
+            f"cannot connect to the warehouse at {engine.url.render_as_string(hide_password=True)}: "
+            f"{exc.orig}. Check database.url in spendguard.yaml or SPENDGUARD_DATABASE_URL."
+        ) from None

@@ -1,0 +1,130 @@
+"""The warehouse tables (SQLAlchemy 2, typed).
+
+Money is stored as integer nano-dollars (`*_nanousd`, 1 USD = 10**9): exact on every backend,
+summable in SQL without floats, and fine enough that a single token of the cheapest catalog
+price is representable. Conversion to `Decimal` happens in `app.money`.
+
+Timestamps are UTC (see `UtcDateTime`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.warehouse.types import UtcDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NO_ENDPOINT = "(none)"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Request(Base):
+    """One inbound request to the user's application: one row per trace.
+
+    The row exists as soon as any span of the trace has been seen. Its attribution (endpoint,
+    user, team) comes from the best candidate span seen so far; each `*_key` is a sortable
+    string describing that candidate, so a better candidate arriving later (in another file,
+    batch or push) replaces a worse one and the result never depends on arrival order.
+    """
+
+    __tablename__ = "requests"
+
+    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    root_span_id: Mapped[str | None] = mapped_column(String(16))
+    root_key: Mapped[str] = mapped_column(String(48))
+    endpoint: Mapped[str] = mapped_column(String(512), default=NO_ENDPOINT)
+    service: Mapped[str | None] = mapped_column(String(256))
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    user_id: Mapped[str | None] = mapped_column(String(256))
+    user_key: Mapped[str | None] = mapped_column(String(48))
+    team: Mapped[str | None] = mapped_column(String(256))
+    team_key: Mapped[str | None] = mapped_column(String(48))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        Index(None, "started_at"),
+        Index(None, "endpoint", "started_at"),
+        Index(None, "user_id", "started_at"),
+        Index(None, "team", "started_at"),
+    )
+
+
+class LlmCall(Base):
+    """One span that carried token usage, priced at the call's time.
+
+    `cost_nanousd` is NULL when the model has no price: the call is kept and counted as
+    unpriced, never priced as zero silently. `input_tokens` includes cached reads and cache
+    writes (the OpenTelemetry GenAI convention); the cache columns say how many of them.
+    """
+
+    __tablename__ = "llm_calls"
+
+    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(256))
+    response_model: Mapped[str | None] = mapped_column(String(256))
+    priced_model: Mapped[str | None] = mapped_column(String(256))
+    operation: Mapped[str | None] = mapped_column(String(64))
+    family: Mapped[str] = mapped_column(String(32))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nanousd: Mapped[int | None] = mapped_column(BigInteger)
+    price_source: Mapped[str] = mapped_column(String(32))
+    ingested_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        Index(None, "started_at"),
+        Index(None, "model", "started_at"),
+        Index(None, "provider", "started_at"),
+    )
+
+
+class CollectorRun(Base):
+    """Every run of a collector (or of `ingest`): window, outcome, rows and error text."""
+
+    __tablename__ = "collector_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collector: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(512), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    window_start: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    window_end: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    rows_loaded: Mapped[int] = mapped_column(Integer, default=0)
+    rows_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "collector", "started_at"),)
+
+
+class Checkpoint(Base):
+    """Where a collector's source stopped reading; written in the same transaction as the data."""
+
+    __tablename__ = "checkpoints"
+
+    collector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(512), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -1,0 +1,1 @@
+"""Collectors: one module per source, each registered by name in `collectors.registry`."""
