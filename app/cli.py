@@ -37,8 +37,12 @@ app.add_typer(report_app, name="report")
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="spendguard.yaml to read (default: $SPENDGUARD_CONFIG "
-                 "or ./spendguard.yaml; none at all means defaults)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="spendguard.yaml to read (default: $SPENDGUARD_CONFIG "
+        "or ./spendguard.yaml; none at all means defaults).",
+    ),
 ]
 
 
@@ -72,7 +76,7 @@ def _ctx(ctx: typer.Context) -> Context:
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply the warehouse migrations (every other command also does this first)."""
-    settings, engine = _ctx(ctx).warehouse()
+    _settings, engine = _ctx(ctx).warehouse()
     url = engine.url.render_as_string(hide_password=True)
     typer.echo(f"warehouse at {url} is up to date")
 
@@ -80,8 +84,9 @@ def db_upgrade(ctx: typer.Context) -> None:
 @ingest_app.command("traces")
 def ingest_traces(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="OTLP files or folders (.json, .jsonl, "
-                                                "optionally .gz).")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="OTLP files or folders (.json, .jsonl, optionally .gz).")
+    ],
 ) -> None:
     """Load OTLP trace files; re-loading the same spans changes nothing."""
     from app.ingest import ingest_paths
@@ -94,13 +99,19 @@ def ingest_traces(
         f"{result.unpriced_calls} unpriced"
     )
     if result.unpriced_calls:
-        typer.echo("note: unpriced calls have no catalog price; add pricing.overrides for their "
-                   "models in spendguard.yaml", err=True)
+        typer.echo(
+            "note: unpriced calls have no catalog price; add pricing.overrides for their "
+            "models in spendguard.yaml",
+            err=True,
+        )
     for path, why in result.failed.items():
         typer.echo(f"error: {path} was not loaded: {why}", err=True)
     if result.failed:
-        typer.echo("fix or remove the files above and run the command again (loaded files are "
-                   "not counted twice)", err=True)
+        typer.echo(
+            "fix or remove the files above and run the command again (loaded files are "
+            "not counted twice)",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
@@ -110,19 +121,21 @@ def _parse_day(value: str | None, name: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD",
-                                 param_hint=name) from None
+        raise typer.BadParameter(
+            f"{value!r} is not a date; use YYYY-MM-DD", param_hint=name
+        ) from None
 
 
 @report_app.command("unit-costs")
 def report_unit_costs(
     ctx: typer.Context,
-    by: Annotated[str, typer.Option("--by", help="Comma list of endpoint, model, user, team, "
-                                    "provider.")],
-    since: Annotated[str | None, typer.Option(help="First UTC day, inclusive (YYYY-MM-DD).")] =
-    None,
-    until: Annotated[str | None, typer.Option(help="Last UTC day, exclusive (YYYY-MM-DD).")] =
-    None,
+    by: Annotated[
+        str, typer.Option("--by", help="Comma list of endpoint, model, user, team, provider.")
+    ],
+    since: Annotated[
+        str | None, typer.Option(help="First UTC day, inclusive (YYYY-MM-DD).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Last UTC day, exclusive (YYYY-MM-DD).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     endpoint: Annotated[list[str] | None, typer.Option(help="Only these endpoints.")] = None,
     model: Annotated[list[str] | None, typer.Option(help="Only these models.")] = None,
@@ -139,13 +152,19 @@ def report_unit_costs(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--by") from None
     if fmt not in FORMATS:
-        raise typer.BadParameter(f"{fmt!r}: choose one of {', '.join(FORMATS)}",
-                                 param_hint="--format")
+        raise typer.BadParameter(
+            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
+        )
     scope = Scope(
         since=_parse_day(since, "--since"),
         until=_parse_day(until, "--until"),
-        filters={"endpoint": endpoint or [], "model": model or [], "user": user or [],
-                 "team": team or [], "provider": provider or []},
+        filters={
+            "endpoint": endpoint or [],
+            "model": model or [],
+            "user": user or [],
+            "team": team or [],
+            "provider": provider or [],
+        },
     )
     _, engine = _ctx(ctx).warehouse()
     typer.echo(render_unit_costs(unit_costs(engine, dims, scope), dims, fmt), nl=False)
@@ -157,16 +176,20 @@ def demo(
     days: Annotated[int, typer.Option(min=1, max=366, help="Days of traffic.")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 7,
     out: Annotated[Path, typer.Option(help="Where the OTLP files are written.")] = Path(
-        "demo-data"),
-    if_empty: Annotated[bool, typer.Option("--if-empty", help="Do nothing when the warehouse "
-                                           "already holds requests.")] = False,
+        "demo-data"
+    ),
+    if_empty: Annotated[
+        bool,
+        typer.Option("--if-empty", help="Do nothing when the warehouse already holds requests."),
+    ] = False,
 ) -> None:
     """Generate realistic demo traffic as OTLP files and load it through the real ingestion."""
     from app.demo.load import load_demo
 
     settings, engine = _ctx(ctx).warehouse()
-    summary = load_demo(engine, settings, days=days, seed=seed, out_dir=out, if_empty=if_empty,
-                        progress=True)
+    summary = load_demo(
+        engine, settings, days=days, seed=seed, out_dir=out, if_empty=if_empty, progress=True
+    )
     typer.echo(summary)
 
 
@@ -182,8 +205,12 @@ def api(
     from app.api import create_app
 
     settings, engine = _ctx(ctx).warehouse()
-    uvicorn.run(create_app(engine), host=host or settings.api.host,
-                port=port or settings.api.port, log_level="info")
+    uvicorn.run(
+        create_app(engine),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="info",
+    )
 
 
 @app.command()
@@ -209,8 +236,19 @@ def dashboard(
 
 def _dashboard_argv(port: int) -> list[str]:
     entry = Path(__file__).resolve().parent.parent / "streamlit_app.py"
-    return [sys.executable, "-m", "streamlit", "run", str(entry), "--server.port", str(port),
-            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(entry),
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
 
 
 @app.command()
@@ -218,14 +256,16 @@ def up(ctx: typer.Context) -> None:
     """Run api, worker and dashboard together; Ctrl-C stops them all."""
     from app.supervisor import run_together
 
-    settings, _ = _ctx(ctx).warehouse()
+    _settings, _ = _ctx(ctx).warehouse()
     config = _ctx(ctx).config
     base = [sys.executable, "-m", "app", *(["--config", str(config)] if config else [])]
-    code = run_together({
-        "api": [*base, "api"],
-        "worker": [*base, "worker"],
-        "dashboard": [*base, "dashboard"],
-    })
+    code = run_together(
+        {
+            "api": [*base, "api"],
+            "worker": [*base, "worker"],
+            "dashboard": [*base, "dashboard"],
+        }
+    )
     raise typer.Exit(code)
 
 

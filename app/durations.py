@@ -1,4 +1,4 @@
-"""Durations written the way people write them in config and on the command line: 90s, 15m, 2h, 1d."""
+"""Durations as people write them in config and on the command line: 90s, 15m, 2h, 1d."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ def parse_duration(text: str) -> timedelta:
     """`"90s"` → 90 seconds. Raises ValueError naming the accepted forms."""
     match = _DURATION.match(text)
     if not match or int(match.group(1)) == 0:
-        raise ValueError(f"{text!r} is not a duration; write a positive number and a unit, "
-                         "e.g. 60s, 15m, 2h, 1d, 1w")
+        raise ValueError(
+            f"{text!r} is not a duration; write a positive number and a unit, "
+            "e.g. 60s, 15m, 2h, 1d, 1w"
+        )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})

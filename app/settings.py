@@ -46,7 +46,9 @@ class Schedule(_Strict):
         if self.every is not None:
             parse_duration(self.every)
         if self.cron is not None and len(self.cron.split()) != 5:
-            raise ValueError(f"cron {self.cron!r} must have 5 fields: minute hour day month weekday")
+            raise ValueError(
+                f"cron {self.cron!r} must have 5 fields: minute hour day month weekday"
+            )
         return self
 
 
@@ -138,16 +140,21 @@ class PriceOverride(_Strict):
     def _decimal_strings(self) -> PriceOverride:
         from decimal import Decimal, InvalidOperation
 
-        for name in ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok",
-                     "cache_write_per_mtok"):
+        for name in (
+            "input_per_mtok",
+            "output_per_mtok",
+            "cache_read_per_mtok",
+            "cache_write_per_mtok",
+        ):
             value = getattr(self, name)
             if value is None:
                 continue
             try:
                 parsed = Decimal(value)
             except InvalidOperation:
-                raise ValueError(f"{name}={value!r} is not a decimal number (write it quoted, "
-                                 "e.g. \"0.30\")") from None
+                raise ValueError(
+                    f'{name}={value!r} is not a decimal number (write it quoted, e.g. "0.30")'
+                ) from None
             if not parsed.is_finite() or parsed < 0:
                 raise ValueError(f"{name}={value!r} must be a finite, non-negative number")
         return self
@@ -276,12 +283,15 @@ def load_settings(
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{file}: the top level must be a mapping of sections, "
-                              f"got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{file}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+            )
         raw = _expand_env(loaded, env, file, ())
     elif explicit:
-        raise ConfigError(f"{file}: config file not found. Fix the path given by --config or "
-                          "SPENDGUARD_CONFIG, or unset it to run with defaults.")
+        raise ConfigError(
+            f"{file}: config file not found. Fix the path given by --config or "
+            "SPENDGUARD_CONFIG, or unset it to run with defaults."
+        )
     if env.get("SPENDGUARD_DATABASE_URL"):
         raw.setdefault("database", {})
         if isinstance(raw["database"], dict):
@@ -298,6 +308,7 @@ def _expand_env(node: Any, env: Mapping[str, str], file: Path, at: tuple[str | i
     if isinstance(node, list):
         return [_expand_env(v, env, file, (*at, i)) for i, v in enumerate(node)]
     if isinstance(node, str):
+
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:

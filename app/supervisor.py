@@ -32,8 +32,10 @@ def run_together(commands: dict[str, Sequence[str]]) -> int:
             for name, child in children.items():
                 code = child.poll()
                 if code is not None:
-                    print(f"spendguard up: {name} exited with status {code}; stopping the rest",
-                          file=sys.stderr)
+                    print(
+                        f"spendguard up: {name} exited with status {code}; stopping the rest",
+                        file=sys.stderr,
+                    )
                     _stop_all(children)
                     return code or 1
             time.sleep(0.2)

@@ -20,8 +20,9 @@ HEARTBEAT_SECONDS = 60
 
 
 def run_worker(settings: Settings) -> None:
-    scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True,
-                                                                "max_instances": 1})
+    scheduler = BlockingScheduler(
+        timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
+    )
     scheduler.add_job(_heartbeat, "interval", seconds=HEARTBEAT_SECONDS, id="heartbeat")
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -31,8 +32,11 @@ def run_worker(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     enabled = [name for name, cfg in settings.collectors if getattr(cfg, "enabled", False)]
-    log.info("worker: started; collectors enabled in config: %s (scheduled collection lands "
-             "with the collector issues)", ", ".join(enabled) or "none")
+    log.info(
+        "worker: started; collectors enabled in config: %s (scheduled collection lands "
+        "with the collector issues)",
+        ", ".join(enabled) or "none",
+    )
     scheduler.start()
 
 

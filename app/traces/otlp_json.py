@@ -19,8 +19,9 @@ from app.traces.spans import AttrValue, Span
 def decode_document(doc: Any, where: str) -> list[Span]:
     """All spans of one decoded `TracesData` JSON object. `where` names it in errors."""
     if not isinstance(doc, dict):
-        raise InputError(f"{where}: expected a JSON object with resourceSpans, "
-                         f"got {type(doc).__name__}")
+        raise InputError(
+            f"{where}: expected a JSON object with resourceSpans, got {type(doc).__name__}"
+        )
     resource_spans = doc.get("resourceSpans", doc.get("resource_spans"))
     if resource_spans is None:
         raise InputError(f"{where}: no 'resourceSpans' key; is this an OTLP traces document?")
@@ -28,8 +29,9 @@ def decode_document(doc: Any, where: str) -> list[Span]:
         raise InputError(f"{where}: 'resourceSpans' must be a list")
     spans: list[Span] = []
     for ri, rs in enumerate(resource_spans):
-        resource = _attributes((rs.get("resource") or {}).get("attributes"), f"{where}: "
-                               f"resourceSpans[{ri}].resource")
+        resource = _attributes(
+            (rs.get("resource") or {}).get("attributes"), f"{where}: resourceSpans[{ri}].resource"
+        )
         scopes = rs.get("scopeSpans")
         if scopes is None:
             scopes = rs.get("instrumentationLibrarySpans") or []
@@ -48,8 +50,9 @@ def iter_json_lines(text: str, where: str) -> Iterator[tuple[int, list[Span]]]:
         try:
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{where}:{lineno}: not valid JSON ({exc.msg} at column "
-                             f"{exc.colno})") from None
+            raise InputError(
+                f"{where}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
         yield lineno, decode_document(doc, f"{where}:{lineno}")
 
 
@@ -80,8 +83,14 @@ def _span(raw: Any, resource: dict[str, AttrValue], at: str) -> Span:
     )
 
 
-_KIND_NAMES = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4,
-               "CONSUMER": 5}
+_KIND_NAMES = {
+    "UNSPECIFIED": 0,
+    "INTERNAL": 1,
+    "SERVER": 2,
+    "CLIENT": 3,
+    "PRODUCER": 4,
+    "CONSUMER": 5,
+}
 
 
 def _hex_id(value: Any, length: int, name: str, at: str) -> str:

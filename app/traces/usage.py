@@ -89,9 +89,7 @@ class Usage:
     reasoning_tokens: int
 
 
-def extract_usage(
-    span: Span, families: tuple[UsageFamily, ...] = BUILTIN_FAMILIES
-) -> Usage | None:
+def extract_usage(span: Span, families: tuple[UsageFamily, ...] = BUILTIN_FAMILIES) -> Usage | None:
     """The span's token usage, or None when the span is not an LLM call."""
     for family in families:
         if family.present(span):
@@ -130,7 +128,7 @@ def pricing_model(request_model: str | None, response_model: str | None) -> str 
     if request_model and response_model:
         if response_model == request_model:
             return request_model
-        suffix = response_model[len(request_model):]
+        suffix = response_model[len(request_model) :]
         if response_model.startswith(request_model) and _SNAPSHOT_SUFFIX.match(suffix):
             return response_model
         return request_model

@@ -19,9 +19,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise WarehouseError(f"database url {url!r} is not a SQLAlchemy URL; "
-                             "e.g. sqlite:///spendguard.db or "
-                             "postgresql+psycopg://user@host:5432/db") from None
+        raise WarehouseError(
+            f"database url {url!r} is not a SQLAlchemy URL; "
+            "e.g. sqlite:///spendguard.db or "
+            "postgresql+psycopg://user@host:5432/db"
+        ) from None
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -53,7 +55,8 @@ def check_connection(engine: Engine) -> None:
         with engine.connect():
             pass
     except OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
         raise WarehouseError(
-            f"cannot connect to the warehouse at {engine.url.render_as_string(hide_password=True)}: "
+            f"cannot connect to the warehouse at {where}: "
             f"{exc.orig}. Check database.url in spendguard.yaml or SPENDGUARD_DATABASE_URL."
         ) from None

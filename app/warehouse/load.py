@@ -66,9 +66,9 @@ def _load_requests(
     new: list[dict[str, Any]] = []
     updated = 0
     for ids in _chunks(sorted(facts)):
-        stored = {r.trace_id: r for r in session.scalars(
-            select(Request).where(Request.trace_id.in_(ids))
-        )}
+        stored = {
+            r.trace_id: r for r in session.scalars(select(Request).where(Request.trace_id.in_(ids)))
+        }
         for trace_id in ids:
             row = stored.get(trace_id)
             incoming = facts[trace_id]
@@ -119,5 +119,3 @@ def _insert_ignore(session: Session, table: type[Request] | type[LlmCall]) -> An
     if name == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     raise NotImplementedError(f"warehouse dialect {name!r} is not supported")
-
-
