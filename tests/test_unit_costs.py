@@ -40,7 +40,9 @@ def _by(rows: list[UnitCostRow], *key: str) -> dict[tuple[str, ...], UnitCostRow
 @pytest.fixture
 def loaded(engine: Engine) -> Engine:
     result = ingest_paths(engine, Settings(), [OTLP / "counting.json"])
-    assert result.ok and result.calls_new == 5 and result.requests_new == 5
+    assert result.ok
+    assert result.calls_new == 5
+    assert result.requests_new == 5
     return engine
 
 
@@ -91,7 +93,8 @@ def test_by_endpoint_and_model(loaded: Engine) -> None:
 
 def test_user_team_and_provider_views(loaded: Engine) -> None:
     users = _by(unit_costs(loaded, ["user"]), "user")
-    assert users[("u-1",)].requests == 2 and users[("u-1",)].cost_usd == MINI_A + SONNET_A
+    assert users[("u-1",)].requests == 2
+    assert users[("u-1",)].cost_usd == MINI_A + SONNET_A
     assert users[("(none)",)].requests == 1  # trace D names no user
     teams = _by(unit_costs(loaded, ["team"]), "team")
     assert teams[("payments",)].requests == 2
@@ -119,8 +122,18 @@ def test_filters_on_call_dimensions_narrow_requests_and_cost(loaded: Engine) -> 
 
 
 def test_price_override_prices_a_self_hosted_model(engine: Engine) -> None:
-    settings = Settings(pricing={"overrides": [PriceOverride(
-        provider="vllm", model="llama-3.1-*", input_per_mtok="0.60", output_per_mtok="0.80")]})
+    settings = Settings(
+        pricing={
+            "overrides": [
+                PriceOverride(
+                    provider="vllm",
+                    model="llama-3.1-*",
+                    input_per_mtok="0.60",
+                    output_per_mtok="0.80",
+                )
+            ]
+        }
+    )
     ingest_paths(engine, settings, [OTLP / "counting.json"])
     rows = _by(unit_costs(engine, ["model"]), "model")
     llama = rows[("llama-3.1-70b",)]
