@@ -14,16 +14,36 @@ T = "f" * 32
 
 
 def _span(span_id: str, kind: int, parent: str | None, start: int, **attrs: object) -> Span:
-    return Span(T, span_id, parent, f"span {span_id}", kind, start, start + 5,
-                attributes=dict(attrs), resource={"service.name": "svc"})  # type: ignore[arg-type]
+    return Span(
+        T,
+        span_id,
+        parent,
+        f"span {span_id}",
+        kind,
+        start,
+        start + 5,
+        attributes=dict(attrs),
+        resource={"service.name": "svc"},
+    )  # type: ignore[arg-type]
 
 
-ROOT = _span("0000000000000001", KIND_SERVER, None, 100, **{"http.route": "/v1/chat",
-                                                             "enduser.id": "u-1"})
-INNER = _span("0000000000000002", KIND_SERVER, "0000000000000001", 110,
-              **{"http.route": "/internal/rank", "user.id": "svc-account"})
-CALL = _span("0000000000000003", KIND_CLIENT, "0000000000000002", 120,
-             **{"llm.user": "u-9", "team.id": "search"})
+ROOT = _span(
+    "0000000000000001", KIND_SERVER, None, 100, **{"http.route": "/v1/chat", "enduser.id": "u-1"}
+)
+INNER = _span(
+    "0000000000000002",
+    KIND_SERVER,
+    "0000000000000001",
+    110,
+    **{"http.route": "/internal/rank", "user.id": "svc-account"},
+)
+CALL = _span(
+    "0000000000000003",
+    KIND_CLIENT,
+    "0000000000000002",
+    120,
+    **{"llm.user": "u-9", "team.id": "search"},
+)
 
 
 def test_root_server_span_wins_in_every_order() -> None:
@@ -34,7 +54,11 @@ def test_root_server_span_wins_in_every_order() -> None:
     assert len(results) == 1
     (facts,) = results
     assert (facts.endpoint, facts.root_span_id, facts.user_id, facts.team) == (
-        "/v1/chat", "0000000000000001", "u-1", "search")
+        "/v1/chat",
+        "0000000000000001",
+        "u-1",
+        "search",
+    )
     assert facts.service == "svc"
 
 
@@ -55,9 +79,13 @@ def test_endpoint_falls_back_to_url_path_then_name() -> None:
 
 def test_configured_attribute_names() -> None:
     cfg = AttributionConfig(user_attributes=["app.customer"], team_attributes=["org"])
-    span = _span("0000000000000007", KIND_SERVER, None, 1, **{"app.customer": "c-1",
-                                                               "enduser.id": "ignored",
-                                                               "org": "acme"})
+    span = _span(
+        "0000000000000007",
+        KIND_SERVER,
+        None,
+        1,
+        **{"app.customer": "c-1", "enduser.id": "ignored", "org": "acme"},
+    )
     facts = facts_from_span(span, cfg)
     assert (facts.user_id, facts.team) == ("c-1", "acme")
 

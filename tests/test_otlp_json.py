@@ -19,8 +19,9 @@ def _doc(span: dict[str, object], key: str = "scopeSpans") -> dict[str, object]:
     return {
         "resourceSpans": [
             {
-                "resource": {"attributes": [{"key": "service.name",
-                                             "value": {"stringValue": "svc"}}]},
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]
+                },
                 key: [{"scope": {"name": "s"}, "spans": [span]}],
             }
         ]
@@ -40,8 +41,11 @@ BASE = {
 def test_sample_chat_request_decodes() -> None:
     doc = json.loads((SAMPLES / "otlp" / "chat_request.json").read_text())
     spans = decode_document(doc, "sample")
-    assert [s.span_id for s in spans] == ["eee19b7ec3c1b174", "eee19b7ec3c1b175",
-                                          "eee19b7ec3c1b176"]
+    assert [s.span_id for s in spans] == [
+        "eee19b7ec3c1b174",
+        "eee19b7ec3c1b175",
+        "eee19b7ec3c1b176",
+    ]
     root = spans[0]
     assert root.kind == KIND_SERVER and root.parent_span_id is None
     assert root.attributes["http.route"] == "/v1/chat"
@@ -52,20 +56,33 @@ def test_sample_chat_request_decodes() -> None:
 
 
 def test_attribute_value_kinds() -> None:
-    span = {**BASE, "attributes": [
-        {"key": "i", "value": {"intValue": "42"}},
-        {"key": "n", "value": {"intValue": 7}},
-        {"key": "d", "value": {"doubleValue": 1.5}},
-        {"key": "b", "value": {"boolValue": True}},
-        {"key": "a", "value": {"arrayValue": {"values": [{"stringValue": "x"}]}}},
-        {"key": "kv", "value": {"kvlistValue": {"values": [{"key": "k",
-                                                            "value": {"intValue": "1"}}]}}},
-        {"key": "bytes", "value": {"bytesValue": "aGk="}},
-        {"key": "empty", "value": {}},
-    ]}
+    span = {
+        **BASE,
+        "attributes": [
+            {"key": "i", "value": {"intValue": "42"}},
+            {"key": "n", "value": {"intValue": 7}},
+            {"key": "d", "value": {"doubleValue": 1.5}},
+            {"key": "b", "value": {"boolValue": True}},
+            {"key": "a", "value": {"arrayValue": {"values": [{"stringValue": "x"}]}}},
+            {
+                "key": "kv",
+                "value": {"kvlistValue": {"values": [{"key": "k", "value": {"intValue": "1"}}]}},
+            },
+            {"key": "bytes", "value": {"bytesValue": "aGk="}},
+            {"key": "empty", "value": {}},
+        ],
+    }
     (s,) = decode_document(_doc(span), "t")
-    assert s.attributes == {"i": 42, "n": 7, "d": 1.5, "b": True, "a": ["x"], "kv": {"k": 1},
-                            "bytes": b"hi", "empty": None}
+    assert s.attributes == {
+        "i": 42,
+        "n": 7,
+        "d": 1.5,
+        "b": True,
+        "a": ["x"],
+        "kv": {"k": 1},
+        "bytes": b"hi",
+        "empty": None,
+    }
 
 
 def test_old_instrumentation_library_spans_and_unknown_fields() -> None:
@@ -75,8 +92,12 @@ def test_old_instrumentation_library_spans_and_unknown_fields() -> None:
 
 
 def test_kind_as_enum_name_and_base64_ids() -> None:
-    span = {**BASE, "kind": "SPAN_KIND_SERVER", "traceId": "W47/95gDgQPSabYzgT/GDA==",
-            "spanId": "7uGbfsPBsXQ="}
+    span = {
+        **BASE,
+        "kind": "SPAN_KIND_SERVER",
+        "traceId": "W47/95gDgQPSabYzgT/GDA==",
+        "spanId": "7uGbfsPBsXQ=",
+    }
     (s,) = decode_document(_doc(span), "t")
     assert s.kind == KIND_SERVER
     assert s.trace_id == "5b8efff798038103d269b633813fc60c"
@@ -108,13 +129,17 @@ def test_files_json_jsonl_gzip(tmp_path: Path) -> None:
     line = json.dumps(_doc(BASE))
     (tmp_path / "a.json").write_text(line)
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.jsonl").write_text(line + "\n\n" + line.replace("eee19b7e", "fff19b7e")
-                                              + "\n")
+    (tmp_path / "sub" / "b.jsonl").write_text(
+        line + "\n\n" + line.replace("eee19b7e", "fff19b7e") + "\n"
+    )
     (tmp_path / "sub" / "c.jsonl.gz").write_bytes(gzip.compress((line + "\n").encode()))
     (tmp_path / "notes.txt").write_text("ignored")
     files = discover([tmp_path])
-    assert [f.relative_to(tmp_path).as_posix() for f in files] == ["a.json", "sub/b.jsonl",
-                                                                   "sub/c.jsonl.gz"]
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        "a.json",
+        "sub/b.jsonl",
+        "sub/c.jsonl.gz",
+    ]
     assert [len(d) for f in files for d in iter_documents(f)] == [1, 1, 1, 1]
 
 

@@ -23,36 +23,61 @@ def _span(**attrs: object) -> Span:
 
 
 def test_current_semconv_with_cache_reads() -> None:
-    u = extract_usage(_span(**{
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
-        "gen_ai.usage.input_tokens": 1850,
-        "gen_ai.usage.cache_read.input_tokens": 1024,
-        "gen_ai.usage.output_tokens": 212,
-        "gen_ai.usage.reasoning.output_tokens": 12,
-    }))
+    u = extract_usage(
+        _span(
+            **{
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+                "gen_ai.usage.input_tokens": 1850,
+                "gen_ai.usage.cache_read.input_tokens": 1024,
+                "gen_ai.usage.output_tokens": 212,
+                "gen_ai.usage.reasoning.output_tokens": 12,
+            }
+        )
+    )
     assert u is not None
     assert (u.family, u.provider, u.model, u.pricing_model) == (
-        "otel-genai", "openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+        "otel-genai",
+        "openai",
+        "gpt-4o-mini",
+        "gpt-4o-mini-2024-07-18",
+    )
     assert (u.input_tokens, u.cache_read_tokens, u.output_tokens, u.reasoning_tokens) == (
-        1850, 1024, 212, 12)
+        1850,
+        1024,
+        212,
+        12,
+    )
 
 
 def test_deprecated_names_and_gen_ai_system() -> None:
-    u = extract_usage(_span(**{"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
-                               "gen_ai.usage.prompt_tokens": 900,
-                               "gen_ai.usage.completion_tokens": 150}))
+    u = extract_usage(
+        _span(
+            **{
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.prompt_tokens": 900,
+                "gen_ai.usage.completion_tokens": 150,
+            }
+        )
+    )
     assert u is not None
     assert (u.provider, u.input_tokens, u.output_tokens) == ("openai", 900, 150)
 
 
 def test_openinference_prompt_includes_cache() -> None:
-    u = extract_usage(_span(**{"llm.system": "anthropic",
-                               "llm.model_name": "claude-3-5-haiku-20241022",
-                               "llm.token_count.prompt": 1200,
-                               "llm.token_count.prompt_details.cache_read": 200,
-                               "llm.token_count.completion": 80}))
+    u = extract_usage(
+        _span(
+            **{
+                "llm.system": "anthropic",
+                "llm.model_name": "claude-3-5-haiku-20241022",
+                "llm.token_count.prompt": 1200,
+                "llm.token_count.prompt_details.cache_read": 200,
+                "llm.token_count.completion": 80,
+            }
+        )
+    )
     assert u is not None
     assert (u.family, u.input_tokens, u.cache_read_tokens) == ("openinference", 1200, 200)
 
@@ -83,30 +108,43 @@ def test_pricing_model_prefers_dated_snapshot(
 
 
 def test_catalog_price_matches_genai_prices_exactly() -> None:
-    attrs = {"gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-sonnet-4-5",
-             "gen_ai.usage.input_tokens": 3400, "gen_ai.usage.cache_creation.input_tokens": 2000,
-             "gen_ai.usage.cache_read.input_tokens": 1000, "gen_ai.usage.output_tokens": 640}
+    attrs = {
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-sonnet-4-5",
+        "gen_ai.usage.input_tokens": 3400,
+        "gen_ai.usage.cache_creation.input_tokens": 2000,
+        "gen_ai.usage.cache_read.input_tokens": 1000,
+        "gen_ai.usage.output_tokens": 640,
+    }
     u = extract_usage(_span(**attrs))
     assert u is not None
     price = Pricer([]).price(u, AT)
     expected = genai_prices.calc_price(
-        genai_prices.Usage(input_tokens=3400, cache_write_tokens=2000, cache_read_tokens=1000,
-                           output_tokens=640),
-        "claude-sonnet-4-5", provider_id="anthropic", genai_request_timestamp=AT,
+        genai_prices.Usage(
+            input_tokens=3400, cache_write_tokens=2000, cache_read_tokens=1000, output_tokens=640
+        ),
+        "claude-sonnet-4-5",
+        provider_id="anthropic",
+        genai_request_timestamp=AT,
     ).total_price
     assert price.source == SOURCE_CATALOG
     assert price.cost_nanousd is not None
     assert nanos_to_usd(price.cost_nanousd) == expected
     # By hand: 400 uncached × $3 + 1000 read × $0.30 + 2000 written × $3.75 + 640 × $15, per M.
-    assert expected == Decimal("0.0012") + Decimal("0.0003") + Decimal("0.0075") + Decimal(
-        "0.0096")
+    assert expected == Decimal("0.0012") + Decimal("0.0003") + Decimal("0.0075") + Decimal("0.0096")
 
 
 def test_embeddings_are_priced_on_input_only() -> None:
-    u = extract_usage(_span(**{"gen_ai.operation.name": "embeddings",
-                               "gen_ai.provider.name": "openai",
-                               "gen_ai.request.model": "text-embedding-3-small",
-                               "gen_ai.usage.input_tokens": 5000}))
+    u = extract_usage(
+        _span(
+            **{
+                "gen_ai.operation.name": "embeddings",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "text-embedding-3-small",
+                "gen_ai.usage.input_tokens": 5000,
+            }
+        )
+    )
     assert u is not None
     price = Pricer([]).price(u, AT)
     assert price.cost_nanousd is not None
@@ -118,22 +156,44 @@ def test_embeddings_are_priced_on_input_only() -> None:
     [("openai", "gpt-99-imaginary"), ("vllm", "llama-3.1-70b"), ("vllm", "gpt-4o")],
 )
 def test_unknown_model_or_provider_is_unpriced_not_zero(provider: str, model: str) -> None:
-    u = extract_usage(_span(**{"gen_ai.provider.name": provider, "gen_ai.request.model": model,
-                               "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 1}))
+    u = extract_usage(
+        _span(
+            **{
+                "gen_ai.provider.name": provider,
+                "gen_ai.request.model": model,
+                "gen_ai.usage.input_tokens": 10,
+                "gen_ai.usage.output_tokens": 1,
+            }
+        )
+    )
     assert u is not None
     price = Pricer([]).price(u, AT)
     assert (price.cost_nanousd, price.source) == (None, SOURCE_UNPRICED)
 
 
 def test_override_glob_wins_over_catalog_with_cache_prices() -> None:
-    pricer = Pricer([PriceOverride(provider="openai", model="ft:gpt-4o-mini:acme:*",
-                                   input_per_mtok="0.30", output_per_mtok="1.20",
-                                   cache_read_per_mtok="0.15")])
-    u = extract_usage(_span(**{"gen_ai.provider.name": "openai",
-                               "gen_ai.request.model": "ft:gpt-4o-mini:acme:support:abc123",
-                               "gen_ai.usage.input_tokens": 1000,
-                               "gen_ai.usage.cache_read.input_tokens": 400,
-                               "gen_ai.usage.output_tokens": 100}))
+    pricer = Pricer(
+        [
+            PriceOverride(
+                provider="openai",
+                model="ft:gpt-4o-mini:acme:*",
+                input_per_mtok="0.30",
+                output_per_mtok="1.20",
+                cache_read_per_mtok="0.15",
+            )
+        ]
+    )
+    u = extract_usage(
+        _span(
+            **{
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "ft:gpt-4o-mini:acme:support:abc123",
+                "gen_ai.usage.input_tokens": 1000,
+                "gen_ai.usage.cache_read.input_tokens": 400,
+                "gen_ai.usage.output_tokens": 100,
+            }
+        )
+    )
     assert u is not None
     price = pricer.price(u, AT)
     assert price.source == SOURCE_OVERRIDE
@@ -143,9 +203,15 @@ def test_override_glob_wins_over_catalog_with_cache_prices() -> None:
 
 
 def test_call_without_provider_gets_the_catalogs() -> None:
-    u = extract_usage(_span(**{"gen_ai.request.model": "gpt-4o",
-                               "gen_ai.usage.input_tokens": 1000,
-                               "gen_ai.usage.output_tokens": 100}))
+    u = extract_usage(
+        _span(
+            **{
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.input_tokens": 1000,
+                "gen_ai.usage.output_tokens": 100,
+            }
+        )
+    )
     assert u is not None
     price = Pricer([]).price(u, AT)
     assert (price.provider, price.source) == ("openai", SOURCE_CATALOG)
