@@ -39,7 +39,7 @@ BASE = {
 
 
 def test_sample_chat_request_decodes() -> None:
-    doc = json.loads((SAMPLES / "otlp" / "chat_request.json").read_text())
+    doc = json.loads((SAMPLES / "chat_request.json").read_text())
     spans = decode_document(doc, "sample")
     assert [s.span_id for s in spans] == [
         "eee19b7ec3c1b174",

@@ -1,0 +1,319 @@
+"""The dashboard: its queries on both warehouses, and the "Unit costs" page through AppTest.
+
+Most tests use tests/fixtures/otlp/counting.json (five traces with hand-computed costs, see
+tests/test_unit_costs.py): 2025-11-20 holds A, B, C and D, 2025-11-21 holds E. The page runs
+for real in Streamlit's AppTest against a warehouse named by SPENDGUARD_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from sqlalchemy import Engine
+from streamlit.testing.v1 import AppTest
+
+from app.dashboard import charts, queries
+from app.dashboard.filters import default_range, filter_key
+from app.dashboard.formatting import chart_label, money_text
+from app.dashboard.queries import DailyRow, DataBounds
+from app.demo import DEMO_PRICE_OVERRIDES, DEMO_USER_TEAMS, write_demo_files
+from app.ingest import ingest_paths
+from app.reports.unit_costs import Scope, unit_costs
+from app.settings import Settings
+from app.warehouse.engine import make_engine
+from tests.conftest import FIXTURES
+from tests.test_unit_costs import MINI_A, MINI_D, MINI_E, SONNET_A, TOTAL
+
+ENTRY = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+COUNTING = FIXTURES / "otlp" / "counting.json"
+DAY1, DAY2 = date(2025, 11, 20), date(2025, 11, 21)
+
+
+@pytest.fixture
+def loaded(engine: Engine) -> Engine:
+    assert ingest_paths(engine, Settings(), [COUNTING]).ok
+    return engine
+
+
+# --- queries -----------------------------------------------------------------------------
+
+
+def test_has_warehouse(sqlite_engine: Engine, tmp_path: Path) -> None:
+    assert queries.has_warehouse(sqlite_engine)
+    bare = make_engine(f"sqlite:///{tmp_path / 'bare.db'}")
+    assert not queries.has_warehouse(bare)
+    bare.dispose()
+
+
+def test_data_bounds(engine: Engine) -> None:
+    assert queries.data_bounds(engine) is None
+    ingest_paths(engine, Settings(), [COUNTING])
+    bounds = queries.data_bounds(engine)
+    assert bounds is not None
+    assert bounds.requests == 5
+    assert (bounds.first.date(), bounds.last.date()) == (DAY1, DAY2)
+    assert bounds.last.tzinfo is not None
+
+
+def test_daily_unit_costs_split_the_total_by_request_day(loaded: Engine) -> None:
+    days = queries.daily_unit_costs(loaded, Scope())
+    assert [(d.day, d.requests, d.llm_calls, d.unpriced_calls) for d in days] == [
+        (DAY1, 4, 4, 1),
+        (DAY2, 1, 1, 0),
+    ]
+    assert days[0].cost_usd == MINI_A + SONNET_A + MINI_D
+    assert days[1].cost_usd == MINI_E
+    assert days[0].cost_per_1k_requests == (MINI_A + SONNET_A + MINI_D) * 1000 / 4
+    assert sum(d.cost_usd for d in days) == TOTAL
+
+
+def test_daily_unit_costs_follow_the_counting_rules_of_filters(loaded: Engine) -> None:
+    by_model = queries.daily_unit_costs(loaded, Scope(filters={"model": ["gpt-4o-mini"]}))
+    assert [(d.day, d.requests, d.cost_usd) for d in by_model] == [
+        (DAY1, 2, MINI_A + MINI_D),  # A and D called it; A's sonnet call is not counted
+        (DAY2, 1, MINI_E),
+    ]
+    by_endpoint = queries.daily_unit_costs(loaded, Scope(filters={"endpoint": ["/v1/chat"]}))
+    # B made no call but is a /v1/chat request all the same.
+    assert [(d.day, d.requests, d.cost_usd) for d in by_endpoint] == [(DAY1, 2, MINI_A + SONNET_A)]
+    assert queries.daily_unit_costs(loaded, Scope(since=DAY2, until=DAY2)) == []
+
+
+def test_fill_days_adds_empty_days() -> None:
+    row = DailyRow(DAY2, 1, 1, 21_000, 0)
+    filled = queries.fill_days([row], DAY1, date(2025, 11, 23))
+    assert [d.day for d in filled] == [DAY1, DAY2, date(2025, 11, 22)]
+    assert filled[1] is row
+    assert (filled[0].requests, filled[0].cost_nanousd, filled[0].cost_per_1k_requests) == (
+        0,
+        0,
+        None,
+    )
+
+
+@pytest.mark.parametrize("dim", ["endpoint", "model", "user", "team"])
+def test_top_unit_costs_is_unit_costs_cut_in_sql(loaded: Engine, dim: str) -> None:
+    everything = unit_costs(loaded, [dim])
+    assert queries.top_unit_costs(loaded, [dim], Scope(), limit=2) == everything[:2]
+    assert queries.top_unit_costs(loaded, [dim], Scope(), limit=100) == everything
+
+
+def test_filter_options(loaded: Engine) -> None:
+    everything = Scope()
+    assert queries.filter_options(loaded, "endpoint", everything) == [
+        "/v1/chat",
+        "(none)",
+        "/v1/search",
+    ]
+    # Users and teams that are not set are not options; the order is by spend.
+    assert queries.filter_options(loaded, "user", everything) == ["u-1", "u-3", "u-2"]
+    assert queries.filter_options(loaded, "team", everything) == ["payments"]
+    assert queries.filter_options(loaded, "model", everything) == [
+        "claude-sonnet-4-5",
+        "gpt-4o-mini",
+        "llama-3.1-70b",
+    ]
+    assert queries.filter_options(loaded, "user", everything, limit=1) == ["u-1"]
+    assert queries.filter_options(loaded, "user", Scope(since=DAY2)) == ["u-3"]
+
+
+# --- formatting, charts, defaults ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        (Decimal("1234.565"), "$1,234.56"),
+        (Decimal("0.005196"), "$0.0052"),
+        (Decimal(0), "$0.0000"),
+        (Decimal("-2.5"), "-$2.50"),
+        (None, "—"),
+    ],
+)
+def test_money_text(amount: Decimal | None, text: str) -> None:
+    assert money_text(amount) == text
+
+
+def test_chart_labels_are_escaped_and_categorical(loaded: Engine) -> None:
+    rows = unit_costs(loaded, ["endpoint"])
+    rows[0].group["endpoint"] = "<b>1042</b>"
+    fig = charts.cost_per_1k_bars(rows, "endpoint")
+    assert fig.layout.yaxis.type == "category"
+    assert chart_label("<b>1042</b>") == "&lt;b&gt;1042&lt;/b&gt;"
+    assert "&lt;b&gt;1042&lt;/b&gt;" in fig.data[0].y
+    assert all("<" not in label for label in fig.data[0].y)
+
+
+def test_default_range_ends_on_the_latest_data_day() -> None:
+    last = datetime(2025, 11, 21, 23, 30, tzinfo=UTC)
+    bounds = DataBounds(first=last - timedelta(days=90), last=last, requests=10)
+    assert default_range(bounds) == (date(2025, 10, 23), DAY2)
+    assert default_range(None, today=DAY1) == (date(2025, 10, 22), DAY1)
+
+
+# --- the page, through AppTest -------------------------------------------------------------
+
+
+@pytest.fixture
+def page_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No config file, fresh caches; each test then points SPENDGUARD_DATABASE_URL somewhere."""
+    monkeypatch.delenv("SPENDGUARD_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./spendguard.yaml
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()  # disposes the page's engines
+
+
+def _run_page(monkeypatch: pytest.MonkeyPatch, url: str) -> AppTest:
+    monkeypatch.setenv("SPENDGUARD_DATABASE_URL", url)
+    at = AppTest.from_file(str(ENTRY), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+@pytest.mark.usefixtures("page_env")
+def test_page_shows_headline_breakdowns_and_trend(
+    monkeypatch: pytest.MonkeyPatch, warehouse_url: str
+) -> None:
+    engine = make_engine(warehouse_url)
+    ingest_paths(engine, Settings(), [COUNTING])
+    total = unit_costs(engine, [])[0]
+    engine.dispose()
+
+    at = _run_page(monkeypatch, warehouse_url)
+
+    assert [t.value for t in at.title] == ["Unit costs"]
+    assert _metrics(at) == {
+        "Spend (USD)": money_text(total.cost_usd),
+        "Requests": "5",
+        "LLM calls": "5",
+        "Cost per 1,000 requests": money_text(total.cost_per_1k_requests),
+        "Unpriced calls": "1",
+    }
+    assert money_text(TOTAL) == "$0.0052" == _metrics(at)["Spend (USD)"]
+    assert ["1 call has no price" in w.value for w in at.warning] == [True]
+    assert [t.label for t in at.tabs] == ["By endpoint", "By model", "By user", "By team"]
+    endpoint_table, model_table, user_table, team_table = (d.value for d in at.dataframe)
+    assert list(endpoint_table["Endpoint"]) == ["/v1/chat", "(none)", "/v1/search"]
+    assert list(model_table["Unpriced calls"]) == [0, 0, 1]  # llama on vllm has no price
+    assert list(user_table["User"]) == ["u-1", "(none)", "u-3", "u-2"]
+    assert list(team_table["Requests"]) == [2, 3]
+    assert pytest.approx(endpoint_table["Spend (USD)"].sum()) == float(TOTAL)
+    charts_drawn = [c.key for c in at.get("plotly_chart")]
+    assert charts_drawn == [
+        "daily_spend",
+        "daily_per_1k",
+        "bars_endpoint",
+        "bars_model",
+        "bars_user",
+        "bars_team",
+    ]
+    assert at.sidebar.date_input(key="days").value == (date(2025, 10, 23), DAY2)
+
+
+@pytest.mark.usefixtures("page_env")
+def test_page_filters_and_days_narrow_every_figure(
+    monkeypatch: pytest.MonkeyPatch, sqlite_engine: Engine
+) -> None:
+    ingest_paths(sqlite_engine, Settings(), [COUNTING])
+    at = _run_page(monkeypatch, sqlite_engine.url.render_as_string(hide_password=False))
+
+    at.sidebar.multiselect(key=filter_key("model")).select("claude-sonnet-4-5").run()
+    assert not at.exception
+    assert _metrics(at)["Requests"] == "1"
+    assert _metrics(at)["Spend (USD)"] == money_text(SONNET_A)
+    assert not at.warning  # the unpriced llama call is outside this filter
+
+    at.sidebar.multiselect(key=filter_key("model")).unselect("claude-sonnet-4-5")
+    at.sidebar.date_input(key="days").set_value((DAY2, DAY2)).run()
+    assert _metrics(at)["Requests"] == "1"
+    assert _metrics(at)["Spend (USD)"] == money_text(MINI_E)
+
+    at.sidebar.multiselect(key=filter_key("endpoint")).select("/v1/search").run()
+    at.sidebar.date_input(key="days").set_value((DAY1, DAY1)).run()
+    assert _metrics(at)["Requests"] == "1"  # C, whose only call is unpriced
+    assert _metrics(at)["Unpriced calls"] == "1"
+
+
+@pytest.mark.usefixtures("page_env")
+def test_empty_warehouse_says_how_to_load_data(
+    monkeypatch: pytest.MonkeyPatch, sqlite_engine: Engine
+) -> None:
+    at = _run_page(monkeypatch, sqlite_engine.url.render_as_string(hide_password=False))
+    [info] = at.info
+    assert "spendguard demo" in info.value
+    assert "spendguard ingest traces PATH" in info.value
+    assert not at.metric
+    assert not at.get("plotly_chart")
+
+
+@pytest.mark.usefixtures("page_env")
+def test_unmigrated_warehouse_says_to_upgrade(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    at = _run_page(monkeypatch, f"sqlite:///{tmp_path / 'new.db'}")
+    [info] = at.info
+    assert "spendguard db upgrade" in info.value
+
+
+@pytest.mark.usefixtures("page_env")
+def test_user_supplied_names_are_shown_as_typed(
+    monkeypatch: pytest.MonkeyPatch, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    hostile_endpoint = "<img src=x onerror=alert(1)>/v1/chat"
+    hostile_user = "**u-1** $x$"
+    doc = COUNTING.read_text(encoding="utf-8")
+    doc = doc.replace(json.dumps("/v1/chat"), json.dumps(hostile_endpoint))
+    doc = doc.replace(json.dumps("u-1"), json.dumps(hostile_user))
+    (tmp_path / "hostile.json").write_text(doc, encoding="utf-8")
+    assert ingest_paths(sqlite_engine, Settings(), [tmp_path / "hostile.json"]).ok
+
+    at = _run_page(monkeypatch, sqlite_engine.url.render_as_string(hide_password=False))
+
+    endpoint_table, _, user_table, _ = (d.value for d in at.dataframe)
+    assert hostile_endpoint in list(endpoint_table["Endpoint"])
+    assert hostile_user in list(user_table["User"])
+    texts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    texts += [i.value for i in at.info] + [w.value for w in at.warning]
+    assert not any("onerror" in t or "**u-1**" in t for t in texts)
+    bars = next(c for c in at.get("plotly_chart") if c.key == "bars_endpoint")
+    spec = bars.proto.spec
+    assert "onerror" in spec and "<img" not in spec and "\\u003cimg" not in spec
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("page_env")
+def test_page_on_demo_data(
+    monkeypatch: pytest.MonkeyPatch, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    end = datetime(2025, 11, 22, 12, tzinfo=UTC)
+    files = write_demo_files(tmp_path / "demo", days=3, seed=3, end=end, requests_per_day=60)
+    settings = Settings(
+        pricing={"overrides": DEMO_PRICE_OVERRIDES},
+        attribution={"user_teams": DEMO_USER_TEAMS},
+    )
+    assert ingest_paths(sqlite_engine, settings, files).ok
+    shown = Scope(since=date(2025, 10, 24), until=date(2025, 11, 23))
+    total = unit_costs(sqlite_engine, [], shown)[0]
+
+    at = _run_page(monkeypatch, sqlite_engine.url.render_as_string(hide_password=False))
+
+    assert _metrics(at)["Spend (USD)"] == money_text(total.cost_usd)
+    assert _metrics(at)["Requests"] == f"{total.requests:,}"
+    assert total.requests > 100
+    assert _metrics(at)["Unpriced calls"] == "0"
+    assert not at.warning
+    assert len(at.dataframe) == 4

@@ -1,0 +1,118 @@
+"""The Alembic migrations build exactly the schema `app.warehouse.tables` declares, on both
+backends, and go down and up again (on SQLite)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, Float, Integer, Numeric, inspect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from app.warehouse.migrate import alembic_config, upgrade
+from app.warehouse.tables import Base
+
+
+def schema_diff(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision(engine: Engine) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    """Tables, columns (name, type, nullability) and indexes, to compare before and after."""
+    inspector = inspect(engine)
+    return {
+        table: {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
+            ],
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(table)
+            ),
+            "pk": inspector.get_pk_constraint(table)["constrained_columns"],
+        }
+        for table in sorted(inspector.get_table_names())
+    }
+
+
+def test_the_migrated_schema_matches_the_models(engine: Engine) -> None:
+    assert current_revision(engine) == head_revision(engine)
+    assert schema_diff(engine) == []
+
+
+def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
+    before = snapshot(engine)
+    upgrade(engine)
+    upgrade(engine)
+    assert current_revision(engine) == head_revision(engine)
+    assert snapshot(engine) == before
+    assert schema_diff(engine) == []
+
+
+def test_downgrade_to_base_and_upgrade_again(sqlite_engine: Engine) -> None:
+    tables = set(Base.metadata.tables)
+    assert tables <= set(inspect(sqlite_engine).get_table_names())
+
+    command.downgrade(alembic_config(sqlite_engine), "base")
+    assert current_revision(sqlite_engine) is None
+    assert not tables & set(inspect(sqlite_engine).get_table_names())
+
+    upgrade(sqlite_engine)
+    assert current_revision(sqlite_engine) == head_revision(sqlite_engine)
+    assert schema_diff(sqlite_engine) == []
+
+
+def _underlying(type_: TypeEngine[Any]) -> TypeEngine[Any]:
+    return type_.impl_instance if isinstance(type_, TypeDecorator) else type_
+
+
+def _is_float(type_: TypeEngine[Any]) -> bool:
+    # Float covers REAL, DOUBLE and DOUBLE_PRECISION; Numeric(asdecimal=False) is a float too.
+    return isinstance(type_, Float) or (isinstance(type_, Numeric) and not type_.asdecimal)
+
+
+def test_no_float_column_anywhere() -> None:
+    floats = [
+        f"{table.name}.{column.name}: {column.type!r}"
+        for table in Base.metadata.tables.values()
+        for column in table.columns
+        if _is_float(_underlying(column.type))
+    ]
+    assert not floats, f"money and counts must be exact, found float columns: {floats}"
+
+
+def test_money_columns_are_integers() -> None:
+    money = [
+        column
+        for table in Base.metadata.tables.values()
+        for column in table.columns
+        if "usd" in column.name
+    ]
+    assert money, "no money column found: update this test's naming rule"
+    for column in money:
+        assert column.name.endswith("_nanousd"), f"{column}: money is stored as nano-dollars"
+        assert isinstance(_underlying(column.type), Integer), f"{column}: {column.type!r}"
+
+
+def test_no_float_column_in_the_migrated_database(engine: Engine) -> None:
+    inspector = inspect(engine)
+    floats = [
+        f"{table}.{column['name']}: {column['type']!r}"
+        for table in inspector.get_table_names()
+        for column in inspector.get_columns(table)
+        if _is_float(column["type"])
+    ]
+    assert not floats, floats
