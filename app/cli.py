@@ -228,10 +228,14 @@ def dashboard(
     port: Annotated[int | None, typer.Option(help="Port (default: dashboard.port).")] = None,
 ) -> None:
     """Run the Streamlit dashboard."""
-    import subprocess
+    import os
 
     settings, _ = _ctx(ctx).warehouse()
-    raise typer.Exit(subprocess.call(_dashboard_argv(port or settings.dashboard.port)))
+    argv = _dashboard_argv(port or settings.dashboard.port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the Streamlit server: signals sent to this process reach it, no orphan is left.
+    os.execv(argv[0], argv)  # noqa: S606 - argv is ours: this Python, streamlit, our entry
 
 
 def _dashboard_argv(port: int) -> list[str]:

@@ -6,6 +6,8 @@ Ctrl-C (or SIGTERM) stops all three; if one exits on its own, the others are sto
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -26,7 +28,9 @@ def run_together(commands: dict[str, Sequence[str]]) -> int:
     previous = signal.signal(signal.SIGTERM, request_stop)
     try:
         for name, argv in commands.items():
-            children[name] = subprocess.Popen(list(argv))
+            # Each child leads its own process group, so stopping it also stops anything it
+            # started, and a terminal's Ctrl-C reaches only us: we stop the children in order.
+            children[name] = subprocess.Popen(list(argv), start_new_session=True)
             print(f"spendguard up: started {name} (pid {children[name].pid})", file=sys.stderr)
         while not stopping:
             for name, child in children.items():
@@ -50,12 +54,17 @@ def run_together(commands: dict[str, Sequence[str]]) -> int:
 
 def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
     for child in children.values():
-        if child.poll() is None:
-            child.terminate()
+        _signal_group(child, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     for child in children.values():
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+            print(f"spendguard up: pid {child.pid} ignored SIGTERM; killing it", file=sys.stderr)
+        _signal_group(child, signal.SIGKILL)  # the child if still there, and its leftovers
+        child.wait()
+
+
+def _signal_group(child: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, sig)

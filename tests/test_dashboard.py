@@ -20,13 +20,14 @@ from streamlit.testing.v1 import AppTest
 
 from app.dashboard import charts, queries
 from app.dashboard.filters import default_range, filter_key
-from app.dashboard.formatting import chart_label, money_text
+from app.dashboard.formatting import chart_label, local_time_text, money_text
 from app.dashboard.queries import DailyRow, DataBounds
 from app.demo import DEMO_PRICE_OVERRIDES, DEMO_USER_TEAMS, write_demo_files
 from app.ingest import ingest_paths
 from app.reports.unit_costs import Scope, unit_costs
 from app.settings import Settings
 from app.warehouse.engine import make_engine
+from app.warehouse.migrate import upgrade
 from tests.conftest import FIXTURES
 from tests.test_unit_costs import MINI_A, MINI_D, MINI_E, SONNET_A, TOTAL
 
@@ -150,6 +151,12 @@ def test_chart_labels_are_escaped_and_categorical(loaded: Engine) -> None:
     assert all("<" not in label for label in fig.data[0].y)
 
 
+def test_local_time_text() -> None:
+    moment = datetime(2025, 11, 21, 9, 0, tzinfo=UTC)
+    assert local_time_text(moment, "Europe/Paris") == "2025-11-21 10:00 CET"
+    assert local_time_text(moment, "Not/AZone") == "2025-11-21 09:00 UTC"
+
+
 def test_default_range_ends_on_the_latest_data_day() -> None:
     last = datetime(2025, 11, 21, 23, 30, tzinfo=UTC)
     bounds = DataBounds(first=last - timedelta(days=90), last=last, requests=10)
@@ -259,14 +266,38 @@ def test_empty_warehouse_says_how_to_load_data(
     assert not at.metric
     assert not at.get("plotly_chart")
 
+    # Data loaded while the page is open shows on the next run, not after the cache's TTL.
+    ingest_paths(sqlite_engine, Settings(), [COUNTING])
+    at.run()
+    assert not at.info
+    assert _metrics(at)["Requests"] == "5"
+
 
 @pytest.mark.usefixtures("page_env")
 def test_unmigrated_warehouse_says_to_upgrade(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    at = _run_page(monkeypatch, f"sqlite:///{tmp_path / 'new.db'}")
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    at = _run_page(monkeypatch, url)
     [info] = at.info
     assert "spendguard db upgrade" in info.value
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    at.run()
+    assert "spendguard demo" in at.info[0].value  # migrated now, still empty
+
+
+@pytest.mark.usefixtures("page_env")
+def test_unreachable_warehouse_is_an_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    at = _run_page(monkeypatch, "postgresql+psycopg://nobody:s3cret@127.0.0.1:1/none")
+    [error] = at.error
+    assert "cannot read its configuration or warehouse" in error.value
+    [detail] = at.code
+    assert "cannot connect to the warehouse" in detail.value
+    assert "s3cret" not in detail.value
 
 
 @pytest.mark.usefixtures("page_env")

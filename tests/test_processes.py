@@ -69,6 +69,17 @@ def _start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int]:
     return proc, api_port, dash_port
 
 
+def _reap(proc: subprocess.Popen[str]) -> None:
+    """Whatever happened, leave no process and no open pipe behind."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # `up` stops its children (each in its own group)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+
 @pytest.mark.slow
 def test_up_serves_api_and_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc, api_port, dash_port = _start_up(tmp_path)
@@ -80,8 +91,7 @@ def test_up_serves_api_and_dashboard_and_stops_on_ctrl_c(tmp_path: Path) -> None
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _reap(proc)
     assert proc.returncode == 0, out
     assert "stopping api, worker and dashboard" in out
     for port in (api_port, dash_port):
@@ -96,7 +106,7 @@ def test_up_stops_everything_when_one_process_dies(tmp_path: Path) -> None:
         _wait_for(f"http://127.0.0.1:{api_port}/healthz", time.monotonic() + 60)
         api_pid = int(
             subprocess.run(
-                ["pgrep", "-f", "-n", "-g", str(proc.pid), "app --config .* api"],
+                ["pgrep", "-P", str(proc.pid), "-f", "app --config .* api$"],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -105,7 +115,6 @@ def test_up_stops_everything_when_one_process_dies(tmp_path: Path) -> None:
         os.kill(api_pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _reap(proc)
     assert proc.returncode != 0
     assert "api exited" in out

@@ -347,6 +347,21 @@ def test_a_bad_environment_override_names_the_variable(tmp_path: Path) -> None:
     message = config_error(path, {"SPENDGUARD_ATTRIBUTION__USER_ATTRIBUTES": "[oops"})
     assert "SPENDGUARD_ATTRIBUTION__USER_ATTRIBUTES" in message
     assert "JSON" in message
+    # Lists are set whole (SPENDGUARD_RULES='[…]'), not item by item.
+    message = config_error(path, {"SPENDGUARD_RULES__0__METRIC": "tokens"})
+    assert "rules:" in message
+    assert "SPENDGUARD_RULES__0__METRIC" in message
+    with_rules = write(tmp_path, "rules:\n  - {id: r, metric: cost_usd, condition: {}}\n")
+    message = config_error(with_rules, {"SPENDGUARD_RULES__0__METRIC": "tokens"})
+    assert "SPENDGUARD_RULES__0__METRIC" in message
+    assert "as JSON in SPENDGUARD_RULES" in message
+
+
+def test_a_file_error_is_not_blamed_on_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "database: sqlite:///x.db\n")
+    message = config_error(path, {"SPENDGUARD_DATABASE_URL": "sqlite:///y.db"})
+    assert message.startswith(f"{path}: invalid configuration")
+    assert "database: Input should be a valid dictionary" in message
 
 
 def test_only_the_given_environment_is_read(
@@ -356,7 +371,10 @@ def test_only_the_given_environment_is_read(
     monkeypatch.setenv("SPENDGUARD_DATABASE_URL", "sqlite:///process.db")
     monkeypatch.setenv("SPENDGUARD_CONFIG", str(tmp_path / "absent.yaml"))
     monkeypatch.chdir(tmp_path)
-    assert load_settings(environ={}) == Settings()
+    hermetic = load_settings(environ={})
+    assert hermetic.api.port == 8700
+    assert hermetic.database.url == DEFAULT_DATABASE_URL
+    assert Settings().api.port == 8700  # Settings() alone is the defaults, whatever the env
     # …and the process environment when none is given.
     with pytest.raises(ConfigError, match=r"absent\.yaml: config file not found"):
         load_settings()

@@ -1,0 +1,160 @@
+"""Queries the dashboard needs beyond `app.reports.unit_costs`, aggregated in SQL.
+
+Every cost figure here is built from `unit_cost_query`, so it follows the same counting rules as
+the report (a request's UTC day and dimensions decide; calls follow their request). Only one row
+per group or per day comes back; nothing here reads every request into memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, func, inspect, literal, select
+from sqlalchemy.engine import RowMapping
+
+from app.money import nanos_to_usd, per_thousand
+from app.reports.unit_costs import Scope, UnitCostRow, unit_cost_query
+from app.warehouse.engine import check_connection
+from app.warehouse.tables import LlmCall, Request
+
+# The request dimensions a filter can pick values of, and their columns. NULL user or team is
+# left out of the options: a filter matches stored values, and "no user" is not one.
+_OPTION_COLUMNS: dict[str, Any] = {
+    "endpoint": Request.endpoint,
+    "user": Request.user_id,
+    "team": Request.team,
+    "model": LlmCall.model,
+    "provider": LlmCall.provider,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DataBounds:
+    """When the warehouse's requests start and end (UTC), and how many there are."""
+
+    first: datetime
+    last: datetime
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class DailyRow:
+    """One UTC day of the scope: its requests, calls and cost (a request's day decides)."""
+
+    day: date
+    requests: int
+    llm_calls: int
+    cost_nanousd: int
+    unpriced_calls: int
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return nanos_to_usd(self.cost_nanousd)
+
+    @property
+    def cost_per_1k_requests(self) -> Decimal | None:
+        return per_thousand(self.cost_nanousd, self.requests)
+
+
+def has_warehouse(engine: Engine) -> bool:
+    """Whether the warehouse tables exist (`spendguard db upgrade` has run).
+
+    Raises `WarehouseError`, saying what to check, when the database cannot be reached.
+    """
+    check_connection(engine)
+    return inspect(engine).has_table(Request.__tablename__)
+
+
+def data_bounds(engine: Engine) -> DataBounds | None:
+    """The first and last request time, or None when the warehouse holds no request."""
+    query = select(
+        func.min(Request.started_at), func.max(Request.started_at), func.count(Request.trace_id)
+    )
+    with engine.connect() as conn:
+        first, last, count = conn.execute(query).one()
+    if not count:
+        return None
+    return DataBounds(first=first, last=last, requests=int(count))
+
+
+def top_unit_costs(
+    engine: Engine, dims: Sequence[str], scope: Scope, limit: int
+) -> list[UnitCostRow]:
+    """`unit_costs` limited in SQL to the `limit` most expensive groups (same order and rules)."""
+    query = unit_cost_query(dims, scope)
+    cols = query.selected_columns
+    query = query.order_by(cols.cost_nanousd.desc(), *(cols[d] for d in dims)).limit(limit)
+    with engine.connect() as conn:
+        result = conn.execute(query).mappings().all()
+    return [_unit_cost_row(r, dims) for r in result if int(r["requests"]) > 0]
+
+
+def daily_unit_costs(engine: Engine, scope: Scope) -> list[DailyRow]:
+    """One row per UTC day of the scope that has requests, oldest first."""
+    day = func.date(Request.started_at).label("day")
+    query = unit_cost_query([], scope).add_columns(day).group_by(day).order_by(day)
+    with engine.connect() as conn:
+        result = conn.execute(query).mappings().all()
+    return [
+        DailyRow(
+            day=_as_date(r["day"]),
+            requests=int(r["requests"]),
+            llm_calls=int(r["llm_calls"]),
+            cost_nanousd=int(r["cost_nanousd"]),
+            unpriced_calls=int(r["unpriced_calls"]),
+        )
+        for r in result
+        if int(r["requests"]) > 0
+    ]
+
+
+def fill_days(rows: Sequence[DailyRow], since: date, until: date) -> list[DailyRow]:
+    """Every day from `since` (inclusive) to `until` (exclusive), days without requests as 0."""
+    by_day = {r.day: r for r in rows}
+    days = (since + timedelta(days=i) for i in range((until - since).days))
+    return [by_day.get(d) or DailyRow(d, 0, 0, 0, 0) for d in days]
+
+
+def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> list[str]:
+    """The values of `dim` seen in the scope, most expensive first, at most `limit` of them.
+
+    Model and provider values come from calls; endpoint, user and team from requests (with or
+    without calls). Ties are broken by the value so the order is stable between reruns.
+    """
+    column = _OPTION_COLUMNS[dim]
+    cost = func.coalesce(func.sum(LlmCall.cost_nanousd), literal(0))
+    query = select(column).select_from(Request)
+    join_on = LlmCall.trace_id == Request.trace_id
+    if dim in {"model", "provider"}:
+        query = query.join(LlmCall, join_on)
+    else:
+        query = query.outerjoin(LlmCall, join_on)
+    conds = [*scope.conditions(), column.is_not(None)]
+    query = query.where(*conds).group_by(column).order_by(cost.desc(), column).limit(limit)
+    with engine.connect() as conn:
+        return [str(v) for v in conn.execute(query).scalars()]
+
+
+def _unit_cost_row(r: RowMapping, dims: Sequence[str]) -> UnitCostRow:
+    return UnitCostRow(
+        group={d: str(r[d]) for d in dims},
+        requests=int(r["requests"]),
+        llm_calls=int(r["llm_calls"]),
+        input_tokens=int(r["input_tokens"]),
+        output_tokens=int(r["output_tokens"]),
+        cost_nanousd=int(r["cost_nanousd"]),
+        unpriced_calls=int(r["unpriced_calls"]),
+    )
+
+
+def _as_date(value: object) -> date:
+    # date() of a timestamp is text on SQLite and a date on PostgreSQL.
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))

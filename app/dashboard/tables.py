@@ -1,0 +1,78 @@
+"""Unit-cost rows as tables for `st.dataframe`.
+
+Money columns are floats *for display only*, so the grid sorts them as numbers; the sums and
+ratios behind them were computed exactly (`Decimal`, integer nano-dollars) before conversion.
+Values are shown as plain cells, never as HTML or markdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from app.reports.unit_costs import UnitCostRow
+
+SPEND = "Spend (USD)"
+PER_1K = "Cost / 1k requests (USD)"
+
+_TITLES = {
+    "endpoint": "Endpoint",
+    "model": "Model",
+    "user": "User",
+    "team": "Team",
+    "provider": "Provider",
+}
+
+
+def title(dim: str) -> str:
+    return _TITLES.get(dim, dim.title())
+
+
+def unit_cost_frame(rows: Sequence[UnitCostRow], dims: Sequence[str]) -> pl.DataFrame:
+    """One row per group: the group's values, counts, tokens, spend and cost per 1k requests."""
+    data: dict[str, list[Any]] = {title(d): [r.group[d] for r in rows] for d in dims}
+    data["Requests"] = [r.requests for r in rows]
+    data["LLM calls"] = [r.llm_calls for r in rows]
+    data["Input tokens"] = [r.input_tokens for r in rows]
+    data["Output tokens"] = [r.output_tokens for r in rows]
+    data[SPEND] = [float(r.cost_usd) for r in rows]
+    data[PER_1K] = [_float_or_none(r) for r in rows]
+    data["Unpriced calls"] = [r.unpriced_calls for r in rows]
+    schema: dict[str, Any] = {title(d): pl.String for d in dims}
+    schema |= {SPEND: pl.Float64, PER_1K: pl.Float64}
+    return pl.DataFrame(data, schema_overrides=schema)
+
+
+def column_config() -> dict[str, Any]:
+    money = "$%.4f"
+    count = "localized"
+    return {
+        SPEND: st.column_config.NumberColumn(SPEND, format=money),
+        PER_1K: st.column_config.NumberColumn(
+            PER_1K, format=money, help="1000 × spend / distinct requests of the group"
+        ),
+        "Requests": st.column_config.NumberColumn("Requests", format=count),
+        "LLM calls": st.column_config.NumberColumn("LLM calls", format=count),
+        "Input tokens": st.column_config.NumberColumn("Input tokens", format=count),
+        "Output tokens": st.column_config.NumberColumn("Output tokens", format=count),
+        "Unpriced calls": st.column_config.NumberColumn(
+            "Unpriced calls", format=count, help="calls without a price: counted, not in the spend"
+        ),
+    }
+
+
+def show(rows: Sequence[UnitCostRow], dims: Sequence[str], *, key: str) -> None:
+    st.dataframe(
+        unit_cost_frame(rows, dims),
+        hide_index=True,
+        column_config=column_config(),
+        key=key,
+    )
+
+
+def _float_or_none(row: UnitCostRow) -> float | None:
+    per_1k = row.cost_per_1k_requests
+    return None if per_1k is None else float(per_1k)
