@@ -1,0 +1,277 @@
+"""The configuration's shape: one pydantic model per section of spendguard.yaml.
+
+Every model forbids unknown keys, so a typo is refused at start instead of being ignored.
+Secrets are `SecretStr` (never printed). `spendguard.example.yaml` documents every field here,
+and tests/test_docs.py fails when one is missing there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from app.durations import parse_duration
+
+DEFAULT_DATABASE_URL = "sqlite:///spendguard.db"
+DEFAULT_USER_ATTRIBUTES = ["enduser.id", "user.id", "app.user.id", "llm.user"]
+DEFAULT_TEAM_ATTRIBUTES = ["team.id", "app.team"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Schedule(_Strict):
+    """When a collector runs: a fixed interval (`every: 60s`) or a crontab line (`cron: ...`)."""
+
+    every: str | None = None
+    cron: str | None = None
+
+    @field_validator("every")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError(f"cron {value!r} must have 5 fields: minute hour day month weekday")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Schedule:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of 'every' (e.g. 60s, 5m, 1h) or 'cron'")
+        return self
+
+
+class DatabaseConfig(_Strict):
+    url: str = DEFAULT_DATABASE_URL
+
+
+class FolderSource(_Strict):
+    kind: Literal["folder"]
+    path: Path
+
+
+class S3Source(_Strict):
+    kind: Literal["s3"]
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+
+
+# Tagged by `kind`, so a mistake is reported against the one alternative the user meant.
+TraceSource = Annotated[FolderSource | S3Source, Field(discriminator="kind")]
+
+
+class TracesCollectorConfig(_Strict):
+    enabled: bool = True
+    schedule: Schedule = Schedule(every="60s")
+    sources: list[TraceSource] = Field(default_factory=list)
+
+
+class OpenAICollectorConfig(_Strict):
+    enabled: bool = False
+    schedule: Schedule = Schedule(every="1h")
+    admin_key: SecretStr | None = None
+    base_url: str = "https://api.openai.com/v1"
+    project_ids: list[str] = Field(default_factory=list)
+    lookback_days: int = Field(default=3, ge=0)
+
+
+class AnthropicCollectorConfig(_Strict):
+    enabled: bool = False
+    schedule: Schedule = Schedule(every="1h")
+    admin_key: SecretStr | None = None
+    base_url: str = "https://api.anthropic.com"
+    workspace_ids: list[str] = Field(default_factory=list)
+    lookback_days: int = Field(default=3, ge=0)
+
+
+class AwsCeCollectorConfig(_Strict):
+    enabled: bool = False
+    schedule: Schedule = Schedule(cron="0 */6 * * *")
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    tag_key: str = "gpu-pool"
+
+
+class FocusCollectorConfig(_Strict):
+    enabled: bool = False
+    schedule: Schedule = Schedule(cron="0 */6 * * *")
+    bucket: str | None = None
+    prefix: str = ""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+
+
+class OpenCostCollectorConfig(_Strict):
+    enabled: bool = False
+    schedule: Schedule = Schedule(every="1h")
+    base_url: str = "http://opencost.opencost:9003"
+    aggregate: str = "namespace"
+
+
+class CollectorsConfig(_Strict):
+    traces: TracesCollectorConfig = TracesCollectorConfig()
+    openai: OpenAICollectorConfig = OpenAICollectorConfig()
+    anthropic: AnthropicCollectorConfig = AnthropicCollectorConfig()
+    aws_ce: AwsCeCollectorConfig = AwsCeCollectorConfig()
+    focus: FocusCollectorConfig = FocusCollectorConfig()
+    opencost: OpenCostCollectorConfig = OpenCostCollectorConfig()
+
+
+class PriceOverride(_Strict):
+    """A per-model price that wins over the catalog; `model` may be a glob (`ft:gpt-4o-mini:*`)."""
+
+    provider: str | None = None
+    model: str
+    input_per_mtok: str = "0"
+    output_per_mtok: str = "0"
+    cache_read_per_mtok: str | None = None
+    cache_write_per_mtok: str | None = None
+
+    @field_validator(
+        "input_per_mtok",
+        "output_per_mtok",
+        "cache_read_per_mtok",
+        "cache_write_per_mtok",
+        mode="before",
+    )
+    @classmethod
+    def _decimal_string(cls, value: object) -> object:
+        from decimal import Decimal, InvalidOperation
+
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # whole numbers are exact even unquoted
+        if not isinstance(value, str):
+            # YAML reads an unquoted 0.30 as a binary float: refuse it rather than round money.
+            raise ValueError(
+                f'{value!r} must be a quoted decimal string, e.g. "0.30" (USD per million tokens)'
+            )
+        try:
+            parsed = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(
+                f'{value!r} is not a decimal number (write it quoted, e.g. "0.30")'
+            ) from None
+        if not parsed.is_finite() or parsed < 0:
+            raise ValueError(f"{value!r} must be a finite, non-negative number")
+        return value
+
+
+class PricingConfig(_Strict):
+    overrides: list[PriceOverride] = Field(default_factory=list)
+    true_up: bool = False
+
+
+class AttributionConfig(_Strict):
+    user_attributes: list[str] = Field(default_factory=lambda: list(DEFAULT_USER_ATTRIBUTES))
+    team_attributes: list[str] = Field(default_factory=lambda: list(DEFAULT_TEAM_ATTRIBUTES))
+    user_teams: dict[str, str] = Field(default_factory=dict)
+
+
+class GpuPoolConfig(_Strict):
+    name: str
+    match: dict[str, Any] = Field(default_factory=dict)
+    models: list[str] = Field(default_factory=list)
+    allocate_by: Literal["gpu_seconds", "tokens"] = "gpu_seconds"
+
+
+class NotifierConfig(_Strict):
+    kind: Literal["slack", "webhook"]
+    webhook_url: SecretStr | None = None
+    url: str | None = None
+    secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> NotifierConfig:
+        if self.kind == "slack" and self.webhook_url is None:
+            raise ValueError("a slack notifier needs 'webhook_url'")
+        if self.kind == "webhook" and self.url is None:
+            raise ValueError("a webhook notifier needs 'url'")
+        return self
+
+
+class RuleConfig(_Strict):
+    id: str
+    description: str = ""
+    metric: Literal["cost_usd", "tokens", "requests", "cost_per_1k_requests", "unpriced_calls"]
+    filter: dict[str, str | list[str]] = Field(default_factory=dict)
+    group_by: list[Literal["endpoint", "model", "user", "team", "provider"]] = Field(
+        default_factory=list
+    )
+    window: str = "day"
+    condition: dict[str, Any]
+    min_requests: int = 0
+    severity: Literal["info", "warning", "critical"] = "warning"
+    actions: list[str] = Field(default_factory=list)
+    cooldown: str | None = None
+    renotify: str | None = None
+
+
+class GatewayConfig(_Strict):
+    kind: Literal["nginx", "envoy", "litellm", "custom"]
+    base_url: str | None = None
+    master_key: SecretStr | None = None
+
+
+class ApiConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=1, le=65535)
+
+
+class DashboardConfig(_Strict):
+    port: int = Field(default=8501, ge=1, le=65535)
+    auth: Literal["none", "token"] = "none"
+    public_url: str = "http://localhost:8501"
+    timezone: str = "UTC"
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Sections mirror spendguard.example.yaml one to one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SPENDGUARD_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    database: DatabaseConfig = DatabaseConfig()
+    collectors: CollectorsConfig = CollectorsConfig()
+    pricing: PricingConfig = PricingConfig()
+    attribution: AttributionConfig = AttributionConfig()
+    gpu_pools: list[GpuPoolConfig] = Field(default_factory=list)
+    notifiers: dict[str, NotifierConfig] = Field(default_factory=dict)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    gateways: list[GatewayConfig] = Field(default_factory=list)
+    api: ApiConfig = ApiConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `load_settings` merges the environment itself (the one it is given, not always
+        # os.environ) so that errors can name the variable; `Settings()` alone is the defaults.
+        return (init_settings,)
