@@ -101,8 +101,8 @@ def test_fill_days_adds_empty_days() -> None:
 @pytest.mark.parametrize("dim", ["endpoint", "model", "user", "team"])
 def test_top_unit_costs_is_unit_costs_cut_in_sql(loaded: Engine, dim: str) -> None:
     everything = unit_costs(loaded, [dim])
-    assert queries.top_unit_costs(loaded, [dim], Scope(), limit=2) == everything[:2]
-    assert queries.top_unit_costs(loaded, [dim], Scope(), limit=100) == everything
+    assert unit_costs(loaded, [dim], Scope(), limit=2) == everything[:2]
+    assert unit_costs(loaded, [dim], Scope(), limit=100) == everything
 
 
 def test_filter_options(loaded: Engine) -> None:

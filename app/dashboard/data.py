@@ -63,7 +63,7 @@ def unit_cost_rows(
 def top_unit_cost_rows(
     url: str, dims: tuple[str, ...], since: date, until: date, filters: Filters, limit: int
 ) -> list[UnitCostRow]:
-    return queries.top_unit_costs(engine(url), dims, scope(since, until, filters), limit)
+    return unit_costs(engine(url), dims, scope(since, until, filters), limit=limit)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

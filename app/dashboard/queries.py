@@ -11,25 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import Engine, func, inspect, literal, select
-from sqlalchemy.engine import RowMapping
 
 from app.money import nanos_to_usd, per_thousand
-from app.reports.unit_costs import Scope, UnitCostRow, unit_cost_query
+from app.reports.unit_costs import COLUMNS, Scope, unit_cost_query
 from app.warehouse.engine import check_connection
 from app.warehouse.tables import LlmCall, Request
-
-# The request dimensions a filter can pick values of, and their columns. NULL user or team is
-# left out of the options: a filter matches stored values, and "no user" is not one.
-_OPTION_COLUMNS: dict[str, Any] = {
-    "endpoint": Request.endpoint,
-    "user": Request.user_id,
-    "team": Request.team,
-    "model": LlmCall.model,
-    "provider": LlmCall.provider,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +69,6 @@ def data_bounds(engine: Engine) -> DataBounds | None:
     return DataBounds(first=first, last=last, requests=int(count))
 
 
-def top_unit_costs(
-    engine: Engine, dims: Sequence[str], scope: Scope, limit: int
-) -> list[UnitCostRow]:
-    """`unit_costs` limited in SQL to the `limit` most expensive groups (same order and rules)."""
-    query = unit_cost_query(dims, scope)
-    cols = query.selected_columns
-    query = query.order_by(cols.cost_nanousd.desc(), *(cols[d] for d in dims)).limit(limit)
-    with engine.connect() as conn:
-        result = conn.execute(query).mappings().all()
-    return [_unit_cost_row(r, dims) for r in result if int(r["requests"]) > 0]
-
-
 def daily_unit_costs(engine: Engine, scope: Scope) -> list[DailyRow]:
     """One row per UTC day of the scope that has requests, oldest first."""
     day = func.date(Request.started_at).label("day")
@@ -125,7 +101,7 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
     Model and provider values come from calls; endpoint, user and team from requests (with or
     without calls). Ties are broken by the value so the order is stable between reruns.
     """
-    column = _OPTION_COLUMNS[dim]
+    column = COLUMNS[dim]  # NULL users/teams are no option: a filter matches stored values
     cost = func.coalesce(func.sum(LlmCall.cost_nanousd), literal(0))
     query = select(column).select_from(Request)
     join_on = LlmCall.trace_id == Request.trace_id
@@ -137,18 +113,6 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
     query = query.where(*conds).group_by(column).order_by(cost.desc(), column).limit(limit)
     with engine.connect() as conn:
         return [str(v) for v in conn.execute(query).scalars()]
-
-
-def _unit_cost_row(r: RowMapping, dims: Sequence[str]) -> UnitCostRow:
-    return UnitCostRow(
-        group={d: str(r[d]) for d in dims},
-        requests=int(r["requests"]),
-        llm_calls=int(r["llm_calls"]),
-        input_tokens=int(r["input_tokens"]),
-        output_tokens=int(r["output_tokens"]),
-        cost_nanousd=int(r["cost_nanousd"]),
-        unpriced_calls=int(r["unpriced_calls"]),
-    )
 
 
 def _as_date(value: object) -> date:

@@ -29,7 +29,8 @@ DIMENSIONS = ("endpoint", "model", "user", "team", "provider")
 CALL_DIMENSIONS = frozenset({"model", "provider"})
 MISSING = "(none)"
 
-_COLUMNS: dict[str, Any] = {
+# Each dimension's column: request dimensions on `requests`, call dimensions on `llm_calls`.
+COLUMNS: dict[str, Any] = {
     "endpoint": Request.endpoint,
     "user": Request.user_id,
     "team": Request.team,
@@ -54,7 +55,7 @@ class Scope:
             conds.append(Request.started_at < _midnight(self.until))
         for dim, values in (self.filters or {}).items():
             if values:
-                conds.append(_COLUMNS[dim].in_(list(values)))
+                conds.append(COLUMNS[dim].in_(list(values)))
         return conds
 
     def filters_calls(self) -> bool:
@@ -93,7 +94,7 @@ def parse_dimensions(text: str) -> list[str]:
 
 def unit_cost_query(dims: Sequence[str], scope: Scope) -> Select[Any]:
     call_level = bool(CALL_DIMENSIONS.intersection(dims)) or scope.filters_calls()
-    group_cols = [func.coalesce(_COLUMNS[d], literal(MISSING)).label(d) for d in dims]
+    group_cols = [func.coalesce(COLUMNS[d], literal(MISSING)).label(d) for d in dims]
     unpriced = case(
         (and_(LlmCall.span_id.is_not(None), LlmCall.cost_nanousd.is_(None)), 1), else_=0
     )
@@ -116,10 +117,17 @@ def unit_cost_query(dims: Sequence[str], scope: Scope) -> Select[Any]:
     return query
 
 
-def unit_costs(engine: Engine, dims: Sequence[str], scope: Scope = Scope()) -> list[UnitCostRow]:
-    """One row per group, most expensive first (ties broken by the group's values)."""
+def unit_costs(
+    engine: Engine, dims: Sequence[str], scope: Scope = Scope(), limit: int | None = None
+) -> list[UnitCostRow]:
+    """One row per group, most expensive first (ties broken by the group's values); with
+    `limit`, only the `limit` most expensive groups, cut in SQL."""
+    query = unit_cost_query(dims, scope)
+    if limit is not None:
+        cols = query.selected_columns
+        query = query.order_by(cols.cost_nanousd.desc(), *(cols[d] for d in dims)).limit(limit)
     with engine.connect() as conn:
-        result = conn.execute(unit_cost_query(dims, scope)).mappings().all()
+        result = conn.execute(query).mappings().all()
     rows = [
         UnitCostRow(
             group={d: str(r[d]) for d in dims},
