@@ -1,0 +1,96 @@
+"""Warehouse commands: `db upgrade`, `ingest traces`, `report unit-costs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.cli.root import ctx_of, db_app, ingest_app, parse_day, report_app
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply the warehouse migrations (every other command also does this first)."""
+    _settings, engine = ctx_of(ctx).warehouse()
+    url = engine.url.render_as_string(hide_password=True)
+    typer.echo(f"warehouse at {url} is up to date")
+
+
+@ingest_app.command("traces")
+def ingest_traces(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path], typer.Argument(help="OTLP files or folders (.json, .jsonl, optionally .gz).")
+    ],
+) -> None:
+    """Load OTLP trace files; re-loading the same spans changes nothing."""
+    from app.ingest import ingest_paths
+
+    settings, engine = ctx_of(ctx).warehouse()
+    result = ingest_paths(engine, settings, paths, progress=True)
+    typer.echo(
+        f"{result.files} file(s), {result.spans} spans: {result.requests_new} new requests, "
+        f"{result.calls_new} new LLM calls ({result.calls_duplicate} already stored), "
+        f"{result.unpriced_calls} unpriced"
+    )
+    if result.unpriced_calls:
+        typer.echo(
+            "note: unpriced calls have no catalog price; add pricing.overrides for their "
+            "models in spendguard.yaml",
+            err=True,
+        )
+    for path, why in result.failed.items():
+        typer.echo(f"error: {path} was not loaded: {why}", err=True)
+    if result.failed:
+        typer.echo(
+            "fix or remove the files above and run the command again (loaded files are "
+            "not counted twice)",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@report_app.command("unit-costs")
+def report_unit_costs(
+    ctx: typer.Context,
+    by: Annotated[
+        str, typer.Option("--by", help="Comma list of endpoint, model, user, team, provider.")
+    ],
+    since: Annotated[
+        str | None, typer.Option(help="First UTC day, inclusive (YYYY-MM-DD).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Last UTC day, exclusive (YYYY-MM-DD).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    endpoint: Annotated[list[str] | None, typer.Option(help="Only these endpoints.")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Only these models.")] = None,
+    user: Annotated[list[str] | None, typer.Option(help="Only these users.")] = None,
+    team: Annotated[list[str] | None, typer.Option(help="Only these teams.")] = None,
+    provider: Annotated[list[str] | None, typer.Option(help="Only these providers.")] = None,
+) -> None:
+    """Cost per 1,000 requests by the chosen dimensions."""
+    from app.reports.render import FORMATS, render_unit_costs
+    from app.reports.unit_costs import Scope, parse_dimensions, unit_costs
+
+    try:
+        dims = parse_dimensions(by)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--by") from None
+    if fmt not in FORMATS:
+        raise typer.BadParameter(
+            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
+        )
+    scope = Scope(
+        since=parse_day(since, "--since"),
+        until=parse_day(until, "--until"),
+        filters={
+            "endpoint": endpoint or [],
+            "model": model or [],
+            "user": user or [],
+            "team": team or [],
+            "provider": provider or [],
+        },
+    )
+    _, engine = ctx_of(ctx).warehouse()
+    typer.echo(render_unit_costs(unit_costs(engine, dims, scope), dims, fmt), nl=False)
