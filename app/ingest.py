@@ -1,27 +1,29 @@
 """`spendguard ingest traces PATH…`: load OTLP files through the trace data path.
 
-Each file is decoded completely before anything of it is written, then loaded in one
-transaction, so a malformed file is refused whole (and named), never half-stored. Loading is
-idempotent: spans already stored are skipped, so re-ingesting a file changes nothing.
+Files are read as a stream of documents and loaded in bounded batches (`BATCH_SPANS`), each in
+its own transaction, so memory stays flat whatever the file size. A record that cannot be
+loaded is quarantined with its reason and the rest of the file is loaded. Loading is idempotent:
+spans already stored are skipped, so re-ingesting a file changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from app.errors import InputError
-from app.pricing import Pricer
 from app.progress import Progress
 from app.settings import Settings
-from app.traces.batch import Batch, BatchBuilder
-from app.traces.files import discover, iter_documents
+from app.traces.decoded import Decoded
+from app.traces.files import Document, discover, read_documents
+from app.traces.intake import Intake, IntakeCounts
 from app.warehouse.engine import session_scope
-from app.warehouse.load import load_batch
 from app.warehouse.runs import finish_run, start_run
+
+BATCH_SPANS = 20_000
 
 
 @dataclass(slots=True)
@@ -33,11 +35,21 @@ class IngestResult:
     calls_new: int = 0
     calls_duplicate: int = 0
     unpriced_calls: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
+    quarantined: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # files that could not be read at all
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def add(self, counts: IntakeCounts) -> None:
+        self.spans += counts.spans
+        self.requests_new += counts.requests_new
+        self.requests_updated += counts.requests_updated
+        self.calls_new += counts.calls_new
+        self.calls_duplicate += counts.calls_duplicate
+        self.unpriced_calls += counts.unpriced_calls
+        self.quarantined += counts.quarantined
 
 
 def ingest_paths(
@@ -46,48 +58,53 @@ def ingest_paths(
     paths: Sequence[Path],
     *,
     progress: bool = False,
-    builder: BatchBuilder | None = None,
+    collector: str = "ingest",
 ) -> IngestResult:
     files = discover(paths)
-    builder = builder or BatchBuilder(settings.attribution, Pricer(settings.pricing.overrides))
-    user_teams = settings.attribution.user_teams
+    intake = Intake(settings, collector)
     result = IngestResult()
-    run_id = start_run(engine, "ingest", ", ".join(str(p) for p in paths))
+    run_id = start_run(engine, collector, ", ".join(str(p) for p in paths))
     total_bytes = sum(f.stat().st_size for f in files)
-    with Progress("Ingesting traces", total_bytes, enabled=progress) as bar:
-        for path in files:
-            try:
-                batch, spans = _decode_file(path, builder)
-                with session_scope(engine) as session:
-                    counts = load_batch(session, batch, user_teams)
-            except InputError as exc:
-                result.failed[str(path)] = str(exc)
-            else:
-                result.files += 1
-                result.spans += spans
-                result.requests_new += counts.requests_new
-                result.requests_updated += counts.requests_updated
-                result.calls_new += counts.calls_new
-                result.calls_duplicate += counts.calls_duplicate
-                result.unpriced_calls += batch.unpriced
-            bar.advance(path.stat().st_size)
+    try:
+        with Progress("Ingesting traces", total_bytes, enabled=progress) as bar:
+            for path in files:
+                try:
+                    for chunk in batched(read_documents(path)):
+                        batch = intake.build(chunk)
+                        with session_scope(engine) as session:
+                            result.add(intake.load(session, batch, str(path), len(chunk.spans)))
+                except InputError as exc:
+                    result.failed[str(path)] = str(exc)
+                else:
+                    result.files += 1
+                bar.advance(path.stat().st_size)
+    except BaseException as exc:
+        finish_run(
+            engine,
+            run_id,
+            status="failed",
+            rows_loaded=result.calls_new,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        raise
     finish_run(
         engine,
         run_id,
         status="ok" if result.ok else "failed",
         rows_loaded=result.calls_new + result.requests_new,
-        rows_rejected=len(result.failed),
-        error="\n".join(result.failed.values()) or None,
+        rows_rejected=result.quarantined + len(result.failed),
+        error="\n".join(f"{p}: {e}" for p, e in result.failed.items()) or None,
     )
     return result
 
 
-def _decode_file(path: Path, builder: BatchBuilder) -> tuple[Batch, int]:
-    """Decode and price a whole file before anything of it is written."""
-    batch = Batch()
-    spans = 0
-    for document in iter_documents(path):
-        for span in document:
-            builder.add(batch, span)
-            spans += 1
-    return batch, spans
+def batched(documents: Iterator[Document], limit: int = BATCH_SPANS) -> Iterator[Decoded]:
+    """Group documents into batches of about `limit` spans (a document is never split)."""
+    chunk = Decoded()
+    for doc in documents:
+        chunk.extend(doc.decoded)
+        if len(chunk) >= limit:
+            yield chunk
+            chunk = Decoded()
+    if len(chunk):
+        yield chunk

@@ -149,8 +149,13 @@ def test_errors_go_to_stderr_with_nonzero_exit(tmp_path: Path) -> None:
         "ingest", "traces", str(broken), str(good), url=url, cwd=tmp_path, check=False
     )
     assert proc.returncode == 1
-    assert "broken.jsonl:2: not valid JSON" in proc.stderr
-    assert "5 new LLM calls" in proc.stdout  # the good file is loaded, the bad one refused whole
+    assert "1 record(s) could not be loaded and were quarantined" in proc.stderr
+    assert "5 new LLM calls" in proc.stdout  # everything else is loaded
+    listed = json.loads(
+        spendguard("report", "quarantine", "--format", "json", url=url, cwd=tmp_path).stdout
+    )
+    assert [(r["source"], r["location"]) for r in listed] == [(str(broken), "line at byte 22")]
+    assert "not valid JSON" in listed[0]["reason"]
 
     missing = spendguard(
         "ingest", "traces", str(tmp_path / "nope"), url=url, cwd=tmp_path, check=False

@@ -293,8 +293,9 @@ def test_the_ingest_decoder_reads_every_call(demo: tuple[DemoSummary, dict[str, 
     summary, _ = demo
     calls = 0
     for path in summary.files:
-        for spans in iter_documents(path):
-            calls += sum(extract_usage(s) is not None for s in spans)
+        for decoded in iter_documents(path):
+            assert not decoded.rejected
+            calls += sum(extract_usage(s) is not None for s in decoded.spans)
     assert calls == summary.llm_calls
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import InputError
-from app.traces.files import discover, iter_documents
+from app.traces.files import discover, iter_documents, read_documents
 from app.traces.otlp_json import decode_document
 from app.traces.spans import KIND_SERVER
 from tests.conftest import SAMPLES
@@ -40,7 +40,7 @@ BASE = {
 
 def test_sample_chat_request_decodes() -> None:
     doc = json.loads((SAMPLES / "chat_request.json").read_text())
-    spans = decode_document(doc, "sample")
+    spans = decode_document(doc, "sample").spans
     assert [s.span_id for s in spans] == [
         "eee19b7ec3c1b174",
         "eee19b7ec3c1b175",
@@ -72,7 +72,7 @@ def test_attribute_value_kinds() -> None:
             {"key": "empty", "value": {}},
         ],
     }
-    (s,) = decode_document(_doc(span), "t")
+    (s,) = decode_document(_doc(span), "t").spans
     assert s.attributes == {
         "i": 42,
         "n": 7,
@@ -87,7 +87,7 @@ def test_attribute_value_kinds() -> None:
 
 def test_old_instrumentation_library_spans_and_unknown_fields() -> None:
     span = {**BASE, "droppedAttributesCount": 0, "flags": 257, "somethingNew": {"x": 1}}
-    (s,) = decode_document(_doc(span, key="instrumentationLibrarySpans"), "t")
+    (s,) = decode_document(_doc(span, key="instrumentationLibrarySpans"), "t").spans
     assert s.trace_id == BASE["traceId"]
 
 
@@ -98,7 +98,7 @@ def test_kind_as_enum_name_and_base64_ids() -> None:
         "traceId": "W47/95gDgQPSabYzgT/GDA==",
         "spanId": "7uGbfsPBsXQ=",
     }
-    (s,) = decode_document(_doc(span), "t")
+    (s,) = decode_document(_doc(span), "t").spans
     assert s.kind == KIND_SERVER
     assert s.trace_id == "5b8efff798038103d269b633813fc60c"
     assert s.span_id == "eee19b7ec3c1b174"
@@ -114,10 +114,15 @@ def test_kind_as_enum_name_and_base64_ids() -> None:
         ({"startTimeUnixNano": "0"}, "startTimeUnixNano is missing or zero"),
     ],
 )
-def test_malformed_span_is_named(change: dict[str, object], message: str) -> None:
-    with pytest.raises(InputError, match=message) as err:
-        decode_document(_doc({**BASE, **change}), "f.json")
-    assert "f.json: resourceSpans[0].scopeSpans[0].spans[0]" in str(err.value)
+def test_malformed_span_is_rejected_alone(change: dict[str, object], message: str) -> None:
+    good = {**BASE, "spanId": "aaaaaaaaaaaaaaaa"}
+    doc = _doc({**BASE, **change})
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"].append(good)  # type: ignore[index]
+    decoded = decode_document(doc, "f.json")
+    assert [s.span_id for s in decoded.spans] == ["aaaaaaaaaaaaaaaa"]
+    (rejected,) = decoded.rejected
+    assert rejected.location == "resourceSpans[0].scopeSpans[0].spans[0]"
+    assert message in rejected.reason
 
 
 def test_not_a_traces_document() -> None:
@@ -140,14 +145,47 @@ def test_files_json_jsonl_gzip(tmp_path: Path) -> None:
         "sub/b.jsonl",
         "sub/c.jsonl.gz",
     ]
-    assert [len(d) for f in files for d in iter_documents(f)] == [1, 1, 1, 1]
+    assert [len(d.spans) for f in files for d in iter_documents(f)] == [1, 1, 1, 1]
 
 
-def test_bad_json_line_names_file_and_line(tmp_path: Path) -> None:
+def test_bad_json_line_is_rejected_and_reading_goes_on(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_text(json.dumps(_doc(BASE)) + "\n{broken\n")
-    with pytest.raises(InputError, match=r"t.jsonl:2: not valid JSON"):
-        list(iter_documents(path))
+    line = json.dumps(_doc(BASE))
+    path.write_text(line + "\n{broken\n" + line + "\n")
+    docs = list(read_documents(path))
+    assert [len(d.decoded.spans) for d in docs] == [1, 0, 1]
+    (bad,) = docs[1].decoded.rejected
+    assert bad.location == f"line at byte {len(line) + 1}"
+    assert "not valid JSON" in bad.reason
+    assert docs[-1].end_offset == path.stat().st_size
+
+
+def test_half_written_last_line_is_left_for_the_next_run(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    line = json.dumps(_doc(BASE))
+    path.write_text(line + "\n" + line[:40])
+    docs = list(read_documents(path, complete=False))
+    assert [d.end_offset for d in docs] == [len(line) + 1]
+    with path.open("a") as f:  # the writer finishes the line
+        f.write(line[40:] + "\n")
+    rest = list(read_documents(path, start=docs[-1].end_offset, complete=False))
+    assert [len(d.decoded.spans) for d in rest] == [1]
+    assert rest[0].location == f"line at byte {len(line) + 1}"
+
+
+def test_not_utf8_line_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"resourceSpans": [\xff]}\n' + json.dumps(_doc(BASE)).encode() + b"\n")
+    docs = list(read_documents(path))
+    assert "not UTF-8" in docs[0].decoded.rejected[0].reason
+    assert len(docs[1].decoded.spans) == 1
+
+
+def test_corrupt_gzip_is_an_error_for_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl.gz"
+    path.write_bytes(gzip.compress(b"x" * 100)[:-12])  # cut inside the stream
+    with pytest.raises(InputError, match="corrupt gzip"):
+        list(read_documents(path))
 
 
 def test_discover_refuses_missing_and_foreign_files(tmp_path: Path) -> None:

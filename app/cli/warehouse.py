@@ -41,14 +41,21 @@ def ingest_traces(
             "models in spendguard.yaml",
             err=True,
         )
+    if result.quarantined:
+        typer.echo(
+            f"warning: {result.quarantined} record(s) could not be loaded and were quarantined "
+            "with their reason (everything else was loaded); see `spendguard report quarantine`",
+            err=True,
+        )
     for path, why in result.failed.items():
         typer.echo(f"error: {path} was not loaded: {why}", err=True)
     if result.failed:
         typer.echo(
-            "fix or remove the files above and run the command again (loaded files are "
+            "fix or remove the files above and run the command again (what was loaded is "
             "not counted twice)",
             err=True,
         )
+    if result.failed or result.quarantined:
         raise typer.Exit(1)
 
 
@@ -94,3 +101,30 @@ def report_unit_costs(
     )
     _, engine = ctx_of(ctx).warehouse()
     typer.echo(render_unit_costs(unit_costs(engine, dims, scope), dims, fmt), nl=False)
+
+
+@report_app.command("quarantine")
+def report_quarantine(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option(help="Only records received since this UTC day (YYYY-MM-DD).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 1000,
+) -> None:
+    """Records that could not be loaded (undecodable, missing ids, absurd token counts)."""
+    from app.reports.quarantine import quarantined
+    from app.reports.render import FORMATS, render_records
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(
+            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
+        )
+    _, engine = ctx_of(ctx).warehouse()
+    rows = quarantined(engine, parse_day(since, "--since"), limit)
+    columns = ["received_at", "collector", "source", "location", "reason", "trace_id", "span_id"]
+    records = [
+        {**{c: getattr(r, c) for c in columns}, "received_at": r.received_at.isoformat()}
+        for r in rows
+    ]
+    typer.echo(render_records(records, columns, fmt), nl=False)

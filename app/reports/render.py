@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from app.money import format_usd
 from app.reports.unit_costs import UnitCostRow
@@ -41,17 +42,20 @@ def unit_cost_record(row: UnitCostRow) -> dict[str, Any]:
 
 
 def render_unit_costs(rows: Sequence[UnitCostRow], dims: Sequence[str], fmt: str) -> str:
-    records = [unit_cost_record(r) for r in rows]
+    return render_records([unit_cost_record(r) for r in rows], [*dims, *METRICS], fmt)
+
+
+def render_records(records: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
+    """Any list of flat records as a table, CSV or JSON (values already JSON-safe)."""
     if fmt == "json":
-        return json.dumps(records, indent=2)
-    columns = [*dims, *METRICS]
+        return json.dumps(list(records), indent=2)
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
         return out.getvalue()
-    return _table(records, columns)
+    return _table(list(records), list(columns))
 
 
 def _table(records: list[dict[str, Any]], columns: list[str]) -> str:
@@ -64,10 +68,12 @@ def _table(records: list[dict[str, Any]], columns: list[str]) -> str:
             value = rec[col]
             if col in ("cost_usd", "cost_per_1k_requests") and value is not None:
                 value = f"${float_free_round(value)}"
-            cells.append("" if value is None else str(value))
+            # Text, not a markup string: endpoints and user ids come from traces, and rich
+            # would otherwise read "[bold]…" in them as markup.
+            cells.append(Text("" if value is None else str(value)))
         table.add_row(*cells)
     if not records:
-        return "No requests in this range.\n"
+        return "Nothing in this range.\n"
     console = Console(file=io.StringIO(), width=200, color_system=None)
     console.print(table)
     out = console.file

@@ -6,9 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from app.errors import InputError
 from app.pricing import SOURCE_UNPRICED, Pricer
 from app.settings import AttributionConfig
 from app.traces.attribution import RequestFacts, facts_from_span, merge
+from app.traces.decoded import Rejected
 from app.traces.spans import Span
 from app.traces.usage import BUILTIN_FAMILIES, UsageFamily, extract_usage
 
@@ -38,6 +40,7 @@ class CallRow:
 class Batch:
     requests: dict[str, RequestFacts] = field(default_factory=dict)
     calls: dict[tuple[str, str], CallRow] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
 
     @property
     def unpriced(self) -> int:
@@ -64,10 +67,18 @@ class BatchBuilder:
         return batch
 
     def add(self, batch: Batch, span: Span) -> None:
+        try:
+            usage = extract_usage(span, self._families)
+        except InputError as exc:
+            # The whole span is quarantined: half of it (its request, not its cost) would
+            # make the request look cheaper than it was.
+            batch.rejected.append(
+                Rejected(f"span {span.span_id}", str(exc), span.trace_id, span.span_id)
+            )
+            return
         facts = facts_from_span(span, self._attribution)
         known = batch.requests.get(span.trace_id)
         batch.requests[span.trace_id] = facts if known is None else merge(known, facts)
-        usage = extract_usage(span, self._families)
         if usage is None:
             return
         price = self._pricer.price(usage, span.started_at)

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from app.errors import InputError
+from app.traces.decoded import Decoded, Rejected
 from app.traces.spans import AttrValue, Span
 
 
-def decode_document(doc: Any, where: str) -> list[Span]:
-    """All spans of one decoded `TracesData` JSON object. `where` names it in errors."""
+def decode_document(doc: Any, where: str) -> Decoded:
+    """The spans of one parsed `TracesData` JSON object, and the spans it had to reject.
+
+    A document that is not OTLP traces at all raises `InputError`; a bad span (missing ids,
+    bad timestamps) is rejected alone, with its path, and the rest of the document is kept.
+    `where` names the document in messages.
+    """
     if not isinstance(doc, dict):
         raise InputError(
             f"{where}: expected a JSON object with resourceSpans, got {type(doc).__name__}"
@@ -27,33 +32,58 @@ def decode_document(doc: Any, where: str) -> list[Span]:
         raise InputError(f"{where}: no 'resourceSpans' key; is this an OTLP traces document?")
     if not isinstance(resource_spans, list):
         raise InputError(f"{where}: 'resourceSpans' must be a list")
-    spans: list[Span] = []
+    out = Decoded()
     for ri, rs in enumerate(resource_spans):
-        resource = _attributes(
-            (rs.get("resource") or {}).get("attributes"), f"{where}: resourceSpans[{ri}].resource"
-        )
+        if not isinstance(rs, dict):
+            out.rejected.append(Rejected(f"resourceSpans[{ri}]", "not an object"))
+            continue
+        try:
+            resource = _attributes((rs.get("resource") or {}).get("attributes"), "resource")
+        except InputError as exc:
+            out.rejected.append(Rejected(f"resourceSpans[{ri}].resource", str(exc)))
+            continue
         scopes = rs.get("scopeSpans")
         if scopes is None:
             scopes = rs.get("instrumentationLibrarySpans") or []
-        for si, ss in enumerate(scopes):
-            for pi, raw in enumerate(ss.get("spans") or []):
-                at = f"{where}: resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
-                spans.append(_span(raw, resource, at))
-    return spans
+        for si, ss in enumerate(scopes if isinstance(scopes, list) else []):
+            spans = ss.get("spans") if isinstance(ss, dict) else None
+            for pi, raw in enumerate(spans if isinstance(spans, list) else []):
+                at = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+                try:
+                    out.spans.append(_span(raw, resource, at))
+                except InputError as exc:
+                    ids = raw if isinstance(raw, dict) else {}
+                    out.rejected.append(
+                        Rejected(
+                            at,
+                            str(exc).removeprefix(f"{at}: "),
+                            _maybe_id(ids.get("traceId"), 32),
+                            _maybe_id(ids.get("spanId"), 16),
+                        )
+                    )
+    return out
 
 
-def iter_json_lines(text: str, where: str) -> Iterator[tuple[int, list[Span]]]:
-    """(line number, spans) for each non-blank line of a JSON Lines file."""
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"{where}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
-            ) from None
-        yield lineno, decode_document(doc, f"{where}:{lineno}")
+def decode_json(data: bytes | str, where: str) -> Decoded:
+    """Parse and decode one OTLP JSON document; raises `InputError` if it is not one."""
+    try:
+        doc = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not UTF-8 text at byte {exc.start}") from None
+    return decode_document(doc, where)
+
+
+def _maybe_id(value: Any, length: int) -> str | None:
+    """An id good enough to name a rejected span in the quarantine, else None."""
+    if isinstance(value, str) and len(value) == length:
+        text = value.lower()
+        if all(c in "0123456789abcdef" for c in text):
+            return text
+    return None
 
 
 def _span(raw: Any, resource: dict[str, AttrValue], at: str) -> Span:
@@ -67,6 +97,8 @@ def _span(raw: Any, resource: dict[str, AttrValue], at: str) -> Span:
     end = _int(raw.get("endTimeUnixNano", start), "endTimeUnixNano", at)
     if start <= 0:
         raise InputError(f"{at}: startTimeUnixNano is missing or zero")
+    if end < start:
+        end = start  # clock skew between hosts: keep the span, with zero duration
     kind = raw.get("kind", 0)
     if isinstance(kind, str):  # the enum name, as some JSON encoders write it
         kind = _KIND_NAMES.get(kind.upper().removeprefix("SPAN_KIND_"), 0)

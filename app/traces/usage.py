@@ -168,20 +168,30 @@ def _first_str(span: Span, keys: tuple[str, ...]) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+MAX_TOKENS_PER_CALL = 10_000_000  # above this a count is a bug upstream, not a real call
+
+
 def _first_int(span: Span, keys: tuple[str, ...]) -> int:
     value = _first(span, keys)
-    if isinstance(value, bool) or value is None:
+    if value is None:
         return 0
-    if isinstance(value, int):
-        return max(0, value)
-    if isinstance(value, float) and value.is_integer():
-        return max(0, int(value))
-    if isinstance(value, str):
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
         try:
-            return max(0, int(value))
+            number = int(value)
         except ValueError:
-            pass
-    raise InputError(
-        f"span {span.trace_id}/{span.span_id}: token count {value!r} (one of {', '.join(keys)}) "
-        "is not an integer"
-    )
+            number = None
+    if number is not None:
+        if number < 0:
+            raise InputError(f"negative token count {number} in {keys[0]}")
+        if number > MAX_TOKENS_PER_CALL:
+            raise InputError(
+                f"absurd token count {number} in {keys[0]} (more than "
+                f"{MAX_TOKENS_PER_CALL:,} for one call)"
+            )
+        return number
+    raise InputError(f"token count {value!r} in {keys[0]} is not an integer")

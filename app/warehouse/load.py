@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.traces.attribution import RequestFacts, merge, with_mapped_team
 from app.traces.batch import Batch
-from app.warehouse.tables import LlmCall, Request
+from app.warehouse.tables import Base, LlmCall, Request
 
 _CHUNK = 400
 T = TypeVar("T")
@@ -91,7 +91,7 @@ def _load_requests(
                 )
                 updated += 1
     if new:
-        session.execute(_insert_ignore(session, Request), new)
+        session.execute(insert_ignore(session, Request), new)
     return len(new), updated
 
 
@@ -111,11 +111,11 @@ def _load_calls(session: Session, batch: Batch, now: datetime) -> int:
             {**_row(batch.calls[k]), "ingested_at": now} for k in chunk if k not in existing
         )
     if fresh:
-        session.execute(_insert_ignore(session, LlmCall), fresh)
+        session.execute(insert_ignore(session, LlmCall), fresh)
     return len(fresh)
 
 
-def _insert_ignore(session: Session, table: type[Request] | type[LlmCall]) -> Any:
+def insert_ignore(session: Session, table: type[Base]) -> Any:
     """INSERT … ON CONFLICT DO NOTHING for the session's dialect (a concurrent writer may have
     stored the same key between our read and our write)."""
     name = session.get_bind().dialect.name

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.warehouse.types import UtcDateTime
@@ -128,3 +128,40 @@ class Checkpoint(Base):
     source: Mapped[str] = mapped_column(String(512), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class QuarantinedRecord(Base):
+    """A record that could not be loaded (undecodable line, span without ids, absurd token
+    counts), kept with the reason so nothing is lost silently. No payload is stored: it could
+    hold prompt text, which spendguard never stores."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    collector: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(512))
+    location: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    span_id: Mapped[str | None] = mapped_column(String(16))
+
+    __table_args__ = (
+        # Re-reading the same source quarantines the same record once.
+        UniqueConstraint("collector", "source", "location"),
+        Index(None, "received_at"),
+    )
+
+
+class ApiToken(Base):
+    """An API token: only its SHA-256 is stored; the token itself is shown once at creation."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
