@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from app.errors import InputError
 from app.progress import Progress
@@ -22,6 +22,7 @@ from app.traces.files import Document, discover, read_documents
 from app.traces.intake import Intake, IntakeCounts
 from app.warehouse.engine import session_scope
 from app.warehouse.runs import finish_run, start_run
+from app.warehouse.tables import Request
 
 BATCH_SPANS = 20_000
 
@@ -30,8 +31,7 @@ BATCH_SPANS = 20_000
 class IngestResult:
     files: int = 0
     spans: int = 0
-    requests_new: int = 0
-    requests_updated: int = 0
+    requests_new: int = 0  # requests the warehouse did not hold before this ingest
     calls_new: int = 0
     calls_duplicate: int = 0
     unpriced_calls: int = 0
@@ -44,8 +44,6 @@ class IngestResult:
 
     def add(self, counts: IntakeCounts) -> None:
         self.spans += counts.spans
-        self.requests_new += counts.requests_new
-        self.requests_updated += counts.requests_updated
         self.calls_new += counts.calls_new
         self.calls_duplicate += counts.calls_duplicate
         self.unpriced_calls += counts.unpriced_calls
@@ -64,6 +62,7 @@ def ingest_paths(
     intake = Intake(settings, collector)
     result = IngestResult()
     run_id = start_run(engine, collector, ", ".join(str(p) for p in paths))
+    requests_before = count_requests(engine)
     total_bytes = sum(f.stat().st_size for f in files)
     try:
         with Progress("Ingesting traces", total_bytes, enabled=progress) as bar:
@@ -87,6 +86,7 @@ def ingest_paths(
             error=f"{type(exc).__name__}: {exc}",
         )
         raise
+    result.requests_new = count_requests(engine) - requests_before
     finish_run(
         engine,
         run_id,
@@ -96,6 +96,11 @@ def ingest_paths(
         error="\n".join(f"{p}: {e}" for p, e in result.failed.items()) or None,
     )
     return result
+
+
+def count_requests(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Request)).scalar_one())
 
 
 def batched(documents: Iterator[Document], limit: int = BATCH_SPANS) -> Iterator[Decoded]:

@@ -3,6 +3,15 @@
 Prices come from the `genai-prices` catalog, or from `pricing.overrides` in config (self-hosted
 and fine-tuned models; an override wins over the catalog). A call whose model has no price is
 returned unpriced (`cost_nanousd is None`): kept and counted, never silently priced as zero.
+
+Speed: asking the catalog once per call costs ~300 µs, far too slow for a million spans. So the
+catalog is asked once per (provider, model, price period) for the price of one token of each
+kind, and a call is then priced as an exact integer sum in femto-dollars (10⁻¹⁵ USD). The price
+period is the catalog's own: the `ModelPrice` object that `get_prices(timestamp)` resolves to
+(start dates, time-of-day prices). Calls past the first tier threshold of a tiered price (e.g.
+more than 200k input tokens), and prices that femto-dollars cannot hold exactly, take the
+catalog's own calculation. Results are identical to the catalog's to the nano-dollar; tests
+check that on every model of the demo catalog.
 """
 
 from __future__ import annotations
@@ -11,10 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from fnmatch import fnmatchcase
-from functools import lru_cache
+from typing import Any
 
 import genai_prices
+from genai_prices.types import TieredPrices
 
+from app.errors import ConfigError
 from app.money import usd_to_nanos
 from app.settings import PriceOverride
 from app.traces.usage import Usage
@@ -45,6 +56,9 @@ SOURCE_CATALOG = "catalog"
 SOURCE_OVERRIDE = "override"
 SOURCE_UNPRICED = "unpriced"
 
+FEMTO_PER_USD = 10**15
+FEMTO_PER_NANO = 10**6
+
 
 @dataclass(frozen=True, slots=True)
 class Price:
@@ -54,72 +68,162 @@ class Price:
     provider: str | None  # the provider the price belongs to (inferred when spans omit it)
 
 
+@dataclass(frozen=True, slots=True)
+class UnitPrices:
+    """Femto-dollars per call and per token of each kind, valid below `max_input` tokens."""
+
+    base: int
+    input: int
+    cache_read: int
+    cache_write: int
+    output: int
+    max_input: int | None  # first tier threshold: at or above it, ask the catalog
+
+    def cost_nanos(self, u: Usage) -> int:
+        uncached = u.input_tokens - u.cache_read_tokens - u.cache_write_tokens
+        femto = (
+            self.base
+            + uncached * self.input
+            + u.cache_read_tokens * self.cache_read
+            + u.cache_write_tokens * self.cache_write
+            + u.output_tokens * self.output
+        )
+        return round_half_even(femto, FEMTO_PER_NANO)
+
+
+def round_half_even(value: int, unit: int) -> int:
+    """value / unit rounded half to even, in integers (value ≥ 0)."""
+    q, r = divmod(value, unit)
+    if r * 2 > unit or (r * 2 == unit and q % 2 == 1):
+        q += 1
+    return q
+
+
+def _femto(amount: Decimal) -> int | None:
+    scaled = amount * FEMTO_PER_USD
+    return int(scaled) if scaled == scaled.to_integral_value() else None
+
+
 class Pricer:
     def __init__(self, overrides: list[PriceOverride]) -> None:
         self._overrides = overrides
+        self._override_units = [_override_units(o) for o in overrides]
+        self._models: dict[tuple[str, str | None], tuple[Any, Any] | None] = {}
+        self._units: dict[tuple[int, int], UnitPrices | None] = {}
+        self._known_providers = frozenset(
+            p.id for p in genai_prices.data_snapshot.get_snapshot().providers
+        )
 
     def price(self, usage: Usage, at: datetime) -> Price:
         model = usage.pricing_model or usage.model
         if model is None:
             return Price(None, SOURCE_UNPRICED, None, usage.provider)
-        override = self._override_for(usage.provider, model, usage.model)
-        if override is not None:
-            return Price(_override_cost(override, usage), SOURCE_OVERRIDE, model, usage.provider)
-        return _catalog_price(usage, model, at)
+        for override, units in zip(self._overrides, self._override_units, strict=True):
+            if _matches(override, usage.provider, model, usage.model):
+                return Price(units.cost_nanos(usage), SOURCE_OVERRIDE, model, usage.provider)
+        return self._catalog_price(usage, model, at)
 
-    def _override_for(
-        self, provider: str | None, model: str, requested: str | None
-    ) -> PriceOverride | None:
-        for o in self._overrides:
-            if o.provider is not None and provider is not None and o.provider.lower() != provider:
-                continue
-            if fnmatchcase(model, o.model) or (requested and fnmatchcase(requested, o.model)):
-                return o
-        return None
+    def _catalog_price(self, u: Usage, model: str, at: datetime) -> Price:
+        provider_id = _CATALOG_PROVIDERS.get(u.provider) if u.provider else None
+        if u.provider and provider_id is None:
+            if u.provider not in self._known_providers:
+                # A provider the catalog does not know (e.g. self-hosted vLLM): never guess a
+                # price from another provider's model of the same name.
+                return Price(None, SOURCE_UNPRICED, None, u.provider)
+            provider_id = u.provider
+        found = self._lookup(model, provider_id)
+        if found is None:
+            return Price(None, SOURCE_UNPRICED, None, u.provider)
+        provider, info = found
+        units = self._units_for(provider, info, at)
+        if units is not None and (units.max_input is None or u.input_tokens < units.max_input):
+            nanos = units.cost_nanos(u)
+        else:
+            calc = info.calc_price(_catalog_usage(u), provider, genai_request_timestamp=at)
+            nanos = usd_to_nanos(calc.total_price)
+        return Price(nanos, SOURCE_CATALOG, model, u.provider or _otel_provider_name(provider.id))
+
+    def _lookup(self, model: str, provider_id: str | None) -> tuple[Any, Any] | None:
+        key = (model, provider_id)
+        if key not in self._models:
+            snapshot = genai_prices.data_snapshot.get_snapshot()
+            try:
+                self._models[key] = snapshot.find_provider_model(model, None, provider_id, None)
+            except LookupError:
+                self._models[key] = None
+        return self._models[key]
+
+    def _units_for(self, provider: Any, info: Any, at: datetime) -> UnitPrices | None:
+        model_price = info.get_prices(at)  # the price period: one object per period
+        key = (id(info), id(model_price))
+        if key not in self._units:
+            self._units[key] = _catalog_units(provider, info, model_price, at)
+        return self._units[key]
 
 
-def _override_cost(o: PriceOverride, u: Usage) -> int:
-    input_price = Decimal(o.input_per_mtok)
-    read_price = Decimal(o.cache_read_per_mtok) if o.cache_read_per_mtok else input_price
-    write_price = Decimal(o.cache_write_per_mtok) if o.cache_write_per_mtok else input_price
-    uncached = u.input_tokens - u.cache_read_tokens - u.cache_write_tokens
-    total = (
-        uncached * input_price
-        + u.cache_read_tokens * read_price
-        + u.cache_write_tokens * write_price
-        + u.output_tokens * Decimal(o.output_per_mtok)
+def _catalog_usage(u: Usage) -> genai_prices.Usage:
+    return genai_prices.Usage(
+        input_tokens=u.input_tokens,
+        cache_read_tokens=u.cache_read_tokens,
+        cache_write_tokens=u.cache_write_tokens,
+        output_tokens=u.output_tokens,
     )
-    return usd_to_nanos(total / 1_000_000)
 
 
-def _catalog_price(u: Usage, model: str, at: datetime) -> Price:
-    provider_id = _CATALOG_PROVIDERS.get(u.provider) if u.provider else None
-    if u.provider and provider_id is None and u.provider not in _catalog_provider_ids():
-        # A provider the catalog does not know (e.g. self-hosted vLLM): never guess a price
-        # from another provider's model of the same name.
-        return Price(None, SOURCE_UNPRICED, None, u.provider)
-    try:
-        calc = genai_prices.calc_price(
-            genai_prices.Usage(
-                input_tokens=u.input_tokens,
-                cache_read_tokens=u.cache_read_tokens,
-                cache_write_tokens=u.cache_write_tokens,
-                output_tokens=u.output_tokens,
-            ),
-            model,
-            provider_id=provider_id or u.provider,
-            genai_request_timestamp=at,
-        )
-    except LookupError:
-        return Price(None, SOURCE_UNPRICED, None, u.provider)
-    provider = u.provider or _otel_provider_name(calc.provider.id)
-    return Price(usd_to_nanos(calc.total_price), SOURCE_CATALOG, model, provider)
+def _catalog_units(provider: Any, info: Any, model_price: Any, at: datetime) -> UnitPrices | None:
+    """One token of each kind priced by the catalog itself; None if not exact in femto-USD."""
+
+    def total(**counts: int) -> Decimal:
+        calc = info.calc_price(genai_prices.Usage(**counts), provider, genai_request_timestamp=at)
+        return Decimal(calc.total_price)
+
+    base = total()
+    probes = [
+        base,
+        total(input_tokens=1) - base,
+        total(input_tokens=1, cache_read_tokens=1) - base,
+        total(input_tokens=1, cache_write_tokens=1) - base,
+        total(output_tokens=1) - base,
+    ]
+    femtos = [_femto(p) for p in probes]
+    if any(f is None or f < 0 for f in femtos):
+        return None
+    starts = [
+        tier.start
+        for value in vars(model_price).values()
+        if isinstance(value, TieredPrices)
+        for tier in value.tiers
+    ]
+    b, i, r, w, o = (int(f or 0) for f in femtos)
+    return UnitPrices(b, i, r, w, o, max_input=min(starts) if starts else None)
 
 
-@lru_cache(maxsize=1)
-def _catalog_provider_ids() -> frozenset[str]:
-    snapshot = genai_prices.data_snapshot.get_snapshot()
-    return frozenset(p.id for p in snapshot.providers)
+def _override_units(o: PriceOverride) -> UnitPrices:
+    def per_token(per_mtok: str | None, default: str) -> int:
+        femto = _femto(Decimal(per_mtok if per_mtok is not None else default) / 1_000_000)
+        if femto is None:  # more than 9 decimals per million tokens: refuse rather than round
+            raise ConfigError(
+                f"pricing.overrides: the price for {o.model!r} has more than 9 decimal places "
+                "per million tokens; round it to 9"
+            )
+        return femto
+
+    return UnitPrices(
+        base=0,
+        input=per_token(o.input_per_mtok, "0"),
+        cache_read=per_token(o.cache_read_per_mtok, o.input_per_mtok),
+        cache_write=per_token(o.cache_write_per_mtok, o.input_per_mtok),
+        output=per_token(o.output_per_mtok, "0"),
+        max_input=None,
+    )
+
+
+def _matches(o: PriceOverride, provider: str | None, model: str, requested: str | None) -> bool:
+    if o.provider is not None and provider is not None and o.provider.lower() != provider:
+        return False
+    return fnmatchcase(model, o.model) or (
+        requested is not None and fnmatchcase(requested, o.model)
+    )
 
 
 def _otel_provider_name(catalog_id: str) -> str:

@@ -22,7 +22,9 @@ from app.traces.spans import KIND_SERVER, Span
 
 NO_ENDPOINT = "(none)"
 NO_ROOT_KEY = "9"  # sorts after every real candidate
-_MAP_TEAM_KEY = "8"  # a team from user_teams loses to any team attribute on a span
+# A team from user_teams loses to any team attribute on a span; among mapped teams, the one of
+# the best user candidate wins, so the team always follows the request's chosen user.
+_MAP_TEAM_PREFIX = "8:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,28 @@ def facts_from_span(span: Span, cfg: AttributionConfig) -> RequestFacts:
     )
 
 
+def observe(known: dict[str, RequestFacts], span: Span, cfg: AttributionConfig) -> None:
+    """Fold what `span` says into `known` (trace id → facts), as `merge` would.
+
+    Most spans are neither root candidates nor carriers of a user or team: for those only the
+    trace's existence and earliest start matter, and no facts object is built.
+    """
+    trace_id = span.trace_id
+    prior = known.get(trace_id)
+    if (
+        prior is not None
+        and span.parent_span_id is not None
+        and span.kind != KIND_SERVER
+        and _first_attr(span, cfg.user_attributes) is None
+        and _first_attr(span, cfg.team_attributes) is None
+    ):
+        if prior.root_key == NO_ROOT_KEY and span.started_at < prior.started_at:
+            known[trace_id] = replace(prior, started_at=span.started_at)
+        return
+    facts = facts_from_span(span, cfg)
+    known[trace_id] = facts if prior is None else merge(prior, facts)
+
+
 def merge(a: RequestFacts, b: RequestFacts) -> RequestFacts:
     """Combine two views of the same request; the order of the arguments does not matter."""
     assert a.trace_id == b.trace_id
@@ -113,11 +137,16 @@ def _better(
 
 
 def with_mapped_team(facts: RequestFacts, user_teams: dict[str, str]) -> RequestFacts:
-    """Fill the team from the user→team map when no span named one."""
-    has_span_team = facts.team_key is not None and facts.team_key != _MAP_TEAM_KEY
-    if has_span_team or facts.user_id is None:
+    """Fill the team from the user→team map when no span named one.
+
+    The mapped team's key is the user's key behind a prefix that sorts after every span key,
+    so a later, better user candidate brings its own mapped team (even "no team") with it.
+    """
+    has_span_team = facts.team_key is not None and not facts.team_key.startswith(_MAP_TEAM_PREFIX)
+    if has_span_team or facts.user_id is None or facts.user_key is None:
         return facts
-    mapped = user_teams.get(facts.user_id)
-    if mapped is None:
-        return replace(facts, team=None, team_key=None)
-    return replace(facts, team=mapped, team_key=_MAP_TEAM_KEY)
+    return replace(
+        facts,
+        team=user_teams.get(facts.user_id),
+        team_key=_MAP_TEAM_PREFIX + facts.user_key,
+    )

@@ -9,7 +9,7 @@ from datetime import datetime
 from app.errors import InputError
 from app.pricing import SOURCE_UNPRICED, Pricer
 from app.settings import AttributionConfig
-from app.traces.attribution import RequestFacts, facts_from_span, merge
+from app.traces.attribution import RequestFacts, observe
 from app.traces.decoded import Rejected
 from app.traces.spans import Span
 from app.traces.usage import BUILTIN_FAMILIES, UsageFamily, extract_usage
@@ -76,9 +76,7 @@ class BatchBuilder:
                 Rejected(f"span {span.span_id}", str(exc), span.trace_id, span.span_id)
             )
             return
-        facts = facts_from_span(span, self._attribution)
-        known = batch.requests.get(span.trace_id)
-        batch.requests[span.trace_id] = facts if known is None else merge(known, facts)
+        observe(batch.requests, span, self._attribution)
         if usage is None:
             return
         price = self._pricer.price(usage, span.started_at)

@@ -24,8 +24,7 @@ from app.warehouse.tables import QuarantinedRecord
 @dataclass(frozen=True, slots=True)
 class IntakeCounts:
     spans: int
-    requests_new: int
-    requests_updated: int
+    requests_seen: int
     calls_new: int
     calls_duplicate: int
     unpriced_calls: int
@@ -49,8 +48,7 @@ class Intake:
         quarantined = quarantine(session, self.collector, source, batch.rejected)
         return IntakeCounts(
             spans=spans,
-            requests_new=counts.requests_new,
-            requests_updated=counts.requests_updated,
+            requests_seen=counts.requests_seen,
             calls_new=counts.calls_new,
             calls_duplicate=counts.calls_duplicate,
             unpriced_calls=batch.unpriced,

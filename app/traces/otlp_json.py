@@ -8,8 +8,10 @@ and the pre-1.0 `instrumentationLibrarySpans` accepted where `scopeSpans` is mis
 from __future__ import annotations
 
 import base64
-import json
+import re
 from typing import Any
+
+import orjson
 
 from app.errors import InputError
 from app.traces.decoded import Decoded, Rejected
@@ -67,13 +69,16 @@ def decode_document(doc: Any, where: str) -> Decoded:
 def decode_json(data: bytes | str, where: str) -> Decoded:
     """Parse and decode one OTLP JSON document; raises `InputError` if it is not one."""
     try:
-        doc = json.loads(data)
-    except json.JSONDecodeError as exc:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if isinstance(data, bytes):
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                raise InputError(f"{where}: not UTF-8 text at byte {bad.start}") from None
         raise InputError(
             f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{where}: not UTF-8 text at byte {exc.start}") from None
     return decode_document(doc, where)
 
 
@@ -125,11 +130,15 @@ _KIND_NAMES = {
 }
 
 
+_HEX = {32: re.compile(r"[0-9a-f]{32}").fullmatch, 16: re.compile(r"[0-9a-f]{16}").fullmatch}
+_ZEROS = {32: "0" * 32, 16: "0" * 16}
+
+
 def _hex_id(value: Any, length: int, name: str, at: str) -> str:
-    if not isinstance(value, str) or not value:
+    if type(value) is not str or not value:
         raise InputError(f"{at}: {name} is missing")
     text = value.lower()
-    if len(text) != length or any(c not in "0123456789abcdef" for c in text):
+    if _HEX[length](text) is None:
         # Some exporters write ids base64-encoded (the protobuf JSON mapping of bytes).
         try:
             decoded = base64.b64decode(value, validate=True)
@@ -138,15 +147,13 @@ def _hex_id(value: Any, length: int, name: str, at: str) -> str:
         if len(decoded) * 2 != length:
             raise InputError(f"{at}: {name} {value!r} is not {length} hex digits")
         text = decoded.hex()
-    if text == "0" * length:
+    if text == _ZEROS[length]:
         raise InputError(f"{at}: {name} is all zeros (invalid)")
     return text
 
 
 def _int(value: Any, name: str, at: str) -> int:
-    if isinstance(value, bool):
-        raise InputError(f"{at}: {name} must be an integer, got a boolean")
-    if isinstance(value, int):
+    if type(value) is int:
         return value
     if isinstance(value, str):
         try:
@@ -161,17 +168,34 @@ def _int(value: Any, name: str, at: str) -> int:
 def _attributes(raw: Any, at: str) -> dict[str, AttrValue]:
     if not raw:
         return {}
-    if not isinstance(raw, list):
+    if type(raw) is not list:
         raise InputError(f"{at}: attributes must be a list of {{key, value}}")
     out: dict[str, AttrValue] = {}
     for item in raw:
-        if isinstance(item, dict) and isinstance(item.get("key"), str):
-            out[item["key"]] = any_value(item.get("value"), at)
+        try:
+            key = item["key"]
+            value = item.get("value")
+            if type(key) is not str:
+                continue
+            # The common case first: most attributes are strings.
+            text = value.get("stringValue") if type(value) is dict else None
+            out[key] = text if type(text) is str else any_value(value, at)
+        except (TypeError, KeyError, AttributeError):
+            continue  # not a {key, value} pair: ignored like any unknown field
     return out
 
 
 def any_value(value: Any, at: str) -> AttrValue:
     """Decode an OTLP `AnyValue` JSON object into a plain Python value."""
+    try:
+        return _any_value(value, at)
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+        raise InputError(
+            f"{at}: attribute value {str(value)[:80]!r} is malformed ({exc})"
+        ) from None
+
+
+def _any_value(value: Any, at: str) -> AttrValue:
     if not isinstance(value, dict) or not value:
         return None
     if "stringValue" in value:
@@ -184,10 +208,10 @@ def any_value(value: Any, at: str) -> AttrValue:
     if "boolValue" in value:
         return bool(value["boolValue"])
     if "arrayValue" in value:
-        return [any_value(v, at) for v in (value["arrayValue"] or {}).get("values") or []]
+        return [_any_value(v, at) for v in (value["arrayValue"] or {}).get("values") or []]
     if "kvlistValue" in value:
         items = (value["kvlistValue"] or {}).get("values") or []
-        return {kv["key"]: any_value(kv.get("value"), at) for kv in items if "key" in kv}
+        return {str(kv["key"]): _any_value(kv.get("value"), at) for kv in items if "key" in kv}
     if "bytesValue" in value:
         return base64.b64decode(value["bytesValue"])
     return None

@@ -14,7 +14,7 @@ KIND_CLIENT = 3
 AttrValue = str | int | float | bool | list[Any] | dict[str, Any] | bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses are slower to build, per span
 class Span:
     trace_id: str
     span_id: str

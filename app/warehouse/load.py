@@ -1,8 +1,14 @@
 """Load a batch into the warehouse in the caller's transaction.
 
-Requests are merged with what is already stored (a root arriving after its LLM calls fixes the
-request's endpoint and user), and calls already stored (same trace id + span id: a retried
-export, an overlapping file) are skipped, so loading the same spans twice changes nothing.
+Requests are merged with what is already stored by one INSERT … ON CONFLICT DO UPDATE whose
+CASE expressions mirror `app.traces.attribution.merge`: a candidate replaces the stored one only
+when its sortable key is better (a root arriving after its LLM calls fixes the request's
+endpoint and user). The merge happens inside the database, so concurrent writers (API replicas,
+the worker) cannot lose each other's updates, and no row is read back into Python.
+
+Calls already stored (same trace id + span id: a retried export, an overlapping file) are
+skipped by ON CONFLICT DO NOTHING; RETURNING tells how many were new. Loading the same spans
+twice changes nothing.
 """
 
 from __future__ import annotations
@@ -10,33 +16,45 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import ColumnElement, Table, and_, case, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.traces.attribution import RequestFacts, merge, with_mapped_team
+from app.traces.attribution import with_mapped_team
 from app.traces.batch import Batch
 from app.warehouse.tables import Base, LlmCall, Request
 
-_CHUNK = 400
+_CHUNK = 2000
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class LoadCounts:
-    requests_new: int
-    requests_updated: int
+    requests_seen: int
     calls_new: int
     calls_duplicate: int
 
 
 def load_batch(session: Session, batch: Batch, user_teams: dict[str, str]) -> LoadCounts:
     now = datetime.now(UTC)
-    req_new, req_updated = _load_requests(session, batch.requests, user_teams, now)
-    calls_new = _load_calls(session, batch, now)
-    return LoadCounts(req_new, req_updated, calls_new, len(batch.calls) - calls_new)
+    requests = [
+        {**_row(with_mapped_team(facts, user_teams)), "updated_at": now}
+        for facts in batch.requests.values()
+    ]
+    # Core statements on the connection: the ORM's bulk machinery is not needed for rows
+    # that never become objects, and costs more than the database work itself.
+    conn = session.connection()
+    for chunk in _chunks(requests):
+        conn.execute(_upsert_requests(session), chunk)
+    calls_new = 0
+    rows = [{**_row(call), "ingested_at": now} for call in batch.calls.values()]
+    calls = LlmCall.__table__
+    for chunk in _chunks(rows):
+        stmt = insert_ignore(session, LlmCall).returning(calls.c.span_id)
+        calls_new += len(conn.execute(stmt, chunk).all())
+    return LoadCounts(len(requests), calls_new, len(rows) - calls_new)
 
 
 def _row(obj: Any) -> dict[str, Any]:
@@ -49,78 +67,59 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[i : i + _CHUNK]
 
 
-def _facts_of(row: Request) -> RequestFacts:
-    return RequestFacts(
-        trace_id=row.trace_id,
-        started_at=row.started_at,
-        root_key=row.root_key,
-        root_span_id=row.root_span_id,
-        endpoint=row.endpoint,
-        service=row.service,
-        duration_ms=row.duration_ms,
-        user_id=row.user_id,
-        user_key=row.user_key,
-        team=row.team,
-        team_key=row.team_key,
+def _upsert_requests(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    stmt = _dialect_insert(dialect, Request)
+    new, old = stmt.excluded, Request.__table__.c
+
+    def better(a: Any, b: Any) -> ColumnElement[bool]:
+        # Keys compare bytewise; PostgreSQL's default collation may not, so ask for "C".
+        result: ColumnElement[bool] = a < (b.collate("C") if dialect == "postgresql" else b)
+        return result
+
+    root_better = better(new.root_key, old.root_key)
+    user_better = or_(old.user_key.is_(None), better(new.user_key, old.user_key))
+    team_better = or_(old.team_key.is_(None), better(new.team_key, old.team_key))
+    earliest = (func.least if dialect == "postgresql" else func.min)(old.started_at, new.started_at)
+    same_root = new.root_key == old.root_key
+    take_root = {c: case((root_better, new[c]), else_=old[c]) for c in _ROOT_COLUMNS}
+    return stmt.on_conflict_do_update(
+        index_elements=[Request.trace_id],
+        set_={
+            **take_root,
+            "started_at": case(
+                (root_better, new.started_at),
+                (same_root, earliest),
+                else_=old.started_at,
+            ),
+            "user_id": case((user_better, new.user_id), else_=old.user_id),
+            "user_key": case((user_better, new.user_key), else_=old.user_key),
+            "team": case((team_better, new.team), else_=old.team),
+            "team_key": case((team_better, new.team_key), else_=old.team_key),
+            "updated_at": new.updated_at,
+        },
+        # Touch the row only when something improves: a re-load writes nothing.
+        where=or_(
+            root_better,
+            and_(new.user_key.is_not(None), user_better),
+            and_(new.team_key.is_not(None), team_better),
+            and_(same_root, new.started_at < old.started_at),
+        ),
     )
 
 
-def _load_requests(
-    session: Session, facts: dict[str, RequestFacts], user_teams: dict[str, str], now: datetime
-) -> tuple[int, int]:
-    new: list[dict[str, Any]] = []
-    updated = 0
-    for ids in _chunks(sorted(facts)):
-        stored = {
-            r.trace_id: r for r in session.scalars(select(Request).where(Request.trace_id.in_(ids)))
-        }
-        for trace_id in ids:
-            row = stored.get(trace_id)
-            incoming = facts[trace_id]
-            if row is None:
-                merged = with_mapped_team(incoming, user_teams)
-                new.append({**_row(merged), "updated_at": now})
-                continue
-            old = _facts_of(row)
-            merged = with_mapped_team(merge(old, incoming), user_teams)
-            if merged != old:
-                session.execute(
-                    update(Request)
-                    .where(Request.trace_id == trace_id)
-                    .values(**_row(merged), updated_at=now)
-                )
-                updated += 1
-    if new:
-        session.execute(insert_ignore(session, Request), new)
-    return len(new), updated
+_ROOT_COLUMNS = ("root_key", "root_span_id", "endpoint", "service", "duration_ms")
 
 
-def _load_calls(session: Session, batch: Batch, now: datetime) -> int:
-    keys = sorted(batch.calls)
-    fresh: list[dict[str, Any]] = []
-    for chunk in _chunks(keys):
-        existing = {
-            (trace_id, span_id)
-            for trace_id, span_id in session.execute(
-                select(LlmCall.trace_id, LlmCall.span_id).where(
-                    tuple_(LlmCall.trace_id, LlmCall.span_id).in_(chunk)
-                )
-            )
-        }
-        fresh.extend(
-            {**_row(batch.calls[k]), "ingested_at": now} for k in chunk if k not in existing
-        )
-    if fresh:
-        session.execute(insert_ignore(session, LlmCall), fresh)
-    return len(fresh)
+def _dialect_insert(dialect: str, table: type[Base]) -> Any:
+    core = cast(Table, table.__table__)
+    if dialect == "postgresql":
+        return postgresql.insert(core)
+    if dialect == "sqlite":
+        return sqlite.insert(core)
+    raise NotImplementedError(f"warehouse dialect {dialect!r} is not supported")
 
 
 def insert_ignore(session: Session, table: type[Base]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for the session's dialect (a concurrent writer may have
-    stored the same key between our read and our write)."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise NotImplementedError(f"warehouse dialect {name!r} is not supported")
+    """INSERT … ON CONFLICT DO NOTHING for the session's dialect."""
+    return _dialect_insert(session.get_bind().dialect.name, table).on_conflict_do_nothing()
