@@ -8,7 +8,7 @@ tuples and a `Filters` tuple. Keying by URL keeps two warehouses (or two tests) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -50,6 +50,11 @@ def has_warehouse(url: str) -> bool:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def data_bounds(url: str) -> DataBounds | None:
     return queries.data_bounds(engine(url))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def last_reprice(url: str) -> datetime | None:
+    return queries.last_reprice(engine(url))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner="Adding up costs…")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import Engine, func, inspect, literal, select
@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, inspect, literal, select
 from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, Scope, unit_cost_query
 from app.warehouse.engine import check_connection
-from app.warehouse.tables import LlmCall, Request
+from app.warehouse.tables import CollectorRun, LlmCall, Request
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +122,16 @@ def _as_date(value: object) -> date:
     if isinstance(value, date):
         return value
     return date.fromisoformat(str(value))
+
+
+def last_reprice(engine: Engine) -> datetime | None:
+    """When stored calls were last re-priced (`spendguard reprice`), if ever."""
+    query = select(func.max(CollectorRun.finished_at)).where(
+        CollectorRun.collector == "reprice", CollectorRun.status == "ok"
+    )
+    with engine.connect() as conn:
+        value = conn.execute(query).scalar_one_or_none()
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed

@@ -49,9 +49,15 @@ def main() -> None:
         return
     selection = sidebar(url, bounds)
     latest = local_time_text(bounds.last, settings.dashboard.timezone)
+    repriced = data.last_reprice(url)
     st.caption(
         f"{selection.since:%Y-%m-%d} to {selection.last_day:%Y-%m-%d} (UTC days) · "
         f"latest request {latest}"
+        + (
+            f" · prices recalculated {local_time_text(repriced, settings.dashboard.timezone)}"
+            if repriced is not None
+            else ""
+        )
     )
     overall = data.unit_cost_rows(url, (), selection.since, selection.until, selection.filters)
     if not overall or overall[0].requests == 0:
