@@ -23,7 +23,7 @@ from tests.conftest import FIXTURES
 
 def test_healthz_and_metrics(sqlite_engine: Engine) -> None:
     ingest_paths(sqlite_engine, Settings(), [FIXTURES / "otlp" / "counting.json"])
-    with TestClient(create_app(sqlite_engine)) as client:
+    with TestClient(create_app(sqlite_engine, Settings())) as client:
         health = client.get("/healthz")
         assert health.status_code == 200
         assert health.json()["status"] == "ok"

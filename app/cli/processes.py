@@ -24,7 +24,7 @@ def api(
 
     settings, engine = ctx_of(ctx).warehouse()
     uvicorn.run(
-        create_app(engine),
+        create_app(engine, settings),
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
@@ -33,11 +33,11 @@ def api(
 
 @app.command()
 def worker(ctx: typer.Context) -> None:
-    """Run the scheduled collectors."""
+    """Run the scheduled collectors (and the alert rules, once they land)."""
     from app.worker import run_worker
 
-    settings, _ = ctx_of(ctx).warehouse()
-    run_worker(settings)
+    settings, engine = ctx_of(ctx).warehouse()
+    run_worker(settings, engine)
 
 
 @app.command()

@@ -22,7 +22,10 @@ def db_upgrade(ctx: typer.Context) -> None:
 def ingest_traces(
     ctx: typer.Context,
     paths: Annotated[
-        list[Path], typer.Argument(help="OTLP files or folders (.json, .jsonl, optionally .gz).")
+        list[Path],
+        typer.Argument(
+            help="OTLP files or folders (.json, .jsonl, .binpb, .pb; each optionally .gz or .zst)."
+        ),
     ],
 ) -> None:
     """Load OTLP trace files; re-loading the same spans changes nothing."""

@@ -20,6 +20,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# The alerting sections live beside the code that runs them (re-exported here).
+from alerts.config import AlertsConfig as AlertsConfig
+from alerts.config import NotifierConfig as NotifierConfig
+from alerts.config import RuleConfig as RuleConfig
+from alerts.config import check_rules
 from app.durations import parse_duration
 
 DEFAULT_DATABASE_URL = "sqlite:///spendguard.db"
@@ -182,10 +187,55 @@ class PricingConfig(_Strict):
     true_up: bool = False
 
 
+# The built-in token usage families (app/traces/usage.py); a configured one may not take a name.
+BUILTIN_FAMILY_NAMES = frozenset({"otel-genai", "openinference", "openllmetry", "langfuse"})
+
+
+class UsageFamilyConfig(_Strict):
+    """Span attributes of a home-grown token usage family, each list in order of preference."""
+
+    name: str = Field(min_length=1, max_length=32)
+    # Only spans whose attribute (or resource attribute) has this value, e.g. {service.name: x}.
+    match: dict[str, str] = Field(default_factory=dict)
+    input_tokens: list[str] = Field(default_factory=list)
+    output_tokens: list[str] = Field(default_factory=list)
+    model: list[str] = Field(default_factory=list)
+    response_model: list[str] = Field(default_factory=list)
+    provider: list[str] = Field(default_factory=list)
+    provider_value: str | None = Field(default=None, min_length=1, max_length=64)
+    cache_read_tokens: list[str] = Field(default_factory=list)
+    cache_write_tokens: list[str] = Field(default_factory=list)
+    reasoning_tokens: list[str] = Field(default_factory=list)
+    operation: list[str] = Field(default_factory=list)
+    input_includes_cache: bool = True
+
+    @model_validator(mode="after")
+    def _counts_something(self) -> UsageFamilyConfig:
+        if not self.input_tokens and not self.output_tokens:
+            raise ValueError(
+                f"usage family {self.name!r} needs at least one 'input_tokens' or "
+                "'output_tokens' attribute"
+            )
+        return self
+
+
 class AttributionConfig(_Strict):
     user_attributes: list[str] = Field(default_factory=lambda: list(DEFAULT_USER_ATTRIBUTES))
     team_attributes: list[str] = Field(default_factory=lambda: list(DEFAULT_TEAM_ATTRIBUTES))
     user_teams: dict[str, str] = Field(default_factory=dict)
+    families: list[UsageFamilyConfig] = Field(default_factory=list)
+
+    @field_validator("families")
+    @classmethod
+    def _unique_family_names(cls, families: list[UsageFamilyConfig]) -> list[UsageFamilyConfig]:
+        seen: set[str] = set()
+        for family in families:
+            if family.name in BUILTIN_FAMILY_NAMES:
+                raise ValueError(f"usage family name {family.name!r} is a built-in family's")
+            if family.name in seen:
+                raise ValueError(f"usage family name {family.name!r} is used twice")
+            seen.add(family.name)
+        return families
 
 
 class GpuPoolConfig(_Strict):
@@ -193,38 +243,6 @@ class GpuPoolConfig(_Strict):
     match: dict[str, Any] = Field(default_factory=dict)
     models: list[str] = Field(default_factory=list)
     allocate_by: Literal["gpu_seconds", "tokens"] = "gpu_seconds"
-
-
-class NotifierConfig(_Strict):
-    kind: Literal["slack", "webhook"]
-    webhook_url: SecretStr | None = None
-    url: str | None = None
-    secret: SecretStr | None = None
-
-    @model_validator(mode="after")
-    def _target(self) -> NotifierConfig:
-        if self.kind == "slack" and self.webhook_url is None:
-            raise ValueError("a slack notifier needs 'webhook_url'")
-        if self.kind == "webhook" and self.url is None:
-            raise ValueError("a webhook notifier needs 'url'")
-        return self
-
-
-class RuleConfig(_Strict):
-    id: str
-    description: str = ""
-    metric: Literal["cost_usd", "tokens", "requests", "cost_per_1k_requests", "unpriced_calls"]
-    filter: dict[str, str | list[str]] = Field(default_factory=dict)
-    group_by: list[Literal["endpoint", "model", "user", "team", "provider"]] = Field(
-        default_factory=list
-    )
-    window: str = "day"
-    condition: dict[str, Any]
-    min_requests: int = 0
-    severity: Literal["info", "warning", "critical"] = "warning"
-    actions: list[str] = Field(default_factory=list)
-    cooldown: str | None = None
-    renotify: str | None = None
 
 
 class GatewayConfig(_Strict):
@@ -236,6 +254,11 @@ class GatewayConfig(_Strict):
 class ApiConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=1, le=65535)
+    # OTLP/HTTP body limit, compressed and decompressed (the OTLP spec recommends 20 MiB).
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    metrics_token_required: bool = False
+    # How long a token check is remembered: a revoked token stops working within this time.
+    token_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
 
 class DashboardConfig(_Strict):
@@ -262,6 +285,12 @@ class Settings(BaseSettings):
     gateways: list[GatewayConfig] = Field(default_factory=list)
     api: ApiConfig = ApiConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    alerts: AlertsConfig = AlertsConfig()
+
+    @model_validator(mode="after")
+    def _rules_refer_to_notifiers(self) -> Settings:
+        check_rules(self.rules, self.notifiers)  # alerts/config.py: unique ids, known actions
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ from app.pricing import Pricer
 from app.settings import Settings
 from app.traces.batch import Batch, BatchBuilder
 from app.traces.decoded import Decoded, Rejected
+from app.traces.usage import families_from_config
 from app.warehouse.load import insert_ignore, load_batch
 from app.warehouse.tables import QuarantinedRecord
 
@@ -34,7 +35,11 @@ class IntakeCounts:
 class Intake:
     def __init__(self, settings: Settings, collector: str) -> None:
         self.collector = collector
-        self._builder = BatchBuilder(settings.attribution, Pricer(settings.pricing.overrides))
+        self._builder = BatchBuilder(
+            settings.attribution,
+            Pricer(settings.pricing.overrides),
+            families_from_config(settings.attribution.families),
+        )
         self._user_teams = settings.attribution.user_teams
 
     def build(self, decoded: Decoded) -> Batch:

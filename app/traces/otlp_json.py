@@ -40,7 +40,10 @@ def decode_document(doc: Any, where: str) -> Decoded:
             out.rejected.append(Rejected(f"resourceSpans[{ri}]", "not an object"))
             continue
         try:
-            resource = _attributes((rs.get("resource") or {}).get("attributes"), "resource")
+            res = rs.get("resource") or {}
+            if not isinstance(res, dict):
+                raise InputError("resource: must be an object")
+            resource = _attributes(res.get("attributes"), "resource")
         except InputError as exc:
             out.rejected.append(Rejected(f"resourceSpans[{ri}].resource", str(exc)))
             continue

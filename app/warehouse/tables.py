@@ -165,3 +165,119 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+# ── alerting (alerts/): rules, their state per group, the alert history, the outbox, audit ────
+
+
+class AlertRule(Base):
+    """The configuration each rule id was last evaluated with (its hash tells a rule change)."""
+
+    __tablename__ = "alert_rules"
+
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    config_json: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AlertState(Base):
+    """Where one (rule, group) stands: firing or resolved (a group that never fired has no row).
+
+    `version` grows with every change: a writer updates only the version it read, so two
+    evaluators cannot both fire the same group. `silenced_at` is set while the current firing
+    is not notified (it came within the rule's cooldown)."""
+
+    __tablename__ = "alert_states"
+
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    since: Mapped[datetime] = mapped_column(UtcDateTime())
+    notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    silenced_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AlertTransition(Base):
+    """The alert history: every firing, re-notification and resolution, with the values (exact
+    decimal text) and the window that caused it."""
+
+    __tablename__ = "alert_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    rule_id: Mapped[str] = mapped_column(String(64))
+    group_json: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    delivery: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str | None] = mapped_column(String(64))
+    compared: Mapped[str | None] = mapped_column(String(64))
+    threshold: Mapped[str | None] = mapped_column(String(64))
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    method: Mapped[str] = mapped_column(Text)
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    window_end: Mapped[datetime] = mapped_column(UtcDateTime())
+    actions: Mapped[str] = mapped_column(Text)
+    config_hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index(None, "at"), Index(None, "rule_id", "at"))
+
+
+class OutboxItem(Base):
+    """One notification to deliver, durable: written with the transition, retried until it is
+    delivered, refused or past the horizon. `message_id` is the `webhook-id`, the same on every
+    attempt; a delivery holds `claimed_until` as a lease, so a crashed one is retried."""
+
+    __tablename__ = "alert_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    notifier: Mapped[str] = mapped_column(String(128))
+    alert_key: Mapped[str] = mapped_column(String(160))
+    transition_id: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_http_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index(None, "status", "next_attempt_at"), Index(None, "created_at"))
+
+
+class DisabledEndpoint(Base):
+    """A notifier target that answered 410 Gone: nothing more is sent to it until the
+    configured URL changes (`target_hash` is the SHA-256 of the URL, never the URL)."""
+
+    __tablename__ = "notifier_endpoints_disabled"
+
+    notifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    target_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    disabled_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """Append-only audit log (spendguard only ever inserts here): rule configuration changes,
+    firings, resolutions, notification attempts and their outcomes."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    kind: Mapped[str] = mapped_column(String(32))
+    rule_id: Mapped[str | None] = mapped_column(String(64))
+    group_json: Mapped[str | None] = mapped_column(Text)
+    notifier: Mapped[str | None] = mapped_column(String(128))
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "at"),)

@@ -1,5 +1,13 @@
-"""The HTTP API (`spendguard api`). For now: health and metrics; the OTLP receiver, decision API
-and kill-switch routes arrive with their issues and all require scoped tokens."""
+"""The HTTP API (`spendguard api`); routes and scopes per ARCHITECTURE, "HTTP API".
+
+    GET  /healthz     open (load balancers)
+    GET  /metrics     open, or any valid token with `api.metrics_token_required`
+    POST /v1/traces   scope `ingest`: the OTLP/HTTP receiver (`app.api.otlp`)
+
+Every other route is added with `guard.protect(endpoint, scope)` (`app.api.auth`), so nothing
+but `/healthz` answers without a token by accident. Replicas are stateless: each keeps only
+short-lived caches, so several may run behind one load balancer.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +18,17 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from app import __version__
+from app.api.auth import Guard, TokenCache
+from app.api.otlp import OtlpReceiver
+from app.settings import Settings
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables import Request as RequestRow
 
 
-def create_app(engine: Engine) -> Starlette:
+def create_app(engine: Engine, settings: Settings) -> Starlette:
+    guard = Guard(TokenCache(engine, settings.api.token_cache_seconds))
+    receiver = OtlpReceiver(engine, settings)
+
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
@@ -30,7 +44,21 @@ def create_app(engine: Engine) -> Starlette:
             "# HELP spendguard_llm_calls_stored LLM calls in the warehouse.\n"
             "# TYPE spendguard_llm_calls_stored gauge\n"
             f"spendguard_llm_calls_stored {calls}\n"
-        )
+        ) + receiver.stats.render()
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])
+    metrics_endpoint = (
+        guard.protect(metrics, scope=None) if settings.api.metrics_token_required else metrics
+    )
+    routes = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
+        Route(
+            "/v1/traces",
+            guard.protect(receiver.export, scope="ingest", deny=receiver.deny),
+            methods=["POST"],
+        ),
+    ]
+    app = Starlette(routes=routes)
+    app.state.guard = guard
+    return app

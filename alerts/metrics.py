@@ -1,0 +1,246 @@
+"""A rule's metric per group over a window, from the shared unit-cost aggregation.
+
+`unit_cost_query` (app/reports/unit_costs.py) does the counting (every request of an endpoint
+or user counts, model groups count the requests that called the model, unpriced calls are
+counted, never priced as 0); here it is bounded to the window on `requests.started_at` (an
+indexed column), so an evaluation reads the windows ending now, never the whole history.
+
+What comes back per group are additive totals (`Totals`); every metric is derived from them,
+ratios included, so totals of adjacent windows add up exactly. The backtest relies on that:
+`BucketMeasurer` reads the replayed range once, bucketed by the step, and answers any window
+made of whole buckets from prefix sums (others fall back to a direct query).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from operator import add, sub
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Engine,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy.sql import Select
+
+from alerts.rules import GroupKey, Rule
+from alerts.windows import Window
+from app.money import nanos_to_usd, per_thousand
+from app.reports.unit_costs import COLUMNS, Scope, unit_cost_query
+from app.warehouse.tables import Request
+
+GLOB_CHARS = frozenset("*?")
+_FIELDS = (
+    "requests",
+    "llm_calls",
+    "input_tokens",
+    "output_tokens",
+    "cost_nanousd",
+    "unpriced_calls",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests: int = 0
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nanousd: int = 0
+    unpriced_calls: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+
+    def __sub__(self, other: Totals) -> Totals:
+        return Totals(*(a - b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+
+    def astuple(self) -> tuple[int, ...]:
+        return tuple(getattr(self, f) for f in _FIELDS)
+
+    def empty(self) -> bool:
+        return not any(self.astuple())
+
+
+EMPTY = Totals()
+Measured = dict[GroupKey, Totals]
+
+
+def metric_value(metric: str, totals: Totals) -> Decimal | None:
+    if metric == "cost_usd":
+        return nanos_to_usd(totals.cost_nanousd)
+    if metric == "cost_per_1k_requests":
+        return per_thousand(totals.cost_nanousd, totals.requests)
+    if metric == "tokens":
+        return Decimal(totals.input_tokens + totals.output_tokens)
+    if metric == "requests":
+        return Decimal(totals.requests)
+    return Decimal(totals.unpriced_calls)
+
+
+class Measurer(Protocol):
+    def measure(self, window: Window) -> Measured:
+        """Totals per group in `window` (groups with nothing in it may be left out)."""
+
+
+def rule_query(rule: Rule, dialect: str) -> Select[Any]:
+    """The rule's unit-cost query (its groups and filters), not yet bounded in time."""
+    exact: dict[str, list[str]] = {}
+    globs: list[ColumnElement[bool]] = []
+    for dim, values in rule.config.filter_values().items():
+        plain = [v for v in values if not GLOB_CHARS & set(v)]
+        patterns = [v for v in values if GLOB_CHARS & set(v)]
+        if plain and not patterns:
+            exact[dim] = plain
+            continue
+        column = COLUMNS[dim]
+        alternatives = [glob_match(column, p, dialect) for p in patterns]
+        if plain:
+            alternatives.append(column.in_(plain))
+        globs.append(or_(*alternatives))
+    query = unit_cost_query(rule.dims, Scope(filters=exact))
+    # A condition on a call column after the outer join keeps only requests with such calls:
+    # the same rows the inner join `unit_cost_query` uses for exact call filters would keep.
+    return query.where(*globs) if globs else query
+
+
+def glob_match(column: Any, pattern: str, dialect: str) -> ColumnElement[bool]:
+    """`*` and `?` globs, case-sensitive on both backends (SQLite's LIKE is not)."""
+    if dialect == "sqlite":
+        escaped = "".join(f"[{c}]" if c == "[" else c for c in pattern)
+        return column.op("GLOB")(literal(escaped))  # type: ignore[no-any-return]
+    like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(like.replace("*", "%").replace("?", "_"), escape="\\")  # type: ignore[no-any-return]
+
+
+def _totals(row: Any) -> Totals:
+    return Totals(*(int(row[f]) for f in _FIELDS))
+
+
+def _key(row: Any, dims: tuple[str, ...]) -> GroupKey:
+    return tuple(str(row[d]) for d in dims)
+
+
+class SqlMeasurer:
+    """One bounded query per window (remembered for the life of the measurer)."""
+
+    def __init__(self, engine: Engine, rule: Rule) -> None:
+        self.engine, self.rule = engine, rule
+        self.query = rule_query(rule, engine.dialect.name)
+        self.memo: dict[tuple[datetime, datetime], Measured] = {}
+
+    def measure(self, window: Window) -> Measured:
+        key = (window.start, window.end)
+        if key not in self.memo:
+            query = self.query.where(
+                Request.started_at >= window.start, Request.started_at < window.end
+            )
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+            self.memo[key] = {_key(r, self.rule.dims): _totals(r) for r in rows}
+        return self.memo[key]
+
+
+class BucketMeasurer:
+    """Totals of [lo, hi) read once per `step` bucket; windows of whole buckets are answered
+    from per-group prefix sums, anything else by `fallback`."""
+
+    def __init__(
+        self, engine: Engine, rule: Rule, lo: datetime, hi: datetime, step: timedelta
+    ) -> None:
+        self.size = int(step.total_seconds())
+        self.lo, self.hi = _index(lo, self.size), -(-_seconds(hi) // self.size)
+        self.fallback = SqlMeasurer(engine, rule)
+        bucket = _bucket_expr(engine.dialect.name, self.size)
+        query = rule_query(rule, engine.dialect.name).where(
+            Request.started_at >= _at(self.lo * self.size),
+            Request.started_at < _at(self.hi * self.size),
+        )
+        query = query.add_columns(bucket.label("bucket")).group_by(bucket)
+        per_group: dict[GroupKey, list[tuple[int, tuple[int, ...]]]] = {}
+        self.by_bucket: dict[int, list[GroupKey]] = {}
+        with engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                key, bucket_no = _key(row, rule.dims), int(row["bucket"])
+                per_group.setdefault(key, []).append((bucket_no, _totals(row).astuple()))
+                self.by_bucket.setdefault(bucket_no, []).append(key)
+        # Per group: its bucket numbers, and prefix sums (cumulative[i] = buckets[:i+1]).
+        self.index: dict[GroupKey, tuple[list[int], list[tuple[int, ...]]]] = {}
+        for key, items in per_group.items():
+            items.sort(key=lambda item: item[0])
+            running, cumulative = EMPTY.astuple(), []
+            for _, totals in items:
+                running = tuple(map(add, running, totals))
+                cumulative.append(running)
+            self.index[key] = ([b for b, _ in items], cumulative)
+
+    def measure(self, window: Window) -> Measured:
+        start, end = _seconds(window.start), _seconds(window.end)
+        if start % self.size or end % self.size:
+            return self.fallback.measure(window)
+        first, last = start // self.size, end // self.size
+        if first < self.lo or last > self.hi:
+            return self.fallback.measure(window)
+        candidates: Iterable[GroupKey] = self.index
+        if last - first < len(self.index):  # short window: only the groups seen in it
+            candidates = {k for b in range(first, last) for k in self.by_bucket.get(b, ())}
+        out: Measured = {}
+        for key in candidates:
+            buckets, cumulative = self.index[key]
+            i, j = bisect_left(buckets, first), bisect_left(buckets, last)
+            if i == j:
+                continue
+            totals = (
+                cumulative[j - 1]
+                if i == 0
+                else tuple(map(sub, cumulative[j - 1], cumulative[i - 1]))
+            )
+            out[key] = Totals(*totals)
+        return out
+
+
+def _bucket_expr(dialect: str, size: int) -> ColumnElement[Any]:
+    """The bucket number of `requests.started_at`: floor(epoch seconds / size)."""
+    if dialect == "sqlite":
+        epoch = cast(func.strftime("%s", Request.started_at), BigInteger)
+    else:
+        epoch = cast(func.floor(func.extract("epoch", Request.started_at)), BigInteger)
+    # Inline, so the same text appears in SELECT and GROUP BY (PostgreSQL compares the text).
+    return epoch // literal_column(str(int(size)), BigInteger)
+
+
+def _seconds(moment: datetime) -> int:
+    return int((moment - _EPOCH).total_seconds())
+
+
+def _index(moment: datetime, size: int) -> int:
+    return _seconds(moment) // size
+
+
+def _at(seconds: int) -> datetime:
+    return _EPOCH + timedelta(seconds=seconds)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def first_request_at(engine: Engine) -> datetime | None:
+    """When the warehouse's data starts (history before it is unknown, not zero)."""
+    with engine.connect() as conn:
+        first = conn.execute(select(func.min(Request.started_at))).scalar_one_or_none()
+    if first is None:
+        return None
+    if isinstance(first, str):
+        first = datetime.fromisoformat(first)
+    return first.replace(tzinfo=UTC) if first.tzinfo is None else first.astimezone(UTC)

@@ -1,0 +1,1 @@
+"""Who may call spendguard: API tokens and their scopes (`tokens`)."""
