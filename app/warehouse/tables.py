@@ -281,3 +281,8 @@ class AuditEntry(Base):
     detail: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index(None, "at"),)
+
+
+# Tables of other domains live in their own modules; importing them here registers them on
+# Base.metadata, which migrations and the models-vs-migrations test compare.
+from app.warehouse import tables_billing, tables_killswitch  # noqa: E402, F401

@@ -1,0 +1,3 @@
+"""Kill switches (filled in by the kill-switch work)."""
+
+from __future__ import annotations
