@@ -48,4 +48,4 @@ bench: $(VENV)/.installed ## run the benchmarks in bench/ and print their figure
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean: ## remove the virtualenv, caches and the default SQLite warehouse
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache spendguard.db spendguard.db-wal spendguard.db-shm demo-data
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache spendguard.db spendguard.db-wal spendguard.db-shm spendguard.db.*.lock demo-data

@@ -75,7 +75,8 @@ def _http_url(value: str, key: str) -> str:
 class NotifierConfig(_Strict):
     """One place alerts go, named by its key under `notifiers:`."""
 
-    kind: Literal["slack", "webhook"]
+    # litellm: only for the destinations spendguard derives from `gateways:` (app.killswitch).
+    kind: Literal["slack", "webhook", "litellm"]
     enabled: bool = True
     webhook_url: SecretStr | None = None
     url: str | None = None
@@ -85,9 +86,9 @@ class NotifierConfig(_Strict):
     def _target(self) -> NotifierConfig:
         if self.kind == "slack" and self.webhook_url is None:
             raise ValueError("a slack notifier needs 'webhook_url' (a Slack incoming webhook)")
-        if self.kind == "webhook":
+        if self.kind in ("webhook", "litellm"):
             if self.url is None:
-                raise ValueError("a webhook notifier needs 'url'")
+                raise ValueError(f"a {self.kind} notifier needs 'url'")
             _http_url(self.url, "url")
         return self
 
@@ -157,6 +158,8 @@ class RuleConfig(_Strict):
     min_requests: int = Field(default=0, ge=0)
     severity: Literal["info", "warning", "critical"] = "warning"
     actions: list[str] = Field(default_factory=list)
+    # What the `kill` action does: enforce, approve (pending until approved) or dry_run.
+    kill_mode: Literal["enforce", "approve", "dry_run"] = "enforce"
     cooldown: str | None = None
     renotify: str | None = None
 
@@ -220,6 +223,15 @@ class RuleConfig(_Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _kill_scope(self) -> RuleConfig:
+        if KILL in self.actions and "provider" in self.group_by:
+            raise ValueError(
+                f"rule {self.id!r}: the kill action blocks endpoints, models, users or teams; "
+                "a kill switch cannot scope a provider: drop 'provider' from group_by"
+            )
+        return self
+
     def filter_values(self) -> dict[str, list[str]]:
         return {d: [v] if isinstance(v, str) else list(v) for d, v in self.filter.items()}
 
@@ -241,6 +253,9 @@ def check_rules(rules: list[RuleConfig], notifiers: dict[str, NotifierConfig]) -
     """Cross-section checks: unique rule ids, and actions that name a notifier or `kill`."""
     if KILL in notifiers:
         raise ValueError(f"notifiers.{KILL}: 'kill' is the kill-switch action; rename the notifier")
+    for name, notifier in notifiers.items():
+        if notifier.kind == "litellm":
+            raise ValueError(f"notifiers.{name}: a LiteLLM proxy is configured under gateways:")
     seen: set[str] = set()
     for i, rule in enumerate(rules):
         if rule.id in seen:

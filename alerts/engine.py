@@ -11,6 +11,7 @@ the indexed `requests.started_at`; nothing re-scans the history.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +38,8 @@ from alerts.state import (
     store,
     transition_of,
 )
+from app.killswitch.rules import trip_for_rule
+from app.killswitch.store import expire_due
 from app.settings import Settings
 
 log = logging.getLogger("spendguard.alerts")
@@ -49,16 +52,21 @@ class Cycle:
 
 
 def evaluate_once(
-    engine: Engine, settings: Settings, now: datetime | None = None
+    engine: Engine,
+    settings: Settings,
+    now: datetime | None = None,
+    *,
+    only: Collection[str] | None = None,
 ) -> list[Transition]:
-    """Judge every enabled rule at `now` (default: the wall clock); returns what changed."""
+    """Judge every enabled rule (or those of them in `only`) at `now` (default: the wall
+    clock); returns what changed."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     configured = compile_rules(settings, [r.id for r in settings.rules])
     with engine.begin() as conn:
         audit.sync_rules(conn, configured, now)
     data_start = first_request_at(engine)
     transitions: list[Transition] = []
-    for rule in (r for r in configured if r.config.enabled):
+    for rule in (r for r in configured if r.config.enabled and (only is None or r.id in only)):
         transitions.extend(_evaluate_rule(engine, settings, rule, now, data_start))
     return transitions
 
@@ -70,8 +78,10 @@ def run_cycle(
     *,
     transport: httpx.BaseTransport | None = None,
 ) -> Cycle:
-    """Evaluate, then deliver the outbox items that are due. For the worker's schedule."""
+    """Evaluate, expire kill switches past their time, then deliver the outbox items that are
+    due. For the worker's schedule."""
     transitions = evaluate_once(engine, settings, now)
+    expire_due(engine, settings, (now or datetime.now(UTC)).astimezone(UTC))
     return Cycle(transitions, deliver_due(engine, settings, now, transport=transport))
 
 
@@ -112,8 +122,7 @@ def _record(engine: Engine, settings: Settings, rule: Rule, t: Transition, step:
                 window_end=t.judgement.window.end, requests=t.judgement.requests,
             )  # fmt: skip
             if t.kind == FIRING and KILL in t.actions:
-                # The kill switch itself arrives with its own feature; the request is kept.
-                audit.record(conn, t.at, "kill_requested", rule_id=t.rule_id, group=t.group)
+                trip_for_rule(conn, settings, rule, t)  # the switch, per the rule's kill_mode
             if t.notify:
                 alert = build_alert(t, rule, settings.dashboard.public_url)
                 alert_key = f"{rule.id}:{group_id(t.group)}"

@@ -36,9 +36,10 @@ import httpx
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 
 from alerts import audit
-from alerts.notifiers import NOTIFIERS, Message, Outcome
+from alerts.notifiers import Message, Outcome
 from alerts.notifiers.base import DELIVERED, GONE, RETRY, target_hash
 from app.durations import parse_duration
+from app.killswitch.destinations import destinations, sender_class
 from app.settings import Settings
 from app.warehouse.tables import DisabledEndpoint, OutboxItem
 
@@ -136,7 +137,7 @@ class Deliverer:
             if item.notifier in blocked or item.next_attempt_at > now or busy:
                 waiting.add(key)
                 continue
-            config = self.settings.notifiers.get(item.notifier)
+            config = destinations(self.settings).get(item.notifier)  # notifiers and gateways
             if config is None or not config.enabled:
                 self._cancel(item.id, now, f"notifier {item.notifier!r} is not configured/enabled")
                 continue
@@ -147,7 +148,7 @@ class Deliverer:
             if claimed is None:
                 waiting.add(key)  # another deliverer took it
                 continue
-            notifier = NOTIFIERS[config.kind](item.notifier, config, self.client)
+            notifier = sender_class(config.kind)(item.notifier, config, self.client)
             self.limiter.wait(target_hash(config), notifier.min_interval)
             message = Message(claimed.message_id, claimed.body, claimed.attempts, now)
             outcome = notifier.send(message)

@@ -6,17 +6,30 @@ One APScheduler job per collector: `every: 60s` is an interval trigger (first ru
 (`max_instances=1`); runs missed while one was still going, or while the process was paused,
 collapse into one (`coalesce`) if not later than `MISFIRE_GRACE_SECONDS`. A failing run is
 recorded (by `Collector.run`) and logged, and the worker goes on to the next.
+
+Standby: every run holds the named lock `collector:<name>` (`app.warehouse.locks`), so with
+several workers on one warehouse only one runs a given collector at a time; the others log
+"standing by" and skip that run, and take over at their next scheduled run once the active
+worker is gone (its lock dies with it).
+
+Stopping: SIGTERM or SIGINT (Ctrl-C) starts no new run and waits for the running ones to
+finish (a second signal only says so); each batch a collector loads commits together with its
+checkpoint, so a worker killed outright (SIGKILL) rolls back its open batch, which the next run
+reads again.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import signal
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, date, datetime, timedelta
 from types import FrameType
 
+from apscheduler.executors.pool import BasePoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -25,7 +38,9 @@ from sqlalchemy import Engine
 from app.durations import parse_duration
 from app.settings import Schedule, Settings
 from app.warehouse.engine import make_engine
+from app.warehouse.locks import named_lock
 from collectors import registry
+from collectors.base import RunOutcome
 
 log = logging.getLogger("spendguard.worker")
 
@@ -33,19 +48,59 @@ HEARTBEAT_SECONDS = 60
 MISFIRE_GRACE_SECONDS = 600
 
 
-def run_worker(settings: Settings, engine: Engine | None = None) -> None:
-    scheduler = BlockingScheduler(timezone=UTC)
+JOB_THREADS = 10
+
+
+class JobPool(BasePoolExecutor):  # type: ignore[misc]  # apscheduler has no type hints
+    """APScheduler's thread pool executor, keeping hold of its threads so that the worker can
+    wait for the running jobs without holding the scheduler's locks. (`shutdown(wait=True)`
+    waits while holding them, and a job that touches the scheduler then never finishes.)"""
+
+    def __init__(self, max_workers: int = JOB_THREADS) -> None:
+        self.threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers, thread_name_prefix="spendguard-job"
+        )
+        super().__init__(self.threads)
+
+    def join(self) -> None:
+        """Wait until every job that was started has finished."""
+        self.threads.shutdown(wait=True)
+
+
+def run_worker(
+    settings: Settings, engine: Engine | None = None, stop: threading.Event | None = None
+) -> None:
+    """Run the schedule until SIGTERM/SIGINT (in the main thread) or until `stop` is set;
+    then start nothing new and return once the running jobs have finished."""
     engine = engine or make_engine(settings.database.url)
+    stop = stop or threading.Event()
+    pool = JobPool()
+    scheduler = BackgroundScheduler(timezone=UTC, executors={"default": pool})
     schedule_collectors(scheduler, settings, engine)
     schedule_alerts(scheduler, settings, engine)
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("worker: signal %s, stopping after the running jobs", signum)
-        scheduler.shutdown(wait=True)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    if threading.current_thread() is threading.main_thread():
+        _stop_on_signals(stop)
     scheduler.start()
+    stop.wait()
+    log.info("worker: stopping: no new runs; waiting for the running ones to finish")
+    scheduler.shutdown(wait=False)  # returns at once; the jobs' threads are joined below
+    pool.join()
+    log.info("worker: stopped")
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    # The handler only sets the event: the main thread does the stopping, outside of it.
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            log.warning(
+                "worker: signal %s again: still waiting for the running job(s); SIGKILL stops "
+                "at once (the open batch then rolls back and is read again next time)",
+                signum,
+            )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def schedule_collectors(scheduler: BaseScheduler, settings: Settings, engine: Engine) -> list[str]:
@@ -138,9 +193,16 @@ def run_alerts(engine: Engine, settings: Settings) -> None:
 def run_collector(
     name: str, engine: Engine, settings: Settings, scheduler: BaseScheduler | None = None
 ) -> None:
-    """One scheduled run. Never raises: the scheduler thread and the other jobs go on."""
+    """One scheduled run, unless another worker is running this collector now (this one then
+    stands by). Never raises: the scheduler thread and the other jobs go on."""
     try:
-        outcome = registry.get(name).run(engine, settings)
+        with named_lock(engine, f"collector:{name}") as held:
+            if not held:
+                log.info("worker: %s is running in another worker; standing by", name)
+                return
+            outcome = registry.get(name).run(engine, settings)
+            if outcome.ok and settings.pricing.true_up:
+                _refresh_true_up(engine, name, outcome)
     except Exception:
         # Not even recorded (the warehouse unreachable?): the log is all there is.
         log.exception("worker: %s run could not start or be recorded", name)
@@ -157,6 +219,25 @@ def run_collector(
             scheduler.modify_job(ALERTS_JOB, next_run_time=datetime.now(UTC))
     else:
         log.error("worker: %s failed (run %d): %s", name, outcome.run_id, outcome.error)
+
+
+def _refresh_true_up(engine: Engine, name: str, outcome: RunOutcome) -> None:
+    """After a billing collector's run: the true-up factors of the days it re-read."""
+    from app.trueup import BILLING_COLLECTORS, refresh_true_up
+
+    if name not in BILLING_COLLECTORS or outcome.window_start is None:
+        return
+    since: date = outcome.window_start.date()
+    until = (outcome.window_end or outcome.window_start).date() + timedelta(days=1)
+    try:
+        result = refresh_true_up(engine, name, since, until)
+    except Exception:
+        log.exception("worker: %s: true-up refresh failed; reports keep the last factors", name)
+        return
+    if result.busy:
+        log.info("worker: %s: a true-up refresh is already running; skipped", name)
+    else:
+        log.info("worker: %s: true-up refreshed, %d model-day(s)", name, result.model_days)
 
 
 def _heartbeat() -> None:

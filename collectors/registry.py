@@ -11,7 +11,9 @@ from typing import Any
 
 from app.errors import SpendguardError
 from app.settings import CollectorsConfig, Settings
+from collectors.anthropic import AnthropicCollector
 from collectors.base import Collector
+from collectors.openai import OpenAICollector
 from collectors.traces import TracesCollector
 
 AnyCollector = Collector[Any, Any, Any]
@@ -71,3 +73,5 @@ def not_available(settings: Settings) -> list[str]:
 
 # ── built-in collectors: one line each ─────────────────────────────────────────────────────────
 register(TracesCollector)
+register(OpenAICollector)
+register(AnthropicCollector)

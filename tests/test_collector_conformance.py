@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,16 @@ from app.settings import Settings
 from app.warehouse.checkpoints import read_checkpoints
 from app.warehouse.engine import session_scope
 from app.warehouse.tables import Base, CollectorRun, LlmCall
+from app.warehouse.tables_billing import BilledCost
 from collectors import registry
+from tests.billing_server import (
+    NOW,
+    BillingServer,
+    anthropic_ledger,
+    days_before,
+    openai_ledger,
+    settings_for,
+)
 from tests.test_collect_traces import folder_settings, lines
 from tests.test_collect_traces_s3 import (
     put,
@@ -87,8 +97,50 @@ def traces_s3(_tmp_path: Path, request: pytest.FixtureRequest) -> Scenario:
     return Scenario(s3_settings(client), add_data, LlmCall, llm_call_problems)
 
 
+def billed_cost_problems(row: dict[str, Any]) -> list[str]:
+    problems = []
+    if row["provider"] not in ("openai", "anthropic") or not row["line_item"]:
+        problems.append("no provider or line item")
+    if not re.fullmatch(r"[A-Z]{3}", row["currency"]) or not isinstance(row["amount_nano"], int):
+        problems.append("currency is not an upper-case code or the amount not integer nanos")
+    if row["fetched_at"] is None or row["fetched_at"].utcoffset() is None:
+        problems.append("fetched_at is not an aware UTC time")
+    return problems
+
+
+def _bills(provider: str, request: pytest.FixtureRequest) -> Scenario:
+    """A local fake of the provider's Admin API with 3 days of bills; new data is the next day,
+    seen once the collectors' clock has moved on to it."""
+    ledgers = {"openai": openai_ledger, "anthropic": anthropic_ledger}
+    ledger = ledgers[provider](days_before(NOW.date(), 3))
+    server = BillingServer(ledger, page_size=2)
+    request.addfinalizer(server.close)
+    clock = {"now": NOW}
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setattr("collectors.billing.utcnow", lambda: clock["now"])
+
+    def add_data() -> None:
+        clock["now"] += timedelta(days=1)
+        fresh = ledgers[provider]([clock["now"].date()])
+        ledger.costs.update(fresh.costs)
+        ledger.usage.update(fresh.usage)
+
+    settings = settings_for(provider, server.base_url, initial_days=5)
+    return Scenario(settings, add_data, BilledCost, billed_cost_problems)
+
+
+def openai_api(_tmp_path: Path, request: pytest.FixtureRequest) -> Scenario:
+    return _bills("openai", request)
+
+
+def anthropic_api(_tmp_path: Path, request: pytest.FixtureRequest) -> Scenario:
+    return _bills("anthropic", request)
+
+
 SCENARIOS: dict[str, list[Callable[[Path, pytest.FixtureRequest], Scenario]]] = {
     "traces": [traces_folder, traces_s3],
+    "openai": [openai_api],
+    "anthropic": [anthropic_api],
 }
 
 CASES = [

@@ -27,6 +27,7 @@ import logging
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -101,6 +102,8 @@ class OtlpReceiver:
         self._intake = Intake(settings, COLLECTOR)
         self._limit = settings.api.max_body_bytes
         self.stats = ReceiverStats()
+        # Called on the event loop after spans were stored (the kill rules' debounced poke).
+        self.after_store: list[Callable[[], None]] = []
 
     async def export(self, request: Request) -> Response:
         """Decode, store in one transaction, and answer as OTLP/HTTP does."""
@@ -146,6 +149,9 @@ class OtlpReceiver:
         self.stats.spans_stored += len(decoded) - rejected
         self.stats.spans_rejected += rejected
         self.stats.requests["partial" if rejected else "accepted"] += 1
+        if stored and len(decoded) > rejected:
+            for hook in self.after_store:
+                hook()
         message = _partial_message(len(decoded), stored) if stored else warning
         return export_response(media, rejected, message)
 

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from app.cli.root import app, ctx_of, parse_day
+from app.warehouse.locks import named_lock
 from app.warehouse.tables import CollectorRun
 from collectors import registry
 from collectors.base import RunOutcome
@@ -81,7 +82,13 @@ def collect(
             if not collector.has_sources(settings):
                 typer.echo(f"{collector.name}: nothing to do, no sources configured")
                 continue
-            outcome = collector.run(engine, settings, since=start, progress=True)
+            with named_lock(engine, f"collector:{collector.name}") as held:
+                if not held:
+                    # The worker (or another `collect`) is running it: don't race its checkpoint.
+                    typer.echo(f"{collector.name}: already running elsewhere; skipped", err=True)
+                    failed = True
+                    continue
+                outcome = collector.run(engine, settings, since=start, progress=True)
             typer.echo(summary(outcome))
             for error in outcome.errors:
                 typer.echo(f"error: {collector.name}: {error}", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -102,8 +103,16 @@ def report_unit_costs(
             "provider": provider or [],
         },
     )
-    _, engine = ctx_of(ctx).warehouse()
-    typer.echo(render_unit_costs(unit_costs(engine, dims, scope), dims, fmt), nl=False)
+    settings, engine = ctx_of(ctx).warehouse()
+    scope = replace(scope, true_up=settings.pricing.true_up)
+    rows = unit_costs(engine, dims, scope)
+    typer.echo(render_unit_costs(rows, dims, fmt), nl=False)
+    if any(r.trued_up_calls for r in rows):
+        typer.echo(
+            "note: pricing.true_up is on: estimated costs are scaled to the provider bills "
+            "where a bill exists (see `spendguard report reconcile`)",
+            err=True,
+        )
 
 
 @report_app.command("quarantine")

@@ -39,7 +39,13 @@ def engine(url: str) -> Engine:
 
 
 def scope(since: date, until: date, filters: Filters = ()) -> Scope:
-    return Scope(since=since, until=until, filters=dict(filters) or None)
+    # With pricing.true_up, estimated costs are scaled to the provider bills (app.trueup).
+    return Scope(
+        since=since,
+        until=until,
+        filters=dict(filters) or None,
+        true_up=settings().pricing.true_up,
+    )
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

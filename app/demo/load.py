@@ -1,4 +1,5 @@
-"""`spendguard demo`: write the demo traces, then load them through the real ingestion."""
+"""`spendguard demo`: write the demo traces, load them through the real ingestion, then bill
+them (`app.demo.bills`) and load the bills through the openai and anthropic collectors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
+from app.demo.bills import load_demo_bills
 from app.demo.catalog import DEMO_PRICE_OVERRIDES, DEMO_USER_TEAMS
 from app.demo.run import generate_demo
 from app.ingest import ingest_paths
@@ -57,10 +59,14 @@ def load_demo(
     if not result.ok:
         problems = "; ".join(f"{p}: {why}" for p, why in result.failed.items())
         raise RuntimeError(f"demo files failed to load (a bug in the demo): {problems}")
+    # The providers' bills for that traffic, through the openai and anthropic collectors.
+    bills = load_demo_bills(
+        engine, settings, start=summary.start, end=summary.end, seed=seed, progress=progress
+    )
     return (
         f"demo: {summary.requests} requests ({summary.requests_without_llm} without an LLM call),"
         f" {summary.llm_calls} LLM calls, {summary.users} users in {summary.teams} teams, "
         f"{summary.start:%Y-%m-%d %H:%M} to {summary.end:%Y-%m-%d %H:%M} UTC, written to "
         f"{out_dir}/ and loaded ({result.calls_new} new calls, {result.unpriced_calls} "
-        f"unpriced; runaway agent: {summary.runaway_user})"
+        f"unpriced; runaway agent: {summary.runaway_user}); {bills}"
     )

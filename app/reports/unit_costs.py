@@ -8,6 +8,10 @@ The counting rules (ARCHITECTURE, "The meaning of the numbers"):
   two models counts once per model;
 - every view's costs add up to the same total. Unpriced calls are counted, never priced as 0.
 
+With `Scope(true_up=True)` (`pricing.true_up`), a call's cost is its trued-up cost: scaled so
+that its provider's model-day adds up to the bill (`app.warehouse.tables_trueup`); calls of a
+day without a bill keep their estimate, and `trued_up_calls` counts those that were scaled.
+
 Aggregation runs in SQL; only one row per group comes back.
 """
 
@@ -24,6 +28,7 @@ from sqlalchemy.sql import Select
 
 from app.money import nanos_to_usd, per_thousand
 from app.warehouse.tables import LlmCall, Request
+from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
 
 DIMENSIONS = ("endpoint", "model", "user", "team", "provider")
 CALL_DIMENSIONS = frozenset({"model", "provider"})
@@ -46,6 +51,7 @@ class Scope:
     since: date | None = None
     until: date | None = None
     filters: Mapping[str, Sequence[str]] | None = None
+    true_up: bool = False  # costs scaled to the providers' bills where a factor exists
 
     def conditions(self) -> list[ColumnElement[bool]]:
         conds: list[ColumnElement[bool]] = []
@@ -71,6 +77,7 @@ class UnitCostRow:
     output_tokens: int
     cost_nanousd: int
     unpriced_calls: int
+    trued_up_calls: int = 0  # calls whose cost was scaled to the bill (Scope.true_up)
 
     @property
     def cost_usd(self) -> Decimal:
@@ -98,17 +105,21 @@ def unit_cost_query(dims: Sequence[str], scope: Scope) -> Select[Any]:
     unpriced = case(
         (and_(LlmCall.span_id.is_not(None), LlmCall.cost_nanousd.is_(None)), 1), else_=0
     )
+    cost = trued_cost() if scope.true_up else LlmCall.cost_nanousd
     query = select(
         *group_cols,
         func.count(func.distinct(Request.trace_id)).label("requests"),
         func.count(LlmCall.span_id).label("llm_calls"),
         func.coalesce(func.sum(LlmCall.input_tokens), 0).label("input_tokens"),
         func.coalesce(func.sum(LlmCall.output_tokens), 0).label("output_tokens"),
-        func.coalesce(func.sum(LlmCall.cost_nanousd), 0).label("cost_nanousd"),
+        func.coalesce(func.sum(cost), 0).label("cost_nanousd"),
         func.coalesce(func.sum(unpriced), 0).label("unpriced_calls"),
     ).select_from(Request)
     join_on = LlmCall.trace_id == Request.trace_id
     query = query.join(LlmCall, join_on) if call_level else query.outerjoin(LlmCall, join_on)
+    if scope.true_up:  # at most one factor per call: its provider, served model and UTC day
+        trued = func.count(TrueUpFactor.factor_den).label("trued_up_calls")
+        query = query.add_columns(trued).outerjoin(TrueUpFactor, factor_join())
     conds = scope.conditions()
     if conds:
         query = query.where(*conds)
@@ -137,6 +148,7 @@ def unit_costs(
             output_tokens=int(r["output_tokens"]),
             cost_nanousd=int(r["cost_nanousd"]),
             unpriced_calls=int(r["unpriced_calls"]),
+            trued_up_calls=int(r.get("trued_up_calls", 0)),
         )
         for r in result
         if int(r["requests"]) > 0

@@ -20,12 +20,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-# The alerting sections live beside the code that runs them (re-exported here).
+# The alerting and gateway sections live beside the code that runs them (re-exported here).
 from alerts.config import AlertsConfig as AlertsConfig
 from alerts.config import NotifierConfig as NotifierConfig
 from alerts.config import RuleConfig as RuleConfig
 from alerts.config import check_rules
 from app.durations import parse_duration
+from app.killswitch.config import GatewayConfig as GatewayConfig
+from app.killswitch.config import check_gateways
 
 DEFAULT_DATABASE_URL = "sqlite:///spendguard.db"
 DEFAULT_USER_ATTRIBUTES = ["enduser.id", "user.id", "app.user.id", "llm.user"]
@@ -91,21 +93,29 @@ class TracesCollectorConfig(_Strict):
 
 
 class OpenAICollectorConfig(_Strict):
+    """`collectors/openai.py`: the organization's Costs and Usage (completions) reports."""
+
     enabled: bool = False
     schedule: Schedule = Schedule(every="1h")
-    admin_key: SecretStr | None = None
+    admin_key: SecretStr | None = None  # required when enabled (the run fails without it)
     base_url: str = "https://api.openai.com/v1"
     project_ids: list[str] = Field(default_factory=list)
-    lookback_days: int = Field(default=3, ge=0)
+    lookback_days: int = Field(default=3, ge=0)  # restated days re-read before the checkpoint
+    initial_days: int = Field(default=30, ge=0)  # read by the first run (no checkpoint yet)
+    usage_bucket_width: Literal["1d", "1h"] = "1d"
 
 
 class AnthropicCollectorConfig(_Strict):
+    """`collectors/anthropic.py`: the organization's cost report and Messages usage report."""
+
     enabled: bool = False
     schedule: Schedule = Schedule(every="1h")
-    admin_key: SecretStr | None = None
+    admin_key: SecretStr | None = None  # required when enabled (the run fails without it)
     base_url: str = "https://api.anthropic.com"
     workspace_ids: list[str] = Field(default_factory=list)
     lookback_days: int = Field(default=3, ge=0)
+    initial_days: int = Field(default=30, ge=0)
+    usage_bucket_width: Literal["1d", "1h"] = "1d"
 
 
 class AwsCeCollectorConfig(_Strict):
@@ -245,12 +255,6 @@ class GpuPoolConfig(_Strict):
     allocate_by: Literal["gpu_seconds", "tokens"] = "gpu_seconds"
 
 
-class GatewayConfig(_Strict):
-    kind: Literal["nginx", "envoy", "litellm", "custom"]
-    base_url: str | None = None
-    master_key: SecretStr | None = None
-
-
 class ApiConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=1, le=65535)
@@ -290,6 +294,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _rules_refer_to_notifiers(self) -> Settings:
         check_rules(self.rules, self.notifiers)  # alerts/config.py: unique ids, known actions
+        check_gateways(self.gateways)  # app/killswitch/config.py: unique names
         return self
 
     @classmethod

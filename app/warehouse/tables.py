@@ -285,4 +285,4 @@ class AuditEntry(Base):
 
 # Tables of other domains live in their own modules; importing them here registers them on
 # Base.metadata, which migrations and the models-vs-migrations test compare.
-from app.warehouse import tables_billing, tables_killswitch  # noqa: E402, F401
+from app.warehouse import tables_billing, tables_killswitch, tables_trueup  # noqa: E402, F401

@@ -1,0 +1,205 @@
+"""The true-up: scale estimated (trace) call costs so they add up to the provider's bill.
+
+`refresh_true_up` recomputes the `true_up_factors` of one provider for a range of UTC days
+(see `app.warehouse.tables_trueup` for how a factor is applied, exactly, in SQL). A model-day
+gets a factor when its reconciliation row (`app.reports.reconcile`) has a USD bill of 0 or more,
+a priced estimate above 0 and no line in another currency; its other days keep their estimate.
+It runs after each successful run of a billing collector when `pricing.true_up` is on (for the
+days that run re-read) and on demand as `spendguard trueup`. Calls that arrive after it ran are
+scaled by the factor of their day, so a model-day's total can drift from its bill until the
+next refresh; refreshing again makes it exact.
+
+One refresh of a provider at a time (the named lock `trueup:<provider>`): a second one finds
+it taken and reports `busy` rather than racing the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
+
+from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from app.reports.reconcile import Key, TracedGroup, as_date, midnight, reconcile
+from app.warehouse.engine import session_scope
+from app.warehouse.locks import named_lock
+from app.warehouse.tables import LlmCall
+from app.warehouse.tables_billing import BilledCost
+from app.warehouse.tables_trueup import MAX_TERM, TrueUpFactor, factor_join, scaled_cost
+
+BILLING_COLLECTORS = frozenset({"openai", "anthropic"})  # collector name = provider name
+
+
+@dataclass(slots=True)
+class TrueUpResult:
+    provider: str
+    busy: bool = False  # another refresh of this provider was running: nothing done
+    model_days: int = 0
+    estimated_nanousd: int = 0
+    billed_nanousd: int = 0
+    skipped: list[str] = field(default_factory=list)  # model-days left as estimated, and why
+
+
+def bounded_fraction(billed: int, estimated: int) -> Fraction:
+    """billed / estimated with both terms at most `MAX_TERM`: exact when they fit, else the
+    closest such fraction (relative error below about 1e-9; the residual absorbs it)."""
+    exact = Fraction(billed, estimated)
+    limit = MAX_TERM
+    approx = exact.limit_denominator(limit)
+    while approx.numerator > MAX_TERM and limit > 1:
+        limit //= 2
+        approx = exact.limit_denominator(limit)
+    if approx.numerator > MAX_TERM:
+        raise ValueError(f"billed / estimated = {billed} / {estimated} is too large to apply")
+    return approx
+
+
+def billed_providers(engine: Engine, since: date, until: date | None) -> list[str]:
+    conds = [BilledCost.day >= since] + ([BilledCost.day < until] if until else [])
+    query = select(BilledCost.provider).where(*conds).distinct().order_by(BilledCost.provider)
+    with engine.connect() as conn:
+        return [str(p) for p in conn.execute(query).scalars()]
+
+
+def refresh_true_up(
+    engine: Engine, provider: str, since: date, until: date | None = None
+) -> TrueUpResult:
+    """Recompute the provider's factors for the days `since` (inclusive) to `until`
+    (exclusive; default: through today), replacing those stored for these days."""
+    until = until or datetime.now(UTC).date() + timedelta(days=1)
+    result = TrueUpResult(provider)
+    with named_lock(engine, f"trueup:{provider}") as held:
+        if not held:
+            result.busy = True
+            return result
+        recon = reconcile(engine, since, until)
+        not_usd = {(r.day, r.provider, r.model) for r in recon.not_usd}
+        factors: dict[Key, tuple[int, int, Fraction]] = {}
+        for row in recon.rows:
+            if row.provider != provider or row.line_item is not None:
+                continue
+            key = (row.day, row.provider, row.model or "")
+            billed, estimated = row.billed_nanousd, row.estimated_nanousd or 0
+            why = _not_trued_up(billed, estimated, key in not_usd)
+            if why or billed is None:
+                result.skipped.append(f"{row.day} {row.model}: {why}")
+                continue
+            try:
+                factors[key] = (billed, estimated, bounded_fraction(billed, estimated))
+            except ValueError as exc:  # a bill billions of times its estimate: not scaled
+                result.skipped.append(f"{row.day} {row.model}: {exc}")
+        with session_scope(engine) as session:
+            _replace(session, provider, since, until, recon.traced, factors)
+            _settle_residuals(session, provider, since, until, factors)
+        result.model_days = len(factors)
+        result.billed_nanousd = sum(b for b, _, _ in factors.values())
+        result.estimated_nanousd = sum(e for _, e, _ in factors.values())
+    return result
+
+
+def _not_trued_up(billed: int | None, estimated: int, has_other_currency: bool) -> str:
+    if has_other_currency:
+        return "billed in another currency"
+    if billed is None:
+        return "no bill for the day yet"
+    if billed < 0:
+        return "billed amount is negative (a credit)"
+    if estimated <= 0:
+        return "no priced call to scale"
+    return ""
+
+
+def _replace(
+    session: Session,
+    provider: str,
+    since: date,
+    until: date,
+    traced: list[TracedGroup],
+    factors: dict[Key, tuple[int, int, Fraction]],
+) -> None:
+    session.execute(
+        delete(TrueUpFactor).where(
+            TrueUpFactor.provider == provider,
+            TrueUpFactor.day >= since,
+            TrueUpFactor.day < until,
+        )
+    )
+    now = datetime.now(UTC)
+    for group in traced:
+        key = group.key
+        if key not in factors:
+            continue
+        billed, estimated, ratio = factors[key]
+        day = key[0]
+        session.add(
+            TrueUpFactor(
+                provider=provider,
+                model=group.raw_model,
+                day=day,
+                starts_at=midnight(day),
+                ends_at=midnight(day + timedelta(days=1)),
+                billed_model=key[2],
+                billed_nano=billed,
+                estimated_nano=estimated,
+                factor_num=ratio.numerator,
+                factor_den=ratio.denominator,
+                residual_nano=0,
+                computed_at=now,
+            )
+        )
+    session.flush()
+
+
+def _settle_residuals(
+    session: Session,
+    provider: str,
+    since: date,
+    until: date,
+    factors: dict[Key, tuple[int, int, Fraction]],
+) -> None:
+    """Give each model-day's leftover (bill − sum of scaled calls) to its costliest call."""
+    group = (TrueUpFactor.day, TrueUpFactor.billed_model)
+    in_range = and_(
+        TrueUpFactor.provider == provider, TrueUpFactor.day >= since, TrueUpFactor.day < until
+    )
+    sums = select(*group, func.sum(scaled_cost())).join(LlmCall, factor_join()).where(in_range)
+    scaled = {
+        (as_date(d), m): int(s or 0) for d, m, s in session.execute(sums.group_by(*group)).all()
+    }
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=group,
+            order_by=(LlmCall.cost_nanousd.desc(), LlmCall.trace_id, LlmCall.span_id),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(*group, LlmCall.trace_id, LlmCall.span_id, rank)
+        .join(LlmCall, factor_join())
+        .where(in_range, LlmCall.cost_nanousd.is_not(None))
+        .subquery()
+    )
+    carriers = session.execute(
+        select(ranked.c.day, ranked.c.billed_model, ranked.c.trace_id, ranked.c.span_id).where(
+            ranked.c.rank == 1
+        )
+    ).all()
+    by_key = {(as_date(day), model): (trace, span) for day, model, trace, span in carriers}
+    for (day, _provider, model), (billed, _estimated, _ratio) in factors.items():
+        trace_id, span_id = by_key[(day, model)]  # estimated > 0: some call costs something
+        session.execute(
+            update(TrueUpFactor)
+            .where(
+                TrueUpFactor.provider == provider,
+                TrueUpFactor.day == day,
+                TrueUpFactor.billed_model == model,
+            )
+            .values(
+                carrier_trace_id=trace_id,
+                carrier_span_id=span_id,
+                residual_nano=billed - scaled.get((day, model), 0),
+            )
+        )

@@ -1,0 +1,128 @@
+"""Named locks held across processes and machines, so that with several workers on one
+warehouse only one runs a given collector at a time (the others stand by).
+
+    with named_lock(engine, "collector:openai") as held:
+        if not held:
+            ...  # another process holds it: skip this run
+
+Never waits: `held` says at once whether this process got the lock. Released when the block
+ends, and by the operating system or the database server when the holder dies (crash, SIGKILL,
+lost machine), so there is no lease to expire and no stale lock to clean up.
+
+- **PostgreSQL**: a session-level advisory lock (`pg_try_advisory_lock`) on a connection of its
+  own, opened for the block and closed after it. The server drops the lock when that session
+  ends, including when its client dies. The 64-bit key is the first 8 bytes of
+  SHA-256(`<schema>:<name>`), so warehouses in different schemas of one database do not share
+  locks.
+- **SQLite**: an exclusive `flock` on a file beside the database, `<database>.<name>.lock`
+  (the file stays; the lock is what matters). The kernel releases it when the holder's file
+  descriptor closes, i.e. when the block ends or the process dies. SQLite warehouses are local
+  files, so every worker sharing one runs on that machine. An in-memory database has a lock
+  per process (it cannot be shared anyway).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+log = logging.getLogger("spendguard.locks")
+
+_local_locks: dict[str, threading.Lock] = {}
+_local_guard = threading.Lock()
+
+
+@contextmanager
+def named_lock(engine: Engine, name: str) -> Iterator[bool]:
+    """Hold the lock `name` for the block if nobody else holds it; yields whether it is held."""
+    if engine.dialect.name == "postgresql":
+        with _advisory_lock(engine, name) as held:
+            yield held
+        return
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        with _process_lock(name) as held:
+            yield held
+        return
+    with _file_lock(lock_path(database, name)) as held:
+        yield held
+
+
+def advisory_key(schema: str, name: str) -> int:
+    """The signed 64-bit advisory lock key of `name` in `schema`."""
+    digest = hashlib.sha256(f"{schema}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def lock_path(database: str, name: str) -> Path:
+    """The lock file of `name` beside a SQLite database file."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+    return Path(f"{database}.{safe}.lock")
+
+
+@contextmanager
+def _advisory_lock(engine: Engine, name: str) -> Iterator[bool]:
+    conn = engine.connect()
+    held = False
+    try:
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        key = advisory_key(str(schema), name)
+        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        # The lock belongs to the session, not the transaction: end the transaction so the
+        # connection does not sit "idle in transaction" while the run goes on.
+        conn.commit()
+        yield held
+    finally:
+        try:
+            if held:  # at once, so the next holder need not wait for the session to end
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        except Exception as exc:  # the session is gone: so is its lock
+            log.warning("lock %s: unlock failed (%s); closing its session", name, exc)
+        finally:
+            # Never back to the pool (a pooled session would keep a lock it failed to drop):
+            # closed, and the server releases whatever advisory lock the session still had.
+            conn.invalidate()
+            conn.close()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[bool]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            # Who holds it, for an operator looking at the file; the lock does not need it.
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}\n".encode())
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _process_lock(name: str) -> Iterator[bool]:
+    with _local_guard:
+        lock = _local_locks.setdefault(name, threading.Lock())
+    if not lock.acquire(blocking=False):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
