@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,30 +12,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
+
+from tests.servers import serve as serve_app
 
 
 @contextmanager
 def serve(app: Starlette) -> Iterator[str]:
-    """Serve `app` (lifespan on: the switch index loads and refreshes) on a free port in a
-    thread; stop it and join on the way out. The socket listens before the thread starts."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="on", log_config=None, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        assert not thread.is_alive(), "the test server did not stop"
+    """Serve `app` with its lifespan on (the switch index loads and refreshes)."""
+    with serve_app(app, lifespan="on") as url:
+        yield url
 
 
 def free_port() -> int:

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
-import threading
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import zstandard
 from google.rpc.status_pb2 import Status
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -42,7 +38,6 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from sqlalchemy import Engine, func, select
-from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -53,6 +48,7 @@ from app.settings import ApiConfig, DatabaseConfig, Settings
 from app.traces.intake import Intake
 from app.warehouse.tables import LlmCall, QuarantinedRecord
 from app.warehouse.tables import Request as RequestRow
+from tests.servers import serve
 
 LIMIT = 256 * 1024  # api.max_body_bytes for these tests
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -61,31 +57,6 @@ NOW_NS = 1_763_640_000_000_000_000  # 2025-11-20T12:00:00Z
 
 
 # ── a real server ──────────────────────────────────────────────────────────────────────────────
-
-
-@contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """Serve `app` on a free localhost port in a thread; stop it and join on the way out.
-
-    The socket is bound and listening before the thread starts, so connections made right away
-    wait in the backlog until uvicorn accepts them: no polling for readiness.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="off", log_config=None, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        assert not thread.is_alive(), "the test server did not stop"
 
 
 def settings_for(engine: Engine, **api: Any) -> Settings:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.root import app, ctx_of, parse_day
+from app.cli.root import app, choose, ctx_of, open_warehouse, parse_day
 from app.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-    from app.settings import Settings
+    pass
 
 rules_app = typer.Typer(help="Alert rules: validate them, replay them over history.")
 alerts_app = typer.Typer(help="Alert evaluation and delivery.")
@@ -27,20 +23,7 @@ FormatOption = Annotated[str, typer.Option("--format", help="table or json.")]
 
 
 def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> None:
-    if fmt not in allowed:
-        raise typer.BadParameter(
-            f"{fmt!r}: choose one of {', '.join(allowed)}", param_hint="--format"
-        )
-
-
-@contextmanager
-def _warehouse(ctx: typer.Context) -> Iterator[tuple[Settings, Engine]]:
-    """Settings and a migrated warehouse, whose connections are closed when the command ends."""
-    settings, engine = ctx_of(ctx).warehouse()
-    try:
-        yield settings, engine
-    finally:
-        engine.dispose()
+    choose(fmt, allowed, "--format")
 
 
 def _midnight(value: str | None, name: str) -> datetime | None:
@@ -108,7 +91,7 @@ def rules_backtest(
         every = parse_duration(step) if step else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--step") from None
-    with _warehouse(ctx) as (settings, engine):
+    with open_warehouse(ctx) as (settings, engine):
         events = backtest(engine, settings, start, end, step=every, rule_ids=rule or None)
     records = [transition_record(t, exact=fmt == "json") for t in events]
     typer.echo(render_records(records, TRANSITION_COLUMNS, fmt), nl=fmt == "json")
@@ -127,7 +110,7 @@ def alerts_run(ctx: typer.Context) -> None:
     from alerts.engine import run_cycle
     from alerts.report import group_text
 
-    with _warehouse(ctx) as (settings, engine):
+    with open_warehouse(ctx) as (settings, engine):
         cycle = run_cycle(engine, settings)
     for t in cycle.transitions:
         v = t.judgement.verdict
@@ -161,7 +144,7 @@ def alerts_outbox(
     from app.reports.render import render_records
 
     _check_format(fmt)
-    with _warehouse(ctx) as (settings, engine):
+    with open_warehouse(ctx) as (settings, engine):
         records = outbox_records(engine, status, limit)
         current = {n: target_hash(c) for n, c in settings.notifiers.items()}
         disabled = disabled_endpoints(engine, current)
@@ -187,7 +170,7 @@ def audit_log(
     from app.reports.render import render_records
 
     _check_format(fmt)
-    with _warehouse(ctx) as (_, engine):
+    with open_warehouse(ctx) as (_, engine):
         entries = read(engine, _midnight(since, "--since"), limit)
     columns = ["at", "kind", "rule", "group", "notifier", "message_id", "detail"]
     records = [

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli.root import app, ctx_of, parse_day, report_app
+from app.cli.root import app, choose, ctx_of, parse_day, report_app
 
 TRUE_UP_DEFAULT_DAYS = 31
 
@@ -24,10 +24,7 @@ def report_reconcile(
     from app.reports.reconcile import COLUMNS, reconcile, reconcile_records
     from app.reports.render import FORMATS, float_free_round, render_records
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter(
-            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
-        )
+    choose(fmt, FORMATS, "--format")
     first, last = parse_day(since, "--since"), parse_day(until, "--until")
     assert first is not None  # a required option
     _, engine = ctx_of(ctx).warehouse()

@@ -10,7 +10,7 @@ import typer
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from app.cli.root import app, ctx_of, parse_day
+from app.cli.root import app, choose, ctx_of, parse_day
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import CollectorRun
 from collectors import registry
@@ -55,10 +55,7 @@ def collect(
     """Run collectors once, now (exit 1 if any run failed), or show their recent runs."""
     from app.reports.render import FORMATS, render_records
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter(
-            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
-        )
+    choose(fmt, FORMATS, "--format")
     day = parse_day(since, "--since")
     unknown = [n for n in names or [] if n not in registry.names()]
     if unknown and not status:

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from sqlalchemy import Engine
 
-from app.cli.root import app, ctx_of
-from app.settings import Settings
+from app.cli.root import app, choose, open_warehouse
 
 kill_app = typer.Typer(
     help="Kill switches: block an endpoint, model, user or team at the gateways."
@@ -30,16 +26,6 @@ ByOption = Annotated[
     str | None,
     typer.Option("--by", help="Who is doing this, for the audit log (default: your login)."),
 ]
-
-
-@contextmanager
-def _warehouse(ctx: typer.Context) -> Iterator[tuple[Settings, Engine]]:
-    """Settings and a migrated warehouse, whose connections are closed when the command ends."""
-    settings, engine = ctx_of(ctx).warehouse()
-    try:
-        yield settings, engine
-    finally:
-        engine.dispose()
 
 
 def _operator(by: str | None) -> str:
@@ -65,12 +51,9 @@ def kill_list(
     from app.killswitch.store import list_switches
     from app.reports.render import FORMATS, render_records
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter(
-            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
-        )
+    choose(fmt, FORMATS, "--format")
     now = datetime.now(UTC)
-    with _warehouse(ctx) as (_, engine):
+    with open_warehouse(ctx) as (_, engine):
         switches = list_switches(engine, now, None if show_all else list(OPEN_STATES))
     records = [s.to_json(now) for s in switches]
     if not records and fmt == "table":
@@ -109,7 +92,7 @@ def kill_add(
         raise typer.BadParameter(str(exc), param_hint="--ttl") from None
     scope = Scope(endpoint or None, model or None, user or None, team or None)
     try:
-        with _warehouse(ctx) as (settings, engine):
+        with open_warehouse(ctx) as (settings, engine):
             switch = add_now(
                 engine, settings, scope, reason, now=now, by=_operator(by), origin=OPERATOR,
                 expires_at=expires_at, dry_run=dry_run,
@@ -128,7 +111,7 @@ def _move(ctx: typer.Context, switch_id: int, by: str | None, verb: str) -> None
 
     move = store.release if verb == "release" else store.approve
     try:
-        with _warehouse(ctx) as (settings, engine):
+        with open_warehouse(ctx) as (settings, engine):
             switch = move(engine, settings, switch_id, _operator(by), datetime.now(UTC))
     except store.SwitchError as exc:
         typer.echo(f"error: {exc} (see `spendguard kill list --all`)", err=True)

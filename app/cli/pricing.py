@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.root import app, ctx_of, parse_day, report_app
+from app.cli.root import app, choose, ctx_of, parse_day, report_app
 from app.money import format_usd, nanos_to_usd
 
 
@@ -47,10 +47,7 @@ def report_unpriced(
     from app.reports.render import FORMATS, render_records
     from app.reports.unpriced import unpriced_models
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter(
-            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
-        )
+    choose(fmt, FORMATS, "--format")
     _, engine = ctx_of(ctx).warehouse()
     rows = unpriced_models(engine, parse_day(since, "--since"))
     columns = [

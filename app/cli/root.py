@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -73,6 +75,24 @@ def _root(ctx: typer.Context, config: ConfigOption = None) -> None:
 def ctx_of(ctx: typer.Context) -> Context:
     assert isinstance(ctx.obj, Context)
     return ctx.obj
+
+
+def choose(value: str, allowed: Sequence[str], option: str) -> None:
+    """Refuse an option value outside `allowed` with a usage error naming the choices."""
+    if value not in allowed:
+        raise typer.BadParameter(
+            f"{value!r}: choose one of {', '.join(allowed)}", param_hint=option
+        )
+
+
+@contextmanager
+def open_warehouse(ctx: typer.Context) -> Iterator[tuple[Settings, Engine]]:
+    """Settings and a migrated warehouse whose connections close when the command ends."""
+    settings, engine = ctx_of(ctx).warehouse()
+    try:
+        yield settings, engine
+    finally:
+        engine.dispose()
 
 
 def parse_day(value: str | None, name: str) -> date | None:

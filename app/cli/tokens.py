@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from app.auth.tokens import SCOPES
-from app.cli.root import app, ctx_of
+from app.cli.root import app, choose, ctx_of
 
 token_app = typer.Typer(help="API tokens for the HTTP API (ingest, decision, admin).")
 app.add_typer(token_app, name="token", no_args_is_help=True)
@@ -30,10 +30,7 @@ def token_create(
     """Create an API token and print it once, alone on the last line (only its hash is kept)."""
     from app.auth.tokens import create_token
 
-    if scope not in SCOPES:
-        raise typer.BadParameter(
-            f"{scope!r}: choose one of {', '.join(SCOPES)}", param_hint="--scope"
-        )
+    choose(scope, SCOPES, "--scope")
     _, engine = ctx_of(ctx).warehouse()
     info, token = create_token(engine, scope, name or scope)
     typer.echo(f"created API token {info.id} {info.name!r} with scope {info.scope}.")
@@ -53,10 +50,7 @@ def token_list(
     from app.auth.tokens import list_tokens
     from app.reports.render import FORMATS, render_records
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter(
-            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
-        )
+    choose(fmt, FORMATS, "--format")
     _, engine = ctx_of(ctx).warehouse()
     columns = ["id", "name", "scope", "created_at", "last_used_at", "revoked_at"]
     records = [

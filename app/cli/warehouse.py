@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.root import ctx_of, db_app, ingest_app, parse_day, report_app
+from app.cli.root import choose, ctx_of, db_app, ingest_app, parse_day, report_app
 
 
 @db_app.command("upgrade")
@@ -88,10 +88,7 @@ def report_unit_costs(
         dims = parse_dimensions(by)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--by") from None
-    if fmt not in FORMATS:
-        raise typer.BadParameter(
-            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
-        )
+    choose(fmt, FORMATS, "--format")
     scope = Scope(
         since=parse_day(since, "--since"),
         until=parse_day(until, "--until"),
@@ -128,10 +125,7 @@ def report_quarantine(
     from app.reports.quarantine import quarantined
     from app.reports.render import FORMATS, render_records
 
-    if fmt not in FORMATS:
-        raise typer.BadParameter(
-            f"{fmt!r}: choose one of {', '.join(FORMATS)}", param_hint="--format"
-        )
+    choose(fmt, FORMATS, "--format")
     _, engine = ctx_of(ctx).warehouse()
     rows = quarantined(engine, parse_day(since, "--since"), limit)
     columns = ["received_at", "collector", "source", "location", "reason", "trace_id", "span_id"]
