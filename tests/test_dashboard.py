@@ -348,3 +348,22 @@ def test_page_on_demo_data(
     assert _metrics(at)["Unpriced calls"] == "0"
     assert not at.warning
     assert len(at.dataframe) == 4
+
+
+@pytest.mark.usefixtures("page_env")
+def test_a_link_from_an_alert_opens_the_filtered_view(
+    monkeypatch: pytest.MonkeyPatch, sqlite_engine: Engine
+) -> None:
+    ingest_paths(sqlite_engine, Settings(), [COUNTING])
+    monkeypatch.setenv(
+        "SPENDGUARD_DATABASE_URL", sqlite_engine.url.render_as_string(hide_password=False)
+    )
+    at = AppTest.from_file(str(ENTRY), default_timeout=60)
+    # What alerts.messages.dashboard_link writes for a user's daily cap on 2025-11-20.
+    at.query_params.update({"user": "u-1", "since": "2025-11-20", "until": "2025-11-21"})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.date_input(key="days").value == (DAY1, DAY1)
+    assert at.sidebar.multiselect(key=filter_key("user")).value == ["u-1"]
+    assert _metrics(at)["Requests"] == "2"
+    assert _metrics(at)["Spend (USD)"] == money_text(MINI_A + SONNET_A)

@@ -48,8 +48,33 @@ def filter_key(dim: str) -> str:
     return f"filter_{dim}"
 
 
+def seed_from_url() -> None:
+    """On a session's first run, take the days and filters from the URL (`?user=u-1&since=
+    2025-11-20&until=2025-11-21`: the links in alerts), so a link opens the right view."""
+    if st.session_state.get(_SEEDED):
+        return
+    st.session_state[_SEEDED] = True
+    params = st.query_params
+    try:
+        since = date.fromisoformat(params["since"]) if "since" in params else None
+        until = date.fromisoformat(params["until"]) if "until" in params else None
+    except ValueError:
+        since = until = None  # a mangled link opens the default range rather than failing
+    if since is not None:
+        last = (until - timedelta(days=1)) if until is not None and until > since else since
+        st.session_state[DAYS_KEY] = (since, last)
+    for dim in FILTER_DIMS:
+        values = [v for v in params.get_all(dim) if v]
+        if values:
+            st.session_state[filter_key(dim)] = values
+
+
+_SEEDED = "_filters_seeded_from_url"
+
+
 def sidebar(url: str, bounds: DataBounds | None) -> Selection:
     """Draw the sidebar widgets and return what they select."""
+    seed_from_url()
     with st.sidebar:
         since, until = _days(default_range(bounds))
         chosen: list[tuple[str, tuple[str, ...]]] = []
@@ -78,9 +103,15 @@ _HELP = {
 
 
 def _days(default: tuple[date, date]) -> tuple[date, date]:
-    picked = st.date_input("Days (UTC)", value=default, key=DAYS_KEY, format="YYYY-MM-DD")
+    # A value already in the session (picked, or seeded from the URL) wins over the default;
+    # passing both would make Streamlit warn.
+    picked: object
+    if DAYS_KEY in st.session_state:
+        picked = st.date_input("Days (UTC)", key=DAYS_KEY, format="YYYY-MM-DD")
+    else:
+        picked = st.date_input("Days (UTC)", value=default, key=DAYS_KEY, format="YYYY-MM-DD")
     # While a range is being picked the widget holds only its first day.
-    days = [d for d in (picked if isinstance(picked, tuple) else (picked,)) if d is not None]
+    days = [d for d in (picked if isinstance(picked, tuple) else (picked,)) if isinstance(d, date)]
     if not days:
         days = list(default)
     first, last = min(days), max(days)
