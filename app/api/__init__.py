@@ -21,6 +21,7 @@ from starlette.routing import Route
 from app import __version__
 from app.api.auth import Guard, TokenCache
 from app.api.decision import DecisionApi
+from app.api.docs import openapi
 from app.api.otlp import OtlpReceiver
 from app.settings import Settings
 from app.warehouse.tables import LlmCall, OutboxItem
@@ -67,6 +68,7 @@ def create_app(engine: Engine, settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
+        Route("/openapi.json", guard.protect(openapi, scope=None)),
         Route(
             "/v1/traces",
             guard.protect(receiver.export, scope="ingest", deny=receiver.deny),

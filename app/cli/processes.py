@@ -21,13 +21,14 @@ def api(
     import uvicorn
 
     from app.api import create_app
+    from app.api.logs import LOG_CONFIG
 
     settings, engine = ctx_of(ctx).warehouse()
     uvicorn.run(
         create_app(engine, settings),
         host=host or settings.api.host,
         port=port or settings.api.port,
-        log_level="info",
+        log_config=LOG_CONFIG,  # JSON lines, access log included, no headers
     )
 
 
