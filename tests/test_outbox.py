@@ -27,7 +27,9 @@ from alerts.outbox import LEASE, RateLimiter, backoff, deliver_due, enqueue
 from app.settings import Settings
 from app.warehouse.tables import AuditEntry, DisabledEndpoint, OutboxItem
 
-NOW = datetime.now(UTC).replace(microsecond=0)  # real time: receivers check signature age
+# Real time, because receivers check the signature's age; the one test that verifies signatures
+# takes its own clock, so a slow suite run cannot age this one past the 5-minute tolerance.
+NOW = datetime.now(UTC).replace(microsecond=0)
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -265,11 +267,12 @@ def test_a_delivery_killed_mid_request_is_delivered_after_restart_with_the_same_
     warehouse_url: str, engine: Engine, endpoint: tuple[FakeEndpoint, str]
 ) -> None:
     fake, base = endpoint
+    now = datetime.now(UTC).replace(microsecond=0)
     fake.hold = True
     raw = {"notifiers": {"hook": {"kind": "webhook", "url": f"{base}/hook", "secret": SECRET}}}
     message_id = put(engine, "hook", {"alert": "user-daily-cap"})
     worker = subprocess.Popen(
-        [sys.executable, "-c", DELIVER_SCRIPT, warehouse_url, json.dumps(raw), NOW.isoformat()],
+        [sys.executable, "-c", DELIVER_SCRIPT, warehouse_url, json.dumps(raw), now.isoformat()],
         cwd=os.getcwd(),
     )
     try:
@@ -282,10 +285,10 @@ def test_a_delivery_killed_mid_request_is_delivered_after_restart_with_the_same_
     fake.release.set()
     claimed = item(engine, message_id)
     assert (claimed.status, claimed.attempts) == ("pending", 1)
-    assert claimed.claimed_until == NOW + LEASE
+    assert claimed.claimed_until == now + LEASE
     settings = Settings(**raw)  # type: ignore[arg-type]
-    assert deliver_due(engine, settings, NOW + LEASE - timedelta(seconds=1)) == []  # leased
-    [redelivery] = deliver_due(engine, settings, NOW + LEASE)
+    assert deliver_due(engine, settings, now + LEASE - timedelta(seconds=1)) == []  # leased
+    [redelivery] = deliver_due(engine, settings, now + LEASE)
     assert (redelivery.status, redelivery.attempt) == ("delivered", 2)
     ids = [r.headers["webhook-id"] for r in fake.received]
     assert ids == [message_id, message_id]  # at least once, deduplicable by webhook-id
