@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -147,6 +148,20 @@ def test_last_used_is_written_at_most_once_a_minute(sqlite_engine: Engine) -> No
     assert not cache.claim_touch(info)
     clock.now += 1
     assert cache.claim_touch(info)
+
+
+def test_a_scheduled_touch_writes_last_used_without_the_caller_waiting(
+    sqlite_engine: Engine,
+) -> None:
+    cache = TokenCache(sqlite_engine, ttl=5)
+    info, _ = create_token(sqlite_engine, "ingest", "t")
+
+    async def request_path() -> None:
+        cache.touch_later(info)  # returns at once; the write runs on the executor
+        await asyncio.gather(*cache._pending)
+
+    asyncio.run(request_path())
+    assert list_tokens(sqlite_engine)[0].last_used_at is not None
 
 
 # ── the command line ───────────────────────────────────────────────────────────────────────────

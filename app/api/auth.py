@@ -7,11 +7,13 @@ Every route but `/healthz` (and `/metrics` unless `api.metrics_token_required`) 
 A token check is remembered for `api.token_cache_seconds` (default 5 s), so under load an
 authenticated request costs no query; a revoked token therefore stops working within that time
 on every replica. `last_used_at` is written at most once a minute per token and replica, never
-on every request.
+on every request, and off the request's path: the request does not wait for that write (on
+SQLite it could otherwise queue behind the ingest writer's lock).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
@@ -73,6 +75,7 @@ class TokenCache:
         self._entries: dict[str, _Entry] = {}
         self._touched: dict[int, float] = {}
         self._lock = threading.Lock()
+        self._pending: set[asyncio.Future[None]] = set()  # touches in flight (kept referenced)
 
     def cached(self, token_hash: str) -> _Entry | None:
         """The remembered answer for this hash if still fresh, else None."""
@@ -112,6 +115,12 @@ class TokenCache:
             touch_token(self._engine, token.id)
         except SQLAlchemyError as exc:
             log.warning("could not record the use of API token %d: %s", token.id, exc)
+
+    def touch_later(self, token: TokenInfo) -> None:
+        """Schedule `touch` on the default executor; the caller does not wait for it."""
+        future = asyncio.get_running_loop().run_in_executor(None, self.touch, token)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
 
     def forget(self) -> None:
         with self._lock:
@@ -184,7 +193,7 @@ class Guard:
                 {"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="{scope}"'},
             )
         if self.tokens.claim_touch(token):
-            await run_in_threadpool(self.tokens.touch, token)
+            self.tokens.touch_later(token)
         return token
 
 
