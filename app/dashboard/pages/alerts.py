@@ -20,6 +20,7 @@ from app.errors import SpendguardError
 from app.killswitch.model import PENDING, Switch
 
 DONE_KEY = "_switch_done"
+ASK_KEY = "_switch_ask"  # (verb, switch id) awaiting confirmation in the dialog
 
 
 def main() -> None:
@@ -52,6 +53,14 @@ def _switches(ctx: Context) -> None:
         )
     for switch in switches:
         _switch_card(ctx, switch)
+    asked = st.session_state.get(ASK_KEY)
+    if asked is not None:
+        verb, switch_id = asked
+        found = next((s for s in switches if s.id == switch_id), None)
+        if found is None:
+            _forget()  # released or expired meanwhile
+        else:
+            _confirm(ctx, found, verb)
     with st.expander("Recent switches, released and expired included"):
         recent = loaders.recent_switches(ctx.url)
         tables.show_frame(_switch_frame(recent, ctx.timezone), key="switches_recent")
@@ -77,15 +86,27 @@ def _switch_card(ctx: Context, switch: Switch) -> None:
         left.text(f"reason: {switch.reason}")
         allowed = ctx.identity.is_operator
         why = None if allowed else "Needs the operator role."
-        if pending and right.button(
-            "Approve", key=f"approve_{switch.id}", disabled=not allowed, help=why, type="primary"
-        ):
-            _confirm(ctx, switch, "approve")
-        if right.button("Release", key=f"release_{switch.id}", disabled=not allowed, help=why):
-            _confirm(ctx, switch, "release")
+        for verb in ("approve", "release") if pending else ("release",):
+            right.button(
+                verb.title(),
+                key=f"{verb}_{switch.id}",
+                disabled=not allowed,
+                help=why,
+                type="primary" if verb == "approve" else "secondary",
+                on_click=_ask,
+                args=(verb, switch.id),
+            )
 
 
-@st.dialog("Confirm")
+def _ask(verb: str, switch_id: int) -> None:
+    st.session_state[ASK_KEY] = (verb, switch_id)
+
+
+def _forget() -> None:
+    st.session_state.pop(ASK_KEY, None)
+
+
+@st.dialog("Confirm", on_dismiss=_forget)
 def _confirm(ctx: Context, switch: Switch, verb: str) -> None:
     effect = (
         "Gateways start refusing this scope within a second."
@@ -99,6 +120,7 @@ def _confirm(ctx: Context, switch: Switch, verb: str) -> None:
     if yes.button(f"Yes, {verb}", type="primary", key=f"confirm_{verb}_{switch.id}"):
         _apply(ctx, switch, verb)
     if no.button("Cancel", key=f"cancel_{verb}_{switch.id}"):
+        _forget()
         st.rerun()
 
 
@@ -106,6 +128,7 @@ def _apply(ctx: Context, switch: Switch, verb: str) -> None:
     assert ctx.url is not None
     assert ctx.settings is not None
     act = actions.approve_switch if verb == "approve" else actions.release_switch
+    _forget()
     try:
         changed = act(data.engine(ctx.url), ctx.settings, ctx.identity, switch.id)
     except SpendguardError as exc:

@@ -99,8 +99,9 @@ def _budgets(ctx: Context) -> None:
 
 
 def _budget_card(line: BudgetLine, zone: str) -> None:
-    group = ", ".join(f"{k}={v}" for k, v in line.group.items())
-    st.markdown(f"**{line.rule_id}**" + (f" · `{group}`" if group else ""))
+    st.markdown(f"**{line.rule_id}**")  # rule ids are [A-Za-z0-9_.-]: safe as markdown
+    if line.group:  # group values come from traces: shown as plain text
+        st.text(", ".join(f"{k}={v}" for k, v in line.group.items()))
     st.caption(
         f"{line.period} from {local_time_text(line.period_start, zone)} to "
         f"{local_time_text(line.period_end, zone)}"

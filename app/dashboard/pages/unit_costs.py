@@ -159,19 +159,14 @@ def _drill_down(url: str, selection: Selection) -> None:
     models = data.unit_cost_rows(url, ("model",), *args, scoped)
     model = right.selectbox("Model", [ALL, *(r.group["model"] for r in models)], key="drill_model")
     scoped = _narrow(scoped, "model", model)
-    where = " · ".join(
-        f"{d} {v}" for d, v in (("endpoint", endpoint), ("model", model)) if v != ALL
-    )
-    st.markdown(f"**Models** of {endpoint if endpoint != ALL else 'every endpoint'}")
+    st.markdown("**Models** of the chosen endpoint (all endpoints when none is chosen)")
     tables.show(models, ["model"], key="drill_models")
-    st.markdown(
-        f"**Users** of {where or 'every endpoint and model'} (the top {TOP_USERS} by spend)"
-    )
+    st.markdown(f"**Users** of the chosen endpoint and model (the top {TOP_USERS} by spend)")
     users = loaders.drill_rows(url, ("user",), *args, scoped, TOP_USERS)
     tables.show(users, ["user"], key="drill_users")
+    st.markdown("**Cost per 1,000 requests per day** of the chosen endpoint and model (USD)")
     rows = data.daily_rows(url, *args, scoped)
     st.plotly_chart(charts.daily_cost_per_1k(rows), width="stretch", key="drill_trend")
-    st.caption(f"Cost per 1,000 requests per UTC day for {where or 'the whole selection'}.")
 
 
 def _narrow(filters: data.Filters, dim: str, value: str | None) -> data.Filters:
