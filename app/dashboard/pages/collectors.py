@@ -71,11 +71,10 @@ def _collectors(ctx: Context) -> None:
             why = None
             if not allowed:
                 why = "Needs the operator role."
-            elif not has_sources:
-                why = f"Configure collectors.{name} in spendguard.yaml first."
-            if right.button(
-                "Run now", key=f"run_{name}", disabled=not allowed or not has_sources, help=why
-            ):
+            elif not enabled or not has_sources:
+                why = f"Enable and configure collectors.{name} in spendguard.yaml first."
+            runnable = allowed and enabled and has_sources
+            if right.button("Run now", key=f"run_{name}", disabled=not runnable, help=why):
                 _run(ctx, name)
 
 
