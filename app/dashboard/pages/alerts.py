@@ -39,7 +39,7 @@ def _switches(ctx: Context) -> None:
     st.subheader("Kill switches")
     done = st.session_state.pop(DONE_KEY, None)
     if done:
-        st.success(done, icon="✅")
+        st.success(done, icon=":material/check_circle:")
     switches = loaders.open_switches(ctx.url)
     if not ctx.identity.is_operator:
         st.caption(

@@ -90,18 +90,21 @@ def _budgets(ctx: Context) -> None:
             "No budget is configured. A budget is a rule on `cost_usd` over a calendar window, "
             "e.g. `{id: monthly-budget, metric: cost_usd, window: month, condition: "
             "{above: 5000}}` under `rules:` in spendguard.yaml. Meanwhile, the month so far:",
-            icon="💡",
+            icon=":material/lightbulb:",
         )
-    cols = st.columns(min(len(lines), 3) or 1)
-    for i, line in enumerate(lines):
+    by_rule: dict[str, list[BudgetLine]] = {}
+    for line in lines:
+        by_rule.setdefault(line.rule_id, []).append(line)
+    cols = st.columns(min(len(by_rule), 3) or 1)
+    for i, rule_lines in enumerate(by_rule.values()):
         with cols[i % len(cols)], st.container(border=True):
-            _budget_card(line, ctx.timezone)
+            _budget_card(rule_lines, ctx.timezone)
 
 
-def _budget_card(line: BudgetLine, zone: str) -> None:
+def _budget_card(lines: list[BudgetLine], zone: str) -> None:
+    """One rule: its most-spending group (or its only line), then the other groups briefly."""
+    line = lines[0]
     st.markdown(f"**{line.rule_id}**")  # rule ids are [A-Za-z0-9_.-]: safe as markdown
-    if line.group:  # group values come from traces: shown as plain text
-        st.text(", ".join(f"{k}={v}" for k, v in line.group.items()))
     st.caption(
         f"{line.period} from {local_time_text(line.period_start, zone)} to "
         f"{local_time_text(line.period_end, zone)}"
@@ -111,17 +114,40 @@ def _budget_card(line: BudgetLine, zone: str) -> None:
         st.metric("Spent so far", spent)
         st.metric("Forecast to month end", money_text(line.forecast))
         return
+    if line.group:  # group values come from traces: shown as plain text
+        st.text("top: " + ", ".join(f"{k}={v}" for k, v in line.group.items()))
     share = float(line.spent / line.budget) if line.budget > 0 else 1.0
     colour = "red" if line.over else ("orange" if line.forecast_over else "green")
-    st.markdown(f"### :{colour}[{spent}] of {money_text(line.budget)}")
+    st.markdown(f"#### :{colour}[{spent}] of {money_text(line.budget)}")
     st.progress(min(share, 1.0), text=f"{share:.0%} of the budget")
-    forecast = money_text(line.forecast) if line.forecast is not None else "too early to tell"
+    forecast = money_text(line.forecast) if line.forecast is not None else None
     if line.over:
         st.markdown(f":red[**Over budget** by {money_text(line.spent - line.budget)}]")
     elif line.forecast_over:
         st.markdown(f":orange[Forecast **{forecast}** by the period's end: over budget]")
+    elif forecast is None:
+        st.markdown("Forecast: too early in the period to tell")
     else:
         st.markdown(f"Forecast {forecast} by the period's end")
+    if len(lines) > 1:
+        over = sum(1 for b in lines if b.over or b.forecast_over)
+        st.caption(f"Next groups ({over} of the {len(lines)} shown over or heading over):")
+        st.dataframe(
+            pl.DataFrame(
+                {
+                    "Group": [", ".join(b.group.values()) for b in lines[1:]],
+                    "Spent": [float(b.spent) for b in lines[1:]],
+                    "Forecast": [_f(b.forecast) for b in lines[1:]],
+                },
+                schema_overrides={"Forecast": pl.Float64},
+            ),
+            hide_index=True,
+            column_config={
+                "Spent": tables.money_column("Spent"),
+                "Forecast": tables.money_column("Forecast"),
+            },
+            key=f"budget_{line.rule_id}",
+        )
 
 
 def _trend(ctx: Context) -> None:

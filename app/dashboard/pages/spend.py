@@ -147,7 +147,11 @@ def _gpu() -> None:
     # (`app/dashboard/pages/gpu.py`, from the GPU work). This spot links to it once it exists.
     st.subheader("GPU costs")
     if GPU_PAGE.exists():
-        st.page_link("app/dashboard/pages/gpu.py", label="GPU cost: allocated and idle", icon="🖥️")
+        st.page_link(
+            "app/dashboard/pages/gpu.py",
+            label="GPU cost: allocated and idle",
+            icon=":material/memory:",
+        )
     else:
         st.info(
             "GPU cost allocation is not configured yet: declare `gpu_pools` in spendguard.yaml "

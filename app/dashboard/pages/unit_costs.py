@@ -74,7 +74,7 @@ def _headline(total: UnitCostRow) -> None:
             f"{calls} no price — add a pricing override (`pricing.overrides` in "
             "spendguard.yaml). Their cost is not in these figures; the model table shows which "
             "models they called.",
-            icon="⚠️",
+            icon=":material/warning:",
         )
 
 
