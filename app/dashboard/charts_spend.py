@@ -45,7 +45,7 @@ def spend_stack(rows: Sequence[DaySpend], title: str) -> go.Figure:
         barmode="stack",
         height=360,
         margin=_MARGIN,
-        legend={"orientation": "h", "y": -0.15},
+        legend={"orientation": "h", "y": -0.28},
         xaxis={"type": "date", "title": "UTC day"},
         yaxis={"title": "Spend (USD)", "tickprefix": "$", "rangemode": "tozero"},
     )
@@ -158,7 +158,7 @@ def billed_vs_estimated(gaps: Sequence[BilledGap], title: str) -> go.Figure:
         barmode="group",
         height=340,
         margin=_MARGIN,
-        legend={"orientation": "h", "y": -0.15},
+        legend={"orientation": "h", "y": -0.28},
         xaxis={"type": "date", "title": "UTC day"},
         yaxis={"title": "USD", "tickprefix": "$", "rangemode": "tozero"},
     )
