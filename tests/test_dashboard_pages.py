@@ -60,6 +60,15 @@ RULES = [
 ]  # fmt: skip
 
 
+OIDC_SECRETS = {
+    "redirect_uri": "http://localhost:8501/oauth2callback",
+    "cookie_secret": "test-cookie-secret",
+    "client_id": "spendguard",
+    "client_secret": "test-client-secret",
+    "server_metadata_url": "https://idp.example.com/.well-known/openid-configuration",
+}
+
+
 def write_config(folder: Path, url: str, **dashboard: Any) -> Path:
     config = {"database": {"url": url}, "rules": RULES, "dashboard": dashboard}
     path = folder / "spendguard.yaml"
@@ -104,8 +113,9 @@ def page_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
 
 def open_page(name: str, *, user: dict[str, Any] | None = None, **params: str) -> AppTest:
     at = AppTest.from_file(str(ENTRY), default_timeout=60)
-    if user is not None:
+    if user is not None:  # auth: oidc; the provider as .streamlit/secrets.toml would hold it
         at.user = user
+        at.secrets["auth"] = OIDC_SECRETS
     at.query_params.update(params)
     at.run()
     if name != "overview":
@@ -367,6 +377,15 @@ def test_oidc_asks_to_sign_in_and_refuses_strangers(page_env: Path, sqlite_engin
     )
     switch_buttons = [b for b in at.button if b.key and b.key.startswith(("release_", "approve_"))]
     assert switch_buttons and all(b.disabled for b in switch_buttons)
+
+
+def test_oidc_without_a_provider_says_what_to_configure(
+    page_env: Path, sqlite_engine: Engine
+) -> None:
+    write_config(page_env, sqlite_engine.url.render_as_string(hide_password=False), auth="oidc")
+    at = open_page("overview")
+    assert "secrets.toml" in at.error[0].value
+    assert not at.button
 
 
 def test_role_mapping() -> None:

@@ -121,6 +121,16 @@ def _who(settings: Settings) -> Identity:
     if config.auth == "none":
         return local_identity(config)
     provider = config.oidc_provider
+    if not _auth_configured(provider):
+        st.title("spendguard")
+        st.error(
+            "`dashboard.auth: oidc` needs the identity provider in `.streamlit/secrets.toml` "
+            "(in the directory spendguard starts from): an `[auth]` section"
+            + (f" with `[auth.{provider}]`" if provider else "")
+            + " holding redirect_uri, cookie_secret, client_id, client_secret and "
+            'server_metadata_url (see the README, "The dashboard").'
+        )
+        st.stop()
     if not st.user.get("is_logged_in"):
         st.title("spendguard")
         st.write("Sign in to see the cost dashboard.")
@@ -141,6 +151,16 @@ def _who(settings: Settings) -> Identity:
             st.logout()
         st.stop()
     return identity
+
+
+def _auth_configured(provider: str | None) -> bool:
+    try:
+        section = st.secrets.get("auth")
+    except FileNotFoundError:  # no secrets file at all
+        return False
+    if not section:
+        return False
+    return provider is None or provider in section
 
 
 def _signed_in_as(settings: Settings, identity: Identity) -> None:
