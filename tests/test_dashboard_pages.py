@@ -29,6 +29,7 @@ from alerts.engine import evaluate_once
 from app.cli import app as cli_app
 from app.dashboard import actions, loaders, queries_alerts, queries_collectors, queries_spend
 from app.dashboard.auth import Identity, identity_from_claims, role_for
+from app.dashboard.filters import filter_key
 from app.dashboard.formatting import money_text
 from app.ingest import ingest_paths
 from app.killswitch.model import OPERATOR, PENDING, RULE, Scope
@@ -493,3 +494,51 @@ def test_recent_runs_and_freshness(engine: Engine) -> None:
 
 def test_loaders_now_is_the_wall_clock() -> None:
     assert abs((loaders.now() - datetime.now(UTC)).total_seconds()) < 5
+
+
+# --- shared filters --------------------------------------------------------------------------
+
+
+def test_filters_follow_you_across_pages_and_into_the_url(
+    page_env: Path, sqlite_engine: Engine
+) -> None:
+    load(sqlite_engine)
+    write_config(page_env, sqlite_engine.url.render_as_string(hide_password=False))
+    at = open_page("unit_costs", since="2025-11-20", until="2025-11-22")
+    at.sidebar.multiselect(key=filter_key("model")).select("claude-sonnet-4-5").run()
+    at.sidebar.selectbox(key="tz").set_value("Europe/Paris").run()
+    assert at.query_params["model"] == "claude-sonnet-4-5"
+    assert at.query_params["tz"] == "Europe/Paris"
+    assert at.query_params["since"] == "2025-11-20"
+
+    at.switch_page("app/dashboard/pages/overview.py").run()
+
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.multiselect(key=filter_key("model")).value == ["claude-sonnet-4-5"]
+    assert metrics(at)["Spend (USD)"] == money_text(SONNET_A)
+    assert at.query_params["model"] == "claude-sonnet-4-5"
+    assert "CET" in " ".join(c.value for c in at.caption)  # times shown in the chosen zone
+
+
+def test_period_presets_end_on_the_latest_data_day(page_env: Path, sqlite_engine: Engine) -> None:
+    load(sqlite_engine)
+    write_config(page_env, sqlite_engine.url.render_as_string(hide_password=False))
+    at = open_page("overview")
+    assert at.sidebar.selectbox(key="period").value == "Last 30 days"
+    at.sidebar.selectbox(key="period").set_value("Last 7 days").run()
+    assert at.sidebar.date_input(key="days").value == (date(2025, 11, 15), DAY2)
+    assert at.query_params["period"] == "Last 7 days"
+    at.sidebar.selectbox(key="period").set_value("Month to date").run()
+    assert at.sidebar.date_input(key="days").value == (date(2025, 11, 1), DAY2)
+    at.sidebar.date_input(key="days").set_value((DAY2, DAY2)).run()
+    assert at.sidebar.selectbox(key="period").value == "Custom"
+    assert metrics(at)["Requests"] == "1"
+    assert at.query_params["until"] == "2025-11-22"
+
+
+def test_every_table_can_be_downloaded(page_env: Path, sqlite_engine: Engine) -> None:
+    load(sqlite_engine)
+    write_config(page_env, sqlite_engine.url.render_as_string(hide_password=False))
+    at = open_page("collectors")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["CSV", "Parquet"]  # the one table on the page (runs), both formats
