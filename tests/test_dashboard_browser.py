@@ -146,7 +146,12 @@ def _settled(page: Any, title: str) -> None:
     """The title is drawn and the script has finished running (no status widget spinning)."""
     page.get_by_role("heading", name=title).first.wait_for()
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
-    page.wait_for_timeout(2500)  # charts and table canvases draw after the last delta
+    # Plotly loads lazily: wait until every chart has drawn its SVG.
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+                 .every(c => c.querySelector('.main-svg'))"""
+    )
+    page.wait_for_timeout(1500)  # table canvases draw after the last delta
 
 
 CASES = [(*p, "light") for p in PAGES] + [(*p, "dark") for p in PAGES if p[0] == ""]

@@ -93,12 +93,14 @@ def freshness(engine: Engine) -> list[Freshness]:
         billed = conn.execute(
             select(BilledCost.provider, func.max(BilledCost.day)).group_by(BilledCost.provider)
         ).all()
+    # Traces arrive by the collector, by `spendguard ingest` (and the demo) or by push.
+    loads = [at for at in (ok_at.get("traces"), ok_at.get("ingest")) if at is not None]
     out = [
         Freshness(
             "traces",
             _utc(latest_request),
-            ok_at.get("traces"),
-            last_status.get("traces"),
+            max(loads) if loads else None,
+            last_status.get("traces") or last_status.get("ingest"),
             "latest request",
         )
     ]
