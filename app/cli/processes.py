@@ -77,6 +77,8 @@ def _dashboard_argv(port: int, address: str = "127.0.0.1") -> list[str]:
         address,
         "--server.headless",
         "true",
+        "--client.toolbarMode",
+        "viewer",  # a product, not a notebook: no Deploy button or developer menu
         "--browser.gatherUsageStats",
         "false",
     ]
