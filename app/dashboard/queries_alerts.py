@@ -10,7 +10,6 @@ at `now`, without writing anything.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -242,7 +241,3 @@ def switch_audit(engine: Engine, limit: int = 100) -> list[audit.AuditRecord]:
         )
         for r in rows
     ]  # fmt: skip
-
-
-def rule_ids(settings: Settings) -> Sequence[str]:
-    return [r.id for r in settings.rules]
