@@ -179,10 +179,15 @@ def page_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     st.cache_resource.clear()  # disposes the page's engines
 
 
+UNIT_COSTS = "app/dashboard/pages/unit_costs.py"
+
+
 def _run_page(monkeypatch: pytest.MonkeyPatch, url: str) -> AppTest:
+    """The "Unit costs" page (Overview is the default one: tests/test_dashboard_pages.py)."""
     monkeypatch.setenv("SPENDGUARD_DATABASE_URL", url)
     at = AppTest.from_file(str(ENTRY), default_timeout=60)
     at.run()
+    at.switch_page(UNIT_COSTS).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -213,7 +218,7 @@ def test_page_shows_headline_breakdowns_and_trend(
     assert money_text(TOTAL) == "$0.0052" == _metrics(at)["Spend (USD)"]
     assert ["1 call has no price" in w.value for w in at.warning] == [True]
     assert [t.label for t in at.tabs] == ["By endpoint", "By model", "By user", "By team"]
-    endpoint_table, model_table, user_table, team_table = (d.value for d in at.dataframe)
+    endpoint_table, model_table, user_table, team_table = (d.value for d in at.dataframe[:4])
     assert list(endpoint_table["Endpoint"]) == ["/v1/chat", "(none)", "/v1/search"]
     assert list(model_table["Unpriced calls"]) == [0, 0, 1]  # llama on vllm has no price
     assert list(user_table["User"]) == ["u-1", "(none)", "u-3", "u-2"]
@@ -227,6 +232,8 @@ def test_page_shows_headline_breakdowns_and_trend(
         "bars_model",
         "bars_user",
         "bars_team",
+        "heatmap",
+        "drill_trend",
     ]
     assert at.sidebar.date_input(key="days").value == (date(2025, 10, 23), DAY2)
 
@@ -314,7 +321,7 @@ def test_user_supplied_names_are_shown_as_typed(
 
     at = _run_page(monkeypatch, sqlite_engine.url.render_as_string(hide_password=False))
 
-    endpoint_table, _, user_table, _ = (d.value for d in at.dataframe)
+    endpoint_table, _, user_table, _ = (d.value for d in at.dataframe[:4])
     assert hostile_endpoint in list(endpoint_table["Endpoint"])
     assert hostile_user in list(user_table["User"])
     texts = [m.value for m in at.markdown] + [c.value for c in at.caption]
@@ -347,7 +354,7 @@ def test_page_on_demo_data(
     assert total.requests > 100
     assert _metrics(at)["Unpriced calls"] == "0"
     assert not at.warning
-    assert len(at.dataframe) == 4
+    assert len(at.dataframe) == 6  # four breakdowns, the drill-down's models and users
 
 
 @pytest.mark.usefixtures("page_env")
@@ -362,6 +369,7 @@ def test_a_link_from_an_alert_opens_the_filtered_view(
     # What alerts.messages.dashboard_link writes for a user's daily cap on 2025-11-20.
     at.query_params.update({"user": "u-1", "since": "2025-11-20", "until": "2025-11-21"})
     at.run()
+    at.switch_page(UNIT_COSTS).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.sidebar.date_input(key="days").value == (DAY1, DAY1)
     assert at.sidebar.multiselect(key=filter_key("user")).value == ["u-1"]

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from app.cli.root import app, ctx_of
+from app.settings import Settings
 
 
 @app.command()
@@ -50,14 +51,19 @@ def dashboard(
     import os
 
     settings, _ = ctx_of(ctx).warehouse()
-    argv = _dashboard_argv(port or settings.dashboard.port)
+    argv = _dashboard_argv(port or settings.dashboard.port, dashboard_address(settings))
     sys.stdout.flush()
     sys.stderr.flush()
     # Become the Streamlit server: signals sent to this process reach it, no orphan is left.
     os.execv(argv[0], argv)  # noqa: S606 - argv is ours: this Python, streamlit, our entry
 
 
-def _dashboard_argv(port: int) -> list[str]:
+def dashboard_address(settings: Settings) -> str:
+    """With `auth: none` nobody signs in, so the dashboard serves this machine only."""
+    return "127.0.0.1" if settings.dashboard.auth == "none" else settings.dashboard.host
+
+
+def _dashboard_argv(port: int, address: str = "127.0.0.1") -> list[str]:
     entry = Path(__file__).resolve().parents[2] / "streamlit_app.py"
     return [
         sys.executable,
@@ -67,8 +73,12 @@ def _dashboard_argv(port: int) -> list[str]:
         str(entry),
         "--server.port",
         str(port),
+        "--server.address",
+        address,
         "--server.headless",
         "true",
+        "--client.toolbarMode",
+        "viewer",  # a product, not a notebook: no Deploy button or developer menu
         "--browser.gatherUsageStats",
         "false",
     ]

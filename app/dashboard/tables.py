@@ -7,6 +7,8 @@ Values are shown as plain cells, never as HTML or markdown.
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,12 +67,55 @@ def column_config() -> dict[str, Any]:
 
 
 def show(rows: Sequence[UnitCostRow], dims: Sequence[str], *, key: str) -> None:
-    st.dataframe(
-        unit_cost_frame(rows, dims),
-        hide_index=True,
-        column_config=column_config(),
-        key=key,
+    show_frame(unit_cost_frame(rows, dims), key=key, column_config=column_config())
+
+
+def show_frame(
+    frame: pl.DataFrame,
+    *,
+    key: str,
+    column_config: dict[str, Any] | None = None,
+    height: int | None = None,
+) -> None:
+    """A table and, under it, its CSV and Parquet downloads (every table has them)."""
+    kwargs: dict[str, Any] = {"height": height} if height else {}
+    st.dataframe(frame, hide_index=True, column_config=column_config, key=key, **kwargs)
+    downloads(frame, key)
+
+
+def downloads(frame: pl.DataFrame, name: str) -> None:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "table"
+    left, right, _ = st.columns([1, 1, 6])
+    left.download_button(
+        "CSV",
+        frame.write_csv().encode(),
+        file_name=f"spendguard-{stem}.csv",
+        mime="text/csv",
+        key=f"{name}_csv",
+        icon=":material/download:",
+        on_click="ignore",
     )
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    right.download_button(
+        "Parquet",
+        buffer.getvalue(),
+        file_name=f"spendguard-{stem}.parquet",
+        mime="application/vnd.apache.parquet",
+        key=f"{name}_parquet",
+        icon=":material/download:",
+        on_click="ignore",
+    )
+
+
+def money_column(label: str, help: str | None = None, *, precise: bool = False) -> Any:
+    """Dollars with cents and thousands separators; `precise`: four decimals, for unit costs
+    of a fraction of a cent."""
+    return st.column_config.NumberColumn(label, format="$%.4f" if precise else "dollar", help=help)
+
+
+def count_column(label: str, help: str | None = None) -> Any:
+    return st.column_config.NumberColumn(label, format="localized", help=help)
 
 
 def _float_or_none(row: UnitCostRow) -> float | None:

@@ -266,8 +266,20 @@ class ApiConfig(_Strict):
 
 
 class DashboardConfig(_Strict):
+    """The dashboard: where it listens, who may see it and who may act (release, approve, run).
+
+    `auth: none` serves only this machine (127.0.0.1) and everyone who reaches it gets
+    `local_role`; `auth: oidc` signs people in with Streamlit's `st.login` (the provider lives in
+    `.streamlit/secrets.toml`) and maps their email or groups to a role."""
+
     port: int = Field(default=8501, ge=1, le=65535)
-    auth: Literal["none", "token"] = "none"
+    auth: Literal["none", "oidc"] = "none"
+    host: str = "0.0.0.0"  # noqa: S104 - only with auth: oidc; auth: none binds 127.0.0.1
+    local_role: Literal["viewer", "operator"] = "operator"
+    oidc_provider: str | None = Field(default=None, min_length=1, max_length=64)
+    operators: list[str] = Field(default_factory=list)
+    viewers: list[str] = Field(default_factory=list)
+    groups_claim: str = Field(default="groups", min_length=1)
     public_url: str = "http://localhost:8501"
     timezone: str = "UTC"
 

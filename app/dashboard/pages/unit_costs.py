@@ -7,54 +7,35 @@ from `app.reports.unit_costs` rules (see ARCHITECTURE, "The meaning of the numbe
 from __future__ import annotations
 
 import streamlit as st
-from sqlalchemy.exc import SQLAlchemyError
 
-from app.dashboard import charts, data, tables
-from app.dashboard.filters import Selection, sidebar
+from app.dashboard import charts, charts_spend, data, loaders, tables
+from app.dashboard.filters import Selection
 from app.dashboard.formatting import count_text, local_time_text, money_text
-from app.errors import SpendguardError
+from app.dashboard.shell import NO_MATCH, page
 from app.reports.unit_costs import UnitCostRow
 
 CHART_GROUPS = 25
 TOP_USERS = 25
-
-NO_DATA = (
-    "The warehouse has no requests yet. Load some with `spendguard demo` (generated demo "
-    "traffic) or `spendguard ingest traces PATH` (your OTLP JSON files), then reload this page."
-)
-NO_SCHEMA = (
-    "The warehouse has no tables yet. Run `spendguard db upgrade`, then load data with "
-    "`spendguard demo` or `spendguard ingest traces PATH`."
-)
-NO_MATCH = "No requests in these days with these filters. Widen the days or clear a filter."
+HEAT_ENDPOINTS = 15
+HEAT_MODELS = 12
+ALL = "(all)"
 
 
 def main() -> None:
-    st.title("Unit costs")
-    try:
-        settings = data.settings()
-        url = settings.database.url
-        if not data.has_warehouse(url):
-            data.has_warehouse.clear(url)  # look again on the next run, not after the TTL
-            st.info(NO_SCHEMA)
-            return
-        bounds = data.data_bounds(url)
-    except (SpendguardError, SQLAlchemyError) as exc:
-        st.error("spendguard cannot read its configuration or warehouse:")
-        st.code(str(exc).splitlines()[0] if isinstance(exc, SQLAlchemyError) else str(exc))
+    ctx = page("Unit costs")
+    if ctx is None:
         return
-    if bounds is None:
-        data.data_bounds.clear(url)  # so data loaded a moment from now shows on reload
-        st.info(NO_DATA)
-        return
-    selection = sidebar(url, bounds)
-    latest = local_time_text(bounds.last, settings.dashboard.timezone)
+    assert ctx.url is not None
+    assert ctx.bounds is not None
+    assert ctx.settings is not None
+    url, selection = ctx.url, ctx.selection
+    latest = local_time_text(ctx.bounds.last, ctx.timezone)
     repriced = data.last_reprice(url)
     st.caption(
         f"{selection.since:%Y-%m-%d} to {selection.last_day:%Y-%m-%d} (UTC days) · "
         f"latest request {latest}"
         + (
-            f" · prices recalculated {local_time_text(repriced, settings.dashboard.timezone)}"
+            f" · prices recalculated {local_time_text(repriced, ctx.timezone)}"
             if repriced is not None
             else ""
         )
@@ -66,6 +47,8 @@ def main() -> None:
     _headline(overall[0])
     _trend(url, selection)
     _breakdowns(url, selection)
+    _heatmap(url, selection)
+    _drill_down(url, selection)
 
 
 def _headline(total: UnitCostRow) -> None:
@@ -91,7 +74,7 @@ def _headline(total: UnitCostRow) -> None:
             f"{calls} no price — add a pricing override (`pricing.overrides` in "
             "spendguard.yaml). Their cost is not in these figures; the model table shows which "
             "models they called.",
-            icon="⚠️",
+            icon=":material/warning:",
         )
 
 
@@ -130,6 +113,66 @@ def _breakdown(rows: list[UnitCostRow], dim: str, plural: str) -> None:
     st.markdown(heading)
     st.plotly_chart(charts.cost_per_1k_bars(shown, dim), width="stretch", key=f"bars_{dim}")
     tables.show(rows, [dim], key=f"table_{dim}")
+
+
+def _heatmap(url: str, selection: Selection) -> None:
+    st.subheader("Endpoint × model")
+    rows = loaders.drill_rows(
+        url, ("endpoint", "model"), selection.since, selection.until, selection.filters, 2000
+    )
+    endpoints = _leaders(rows, "endpoint", HEAT_ENDPOINTS)
+    models = _leaders(rows, "model", HEAT_MODELS)
+    shown = [r for r in rows if r.group["endpoint"] in endpoints and r.group["model"] in models]
+    if not shown:
+        st.info("No LLM calls in this selection.")
+        return
+    title = "Cost per 1,000 requests (USD) by endpoint and model"
+    if len(endpoints) < len({r.group["endpoint"] for r in rows}):
+        title += f" · top {HEAT_ENDPOINTS} endpoints by spend"
+    st.plotly_chart(
+        charts_spend.heatmap(shown, "endpoint", "model", title), width="stretch", key="heatmap"
+    )
+    st.caption(
+        "Each cell: 1000 × the cost of that model's calls / the endpoint's requests that called "
+        "it. Blank: the endpoint never called the model."
+    )
+
+
+def _leaders(rows: list[UnitCostRow], dim: str, limit: int) -> list[str]:
+    spend: dict[str, int] = {}
+    for r in rows:
+        spend[r.group[dim]] = spend.get(r.group[dim], 0) + r.cost_nanousd
+    return [k for k, _ in sorted(spend.items(), key=lambda kv: (-kv[1], kv[0]))][:limit]
+
+
+@st.fragment
+def _drill_down(url: str, selection: Selection) -> None:
+    """Endpoint → its models → their users, with the daily trend of what is picked."""
+    st.subheader("Drill down")
+    args = (selection.since, selection.until)
+    endpoints = data.unit_cost_rows(url, ("endpoint",), *args, selection.filters)
+    left, right = st.columns(2)
+    endpoint = left.selectbox(
+        "Endpoint", [ALL, *(r.group["endpoint"] for r in endpoints)], key="drill_endpoint"
+    )
+    scoped = _narrow(selection.filters, "endpoint", endpoint)
+    models = data.unit_cost_rows(url, ("model",), *args, scoped)
+    model = right.selectbox("Model", [ALL, *(r.group["model"] for r in models)], key="drill_model")
+    scoped = _narrow(scoped, "model", model)
+    st.markdown("**Models** of the chosen endpoint (all endpoints when none is chosen)")
+    tables.show(models, ["model"], key="drill_models")
+    st.markdown(f"**Users** of the chosen endpoint and model (the top {TOP_USERS} by spend)")
+    users = loaders.drill_rows(url, ("user",), *args, scoped, TOP_USERS)
+    tables.show(users, ["user"], key="drill_users")
+    st.markdown("**Cost per 1,000 requests per day** of the chosen endpoint and model (USD)")
+    rows = data.daily_rows(url, *args, scoped)
+    st.plotly_chart(charts.daily_cost_per_1k(rows), width="stretch", key="drill_trend")
+
+
+def _narrow(filters: data.Filters, dim: str, value: str | None) -> data.Filters:
+    if value is None or value == ALL:
+        return filters
+    return (*((d, v) for d, v in filters if d != dim), (dim, (value,)))
 
 
 if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it draws nothing
