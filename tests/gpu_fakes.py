@@ -49,8 +49,8 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
+@pytest.fixture(scope="module", name="moto_endpoint")
+def moto_endpoint_fixture() -> Iterator[str]:
     """moto (Cost Explorer, S3) as an HTTP server on localhost for the whole module."""
     from moto.server import ThreadedMotoServer
 
@@ -63,8 +63,8 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def moto(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+@pytest.fixture(name="moto")
+def moto_fixture(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A reset moto (empty Cost Explorer queue, no buckets) and the AWS environment."""
     aws_environment(monkeypatch)
     httpx.post(f"{moto_endpoint}/moto-api/reset").raise_for_status()

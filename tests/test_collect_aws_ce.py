@@ -20,8 +20,8 @@ from tests.gpu_fakes import (
     ce_answer,
     ce_sample,
     ce_settings,
-    moto,  # noqa: F401  (fixture)
-    moto_endpoint,  # noqa: F401  (fixture)
+    moto_endpoint_fixture,  # noqa: F401  (fixture `moto_endpoint`)
+    moto_fixture,  # noqa: F401  (fixture `moto`)
     queue_ce,
 )
 from tests.servers import serve
