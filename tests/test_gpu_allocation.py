@@ -201,6 +201,9 @@ def test_the_hand_made_day_to_the_nano_dollar(engine: Engine) -> None:
                 GpuPoolHour.hour,
             )
         ):
+            if pool == "(unassigned)":
+                assert allocated == idle == 0
+                continue
             assert allocated + idle == cost, (pool, hour)
             total = conn.execute(
                 select(func.coalesce(func.sum(GpuAllocation.gpu_cost_nanousd), 0)).where(
@@ -259,3 +262,29 @@ def test_no_pool_configured_keeps_the_bill_unassigned(engine: Engine) -> None:
     # Unassigned takes one source per day as well: FOCUS (first by default) over the others.
     assert row.pool == "(unassigned)" and row.sources == "focus"
     assert row.cost_nanousd == 3 * usd("98.17") + usd("-1.00") + usd("10.4328")
+
+
+def test_unit_costs_add_the_gpu_share_to_the_token_cost(engine: Engine) -> None:
+    from app.reports.render import render_unit_costs
+    from app.reports.unit_costs import Scope, unit_costs
+
+    hand_made_day(engine)
+    refresh(engine, SETTINGS, DAY, NEXT)
+    rows = {r.group["endpoint"]: r for r in unit_costs(engine, ["endpoint"], Scope(DAY, NEXT))}
+    chat = rows["/chat"]
+    assert chat.gpu_cost_usd == Decimal("81.391666667")  # A + C
+    assert chat.token_cost_usd == Decimal(0)  # self-hosted: priced 0 per token
+    assert chat.cost_usd == chat.gpu_cost_usd and chat.requests == 3
+    assert chat.cost_per_1k_requests == Decimal("27130.555555667")  # 1000 × 81.391666667 / 3
+    by_model = unit_costs(engine, ["model"], Scope(DAY, NEXT))
+    assert sum(r.gpu_cost_nanousd for r in by_model) == usd("199.84")
+    [total] = unit_costs(engine, [], Scope(DAY, NEXT))
+    assert total.gpu_cost_nanousd == usd("199.84") and total.cost_nanousd == usd("199.84")
+    import json
+
+    [record] = json.loads(render_unit_costs([total], [], "json"))
+    assert (record["token_cost_usd"], record["gpu_cost_usd"], record["cost_usd"]) == (
+        "0.000000000",
+        "199.840000000",
+        "199.840000000",
+    )

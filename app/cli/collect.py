@@ -90,6 +90,10 @@ def collect(
             for error in outcome.errors:
                 typer.echo(f"error: {collector.name}: {error}", err=True)
             failed = failed or not outcome.ok
+        # New calls or bills: their GPU pools' hours are allocated again.
+        from app.cli.gpu import bring_up_to_date
+
+        bring_up_to_date(engine, settings)
     finally:
         engine.dispose()
     if failed:

@@ -10,9 +10,10 @@ For every pool and UTC hour with a bill (`app.gpu.pools`), the hour's cost C is 
 and the allocated part is shared among the hour's calls in proportion to their key:
 `gpu_seconds` (the call span's duration, in ms) or `tokens` (input + output). Every split is
 integer nano-dollars by largest remainder (`app.money.split_exact`), so per pool-hour
-`allocated + idle == cost` exactly, and the calls' shares add up to `allocated` exactly. Idle is
-a line of its own (`gpu_pool_hours.idle_nanousd`), never spread into requests. Credits are part
-of the hour's cost (a negative share).
+`allocated + idle == cost` exactly (lines of no pool, `(unassigned)`, are neither), and the
+calls' shares add up to `allocated` exactly. Idle is a line of its own
+(`gpu_pool_hours.idle_nanousd`), never spread into requests. Credits are part of the hour's
+cost (a negative share).
 
 `refresh` recomputes whole UTC days and replaces what was stored for them, in one transaction per
 day: re-running it changes nothing, and never counts twice. `refresh_stale` finds the days that
@@ -39,6 +40,7 @@ from sqlalchemy.orm import Session
 from app.gpu.pools import CostLine, PoolHours, hour_floor, pool_hours
 from app.money import split_exact
 from app.settings import GpuPoolConfig, Settings
+from app.settings.models import UNASSIGNED_POOL
 from app.warehouse.checkpoints import read_checkpoint, write_checkpoint
 from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
@@ -259,7 +261,8 @@ def _replace_day(
             allocated, _ = split_exact(bill.cost, [used, capacity - used])
         else:
             allocated = bill.cost
-        idle = bill.cost - allocated
+        # A pool's unused hours are idle; a line of no pool is neither idle nor allocated.
+        idle = 0 if pool == UNASSIGNED_POOL else bill.cost - allocated
         shares = split_exact(allocated, [c.weight for c in in_hour]) if in_hour else []
         for call, share in zip(in_hour, shares, strict=True):
             allocation_rows.append(
