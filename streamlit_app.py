@@ -15,6 +15,7 @@ st.set_page_config(page_title="spendguard", layout="wide")
 page = st.navigation(
     [
         st.Page(PAGES / "unit_costs.py", title="Unit costs", icon="💵", default=True),
+        st.Page(PAGES / "gpu.py", title="GPU cost", icon="🖥️"),
     ]
 )
 page.run()

@@ -221,3 +221,46 @@ def pool_record(row: PoolRow) -> dict[str, Any]:
         "idle_usd": format_usd(row.usd("idle_nanousd")),
         "utilisation": None if row.utilisation is None else f"{row.utilisation:f}",
     }
+
+
+@dataclass(frozen=True, slots=True)
+class DailySplit:
+    day: date
+    allocated_nanousd: int
+    idle_nanousd: int
+    unassigned_nanousd: int
+
+
+def daily_split(
+    engine: Engine, since: date | None = None, until: date | None = None
+) -> list[DailySplit]:
+    """Per UTC day: GPU cost allocated to calls, idle, and in no pool."""
+    h = GpuPoolHour
+    day = func.date(h.hour).label("day")
+    unassigned = case((h.pool == UNASSIGNED_POOL, h.cost_nanousd), else_=0)
+    query = (
+        select(day, func.sum(h.allocated_nanousd), func.sum(h.idle_nanousd), func.sum(unassigned))
+        .where(*_bounds(since, until, h.hour))
+        .group_by(day)
+        .order_by(day)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [DailySplit(_as_date(d), int(a or 0), int(i or 0), int(u or 0)) for d, a, i, u in rows]
+
+
+def hour_bounds(engine: Engine) -> tuple[datetime, datetime] | None:
+    """The first and last pool-hour stored, or None when there is none."""
+    with engine.connect() as conn:
+        first, last = conn.execute(
+            select(func.min(GpuPoolHour.hour), func.max(GpuPoolHour.hour))
+        ).one()
+    return None if first is None else (first, last)
+
+
+def _as_date(value: object) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
