@@ -66,6 +66,7 @@ def load_demo_gpu(
     lagged = (end - timedelta(hours=EXPORT_LAG_HOURS)).date()
     export_end = datetime(lagged.year, lagged.month, lagged.day, tzinfo=UTC)
     root = out_dir / "billing"
+    root.mkdir(parents=True, exist_ok=True)  # a 1-day demo lags entirely: an empty export
     write_export(root, start, export_end)
     focus = settings.model_copy(
         update={
