@@ -131,6 +131,10 @@ def test_throttling_is_retried_with_backoff(
     ]
     with engine.connect() as conn:
         assert conn.execute(select(CollectorRun.api_calls)).scalar_one() == 3
+    # `spendguard collect --status` shows them.
+    from app.cli.collect import _record, recent_runs
+
+    assert _record(recent_runs(engine, ["aws_ce"], 1)[0])["api_calls"] == 3
 
 
 def test_throttling_that_lasts_fails_the_run_and_stores_nothing(

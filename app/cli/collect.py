@@ -24,6 +24,7 @@ STATUS_COLUMNS = [
     "finished_at",
     "rows",
     "rejected",
+    "api_calls",
     "window_start",
     "window_end",
     "error",
@@ -151,6 +152,7 @@ def _record(run: CollectorRun) -> dict[str, Any]:
         "finished_at": _iso(run.finished_at),
         "rows": run.rows_loaded,
         "rejected": run.rows_rejected,
+        "api_calls": run.api_calls,  # paid API requests (Cost Explorer), where counted
         "window_start": _iso(run.window_start),
         "window_end": _iso(run.window_end),
         "error": run.error,
