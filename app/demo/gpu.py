@@ -29,7 +29,7 @@ from botocore.config import Config
 from sqlalchemy import Engine
 
 from app.gpu.allocate import refresh
-from app.settings import AwsCeCollectorConfig, FocusCollectorConfig, Settings
+from app.settings import AwsCeCollectorConfig, FocusCollectorConfig, GpuPoolConfig, Settings
 from collectors.aws_ce import AwsCeCollector
 from collectors.focus import FocusCollector
 
@@ -107,8 +107,8 @@ def with_demo_pool(settings: Settings) -> Settings:
     served = {m for pool in settings.gpu_pools for m in pool.models}
     if set(DEMO_GPU_POOL["models"]) & served:
         return settings
-    pools = [*(p.model_dump() for p in settings.gpu_pools), DEMO_GPU_POOL]
-    return Settings.model_validate({**settings.model_dump(), "gpu_pools": pools})
+    pools = [*settings.gpu_pools, GpuPoolConfig.model_validate(DEMO_GPU_POOL)]
+    return settings.model_copy(update={"gpu_pools": pools})
 
 
 def write_export(root: Path, start: datetime, end: datetime) -> list[Path]:

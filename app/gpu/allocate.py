@@ -17,10 +17,10 @@ cost (a negative share).
 
 `refresh` recomputes whole UTC days and replaces what was stored for them, in one transaction per
 day: re-running it changes nothing, and never counts twice. `refresh_stale` finds the days that
-need it — calls of pooled models stored since the last refresh, cost lines fetched since, or a
-changed `gpu_pools` config — and refreshes those; the worker runs it after each collector run,
-so calls pushed or ingested by any path are allocated within a cycle. One refresh at a time
-(named lock `gpu-allocation`).
+need it — calls stored since the last refresh under a pooled model's (requested) name, cost
+lines fetched since, or a changed `gpu_pools` config — and refreshes those; the worker runs it
+after each collector run, so calls pushed or ingested by any path are allocated within a cycle.
+One refresh at a time (named lock `gpu-allocation`).
 """
 
 from __future__ import annotations
@@ -115,8 +115,14 @@ def refresh_stale(engine: Engine, settings: Settings) -> AllocationResult | None
         mark = _watermark(session)
     calls_after, costs_after = mark.get("calls"), mark.get("costs")
     days: set[date] = set()
+    models = [m for pool in pools for m in pool.models]
+    # Only the calls of pooled models (the (model, started_at) index narrows the scan): the
+    # worker asks this after every collector run.
+    recent = LlmCall.model.in_(models)
     with engine.connect() as conn:
-        last_call = conn.execute(select(func.max(LlmCall.ingested_at))).scalar()
+        last_call = None
+        if models:
+            last_call = conn.execute(select(func.max(LlmCall.ingested_at)).where(recent)).scalar()
         last_cost = conn.execute(select(func.max(GpuCost.fetched_at))).scalar()
         if mark.get("pools") != digest:
             first, last = conn.execute(
@@ -130,9 +136,8 @@ def refresh_stale(engine: Engine, settings: Settings) -> AllocationResult | None
             if first is not None:  # pools removed or renamed: their hours go
                 days.update(_days(_day(first), _day(last) + DAY))
         else:
-            models = [m for pool in pools for m in pool.models]
-            if models and last_call is not None and calls_after != _iso(last_call):
-                query = select(func.date(LlmCall.started_at)).where(_serves(models)).distinct()
+            if last_call is not None and calls_after != _iso(last_call):
+                query = select(func.date(LlmCall.started_at)).where(recent).distinct()
                 if calls_after:
                     query = query.where(LlmCall.ingested_at > _parse(calls_after))
                 days.update(_as_date(d) for d in conn.execute(query).scalars())
