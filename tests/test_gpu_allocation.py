@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 
@@ -288,3 +289,27 @@ def test_unit_costs_add_the_gpu_share_to_the_token_cost(engine: Engine) -> None:
         "199.840000000",
         "199.840000000",
     )
+
+
+def test_the_worker_allocates_after_a_collector_run(sqlite_engine: Engine, tmp_path: Any) -> None:
+    """A scheduled `focus` run (a local export folder) is followed by the allocation of the
+    hours it billed, with no other command."""
+    import polars as pl
+
+    from app.worker import run_collector
+    from tests.gpu_fakes import csv_gz, focus_frame
+
+    folder = tmp_path / "exports" / "acme" / "data" / "BILLING_PERIOD=2025-11"
+    folder.mkdir(parents=True)
+    at_ten = focus_frame().with_columns(
+        pl.col("ChargePeriodStart").str.replace("T00:", "T10:"),
+        pl.col("ChargePeriodEnd").str.replace("T01:", "T11:"),
+    )
+    (folder / "acme-00001.csv.gz").write_bytes(csv_gz(at_ten))
+    add_call(sqlite_engine, "a" * 32, at(10, 5), "llama-3.1-70b", ms=3000)
+    settings = Settings(
+        collectors={"focus": {"enabled": True, "path": str(tmp_path), "initial_months": 36}},  # type: ignore[arg-type]
+        gpu_pools=POOLS,  # type: ignore[arg-type]
+    )
+    run_collector("focus", sqlite_engine, settings)
+    assert shares(sqlite_engine) == {"a": 98_170_100_000}
