@@ -21,11 +21,7 @@ pages = [
     st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page(PAGES / "unit_costs.py", title="Unit costs", icon=":material/price_check:"),
     st.Page(PAGES / "spend.py", title="Spend explorer", icon=":material/stacked_bar_chart:"),
-]
-# GPU cost (allocated and idle) is its own page, added by the GPU work when it lands.
-if (PAGES / "gpu.py").exists():
-    pages.append(st.Page(PAGES / "gpu.py", title="GPU costs", icon=":material/memory:"))
-pages += [
+    st.Page(PAGES / "gpu.py", title="GPU cost", icon=":material/memory:"),
     st.Page(PAGES / "alerts.py", title="Alerts & kill switches", icon=":material/gpp_maybe:"),
     st.Page(PAGES / "collectors.py", title="Collectors", icon=":material/sync:"),
 ]

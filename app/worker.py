@@ -203,6 +203,8 @@ def run_collector(
             outcome = registry.get(name).run(engine, settings)
             if outcome.ok and settings.pricing.true_up:
                 _refresh_true_up(engine, name, outcome)
+            if outcome.ok and settings.gpu_pools:
+                _refresh_gpu(engine, name, settings)
     except Exception:
         # Not even recorded (the warehouse unreachable?): the log is all there is.
         log.exception("worker: %s run could not start or be recorded", name)
@@ -238,6 +240,19 @@ def _refresh_true_up(engine: Engine, name: str, outcome: RunOutcome) -> None:
         log.info("worker: %s: a true-up refresh is already running; skipped", name)
     else:
         log.info("worker: %s: true-up refreshed, %d model-day(s)", name, result.model_days)
+
+
+def _refresh_gpu(engine: Engine, name: str, settings: Settings) -> None:
+    """After any collector run: allocate the GPU pool-hours whose calls or bills changed."""
+    from app.gpu.allocate import refresh_stale
+
+    try:
+        result = refresh_stale(engine, settings)
+    except Exception:
+        log.exception("worker: %s: GPU allocation failed; reports keep the last one", name)
+        return
+    if result is not None and not result.busy:
+        log.info("worker: %s: GPU allocation refreshed, %d day(s)", name, result.days)
 
 
 def _heartbeat() -> None:

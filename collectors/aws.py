@@ -29,11 +29,14 @@ _BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"
 
 
 @functools.lru_cache(maxsize=32)
-def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
+def client(service: str, region: str, endpoint_url: str | None = None, retries: bool = True) -> Any:
     """A client per service, region and endpoint, made once: clients are thread-safe, and
-    making one costs a quarter second. Expiring credentials (roles) refresh themselves."""
+    making one costs a quarter second. Expiring credentials (roles) refresh themselves.
+    `retries=False` sends each request once and leaves retrying to the caller (Cost Explorer
+    counts its paid calls)."""
+    policy = {"max_attempts": MAX_ATTEMPTS} if retries else {"total_max_attempts": 1}
     config = Config(
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", **policy},
         connect_timeout=10,
         read_timeout=60,
         user_agent_extra="spendguard",

@@ -214,6 +214,7 @@ class Collector(ABC, Generic[ConfigT, SourceT, RowsT]):
             rows_rejected=outcome.rows_rejected,
             error=outcome.error,
             window=(outcome.window_start, outcome.window_end),
+            api_calls=outcome.details.get("api_calls"),
         )
 
 

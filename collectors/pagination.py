@@ -62,6 +62,22 @@ class NextPagePaginator:
         self.current = token
 
 
+class TokenPaginator(NextPagePaginator):
+    """`{"NextPageToken": "<token>"}` → ask again with that token; no token, no more pages
+    (AWS APIs without a boto3 paginator, e.g. Cost Explorer's GetCostAndUsage)."""
+
+    def __init__(self, where: str, field: str = "NextPageToken", max_pages: int = MAX_PAGES):
+        super().__init__(where, max_pages)
+        self.field = field
+
+    def has_more(self, page: Page) -> bool:
+        return bool(page.get(self.field))
+
+    def get_next(self, page: Page) -> str | None:
+        token = page.get(self.field)
+        return token if isinstance(token, str) and token else None
+
+
 def pages(fetch: Callable[[str | None], Page], paginator: NextPagePaginator) -> Iterator[Page]:
     """Every page, in order: `fetch(token)` from the first (token None) to the last."""
     while not paginator.finished:

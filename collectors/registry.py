@@ -12,8 +12,11 @@ from typing import Any
 from app.errors import SpendguardError
 from app.settings import CollectorsConfig, Settings
 from collectors.anthropic import AnthropicCollector
+from collectors.aws_ce import AwsCeCollector
 from collectors.base import Collector
+from collectors.focus import FocusCollector
 from collectors.openai import OpenAICollector
+from collectors.opencost import OpenCostCollector
 from collectors.traces import TracesCollector
 
 AnyCollector = Collector[Any, Any, Any]
@@ -75,3 +78,6 @@ def not_available(settings: Settings) -> list[str]:
 register(TracesCollector)
 register(OpenAICollector)
 register(AnthropicCollector)
+register(AwsCeCollector)
+register(FocusCollector)
+register(OpenCostCollector)

@@ -66,6 +66,8 @@ def test_ingest_then_report_json(warehouse_url: str, tmp_path: Path) -> None:
         "llm_calls": 1,
         "input_tokens": 2000,
         "output_tokens": 100,
+        "token_cost_usd": "0.004800000",
+        "gpu_cost_usd": "0.000000000",  # no GPU pool serves it
         "cost_usd": "0.004800000",
         "cost_per_1k_requests": "4.800000000",
         "unpriced_calls": 0,

@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from sqlalchemy import Engine, func, inspect, select
 
@@ -27,6 +28,7 @@ from app.warehouse.checkpoints import read_checkpoints
 from app.warehouse.engine import session_scope
 from app.warehouse.tables import Base, CollectorRun, LlmCall
 from app.warehouse.tables_billing import BilledCost
+from app.warehouse.tables_gpu import GpuCost
 from collectors import registry
 from tests.billing_server import (
     NOW,
@@ -35,6 +37,20 @@ from tests.billing_server import (
     days_before,
     openai_ledger,
     settings_for,
+)
+from tests.gpu_fakes import (
+    FakeOpenCost,
+    ce_answer,
+    ce_sample,
+    ce_settings,
+    csv_gz,
+    data_key,
+    focus_frame,
+    focus_settings,
+    moto_endpoint_fixture,  # noqa: F401  (fixture `moto_endpoint`, for the AWS scenarios)
+    moto_fixture,  # noqa: F401  (fixture `moto`)
+    opencost_day,
+    queue_ce,
 )
 from tests.test_collect_traces import folder_settings, lines
 from tests.test_collect_traces_s3 import (
@@ -137,10 +153,80 @@ def anthropic_api(_tmp_path: Path, request: pytest.FixtureRequest) -> Scenario:
     return _bills("anthropic", request)
 
 
+def gpu_cost_problems(row: dict[str, Any]) -> list[str]:
+    problems = []
+    if row["source"] not in ("aws_ce", "focus", "opencost") or not row["slice_key"]:
+        problems.append("no source or slice")
+    if not re.fullmatch(r"[A-Z]{3}", row["currency"]) or not isinstance(row["amount_nano"], int):
+        problems.append("currency is not an upper-case code or the amount not integer nanos")
+    start, end = row["period_start"], row["period_end"]
+    if start.utcoffset() is None or end.utcoffset() is None or end <= start:
+        problems.append("the charge period is not an aware UTC interval")
+    return problems
+
+
+def aws_ce_api(_tmp_path: Path, request: pytest.FixtureRequest) -> Scenario:
+    """moto's Cost Explorer; new data is the next day, asked for once the clock moved on."""
+    endpoint = request.getfixturevalue("moto")
+    clock = {"now": NOW}
+    request.getfixturevalue("monkeypatch").setattr("collectors.aws_ce.utcnow", lambda: clock["now"])
+    queue_ce(endpoint, ce_sample())
+
+    def add_data() -> None:
+        clock["now"] += timedelta(days=1)
+        day = clock["now"].date().isoformat()
+        queue_ce(endpoint, ce_answer((day, True, [("p5.48xlarge", "llama-70b", "50.5", "1")])))
+
+    settings = ce_settings(endpoint, initial_days=2, lookback_days=1)
+    return Scenario(settings, add_data, GpuCost, gpu_cost_problems)
+
+
+def focus_s3(_tmp_path: Path, request: pytest.FixtureRequest) -> Scenario:
+    """A FOCUS export on moto's S3; new data is the next billing period."""
+    endpoint = request.getfixturevalue("moto")
+    client = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint)
+    client.create_bucket(Bucket="acme-billing")
+    body = csv_gz(focus_frame())
+    client.put_object(Bucket="acme-billing", Key=data_key("2025-11", "f-00001.csv.gz"), Body=body)
+
+    def add_data() -> None:
+        text = focus_frame().write_csv().replace("2025-11-20T", "2025-12-02T")
+        key = data_key("2025-12", "f-00001.csv.gz")
+        client.put_object(Bucket="acme-billing", Key=key, Body=csv_gz(focus_frame(text)))
+
+    settings = focus_settings("acme-billing", endpoint, initial_months=36)
+    return Scenario(settings, add_data, GpuCost, gpu_cost_problems)
+
+
+def opencost_api(_tmp_path: Path, request: pytest.FixtureRequest) -> Scenario:
+    """A local OpenCost; new data is the next day's allocations."""
+    clock = {"now": NOW}
+    request.getfixturevalue("monkeypatch").setattr(
+        "collectors.opencost.utcnow", lambda: clock["now"]
+    )
+    yesterday = (NOW - timedelta(days=1)).date().isoformat()
+    fake = FakeOpenCost({yesterday: opencost_day(yesterday)})
+    server = fake.serve()
+    url = server.__enter__()
+    request.addfinalizer(lambda: server.__exit__(None, None, None))
+
+    def add_data() -> None:
+        clock["now"] += timedelta(days=1)
+        day = (clock["now"] - timedelta(days=1)).date().isoformat()
+        fake.days[day] = opencost_day(day)
+
+    section = {"enabled": True, "base_url": url, "initial_days": 1, "lookback_days": 1}
+    settings = Settings(collectors={"opencost": section})  # type: ignore[arg-type]
+    return Scenario(settings, add_data, GpuCost, gpu_cost_problems)
+
+
 SCENARIOS: dict[str, list[Callable[[Path, pytest.FixtureRequest], Scenario]]] = {
     "traces": [traces_folder, traces_s3],
     "openai": [openai_api],
     "anthropic": [anthropic_api],
+    "aws_ce": [aws_ce_api],
+    "focus": [focus_s3],
+    "opencost": [opencost_api],
 }
 
 CASES = [

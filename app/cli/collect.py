@@ -24,6 +24,7 @@ STATUS_COLUMNS = [
     "finished_at",
     "rows",
     "rejected",
+    "api_calls",
     "window_start",
     "window_end",
     "error",
@@ -90,6 +91,10 @@ def collect(
             for error in outcome.errors:
                 typer.echo(f"error: {collector.name}: {error}", err=True)
             failed = failed or not outcome.ok
+        # New calls or bills: their GPU pools' hours are allocated again.
+        from app.cli.gpu import bring_up_to_date
+
+        bring_up_to_date(engine, settings)
     finally:
         engine.dispose()
     if failed:
@@ -147,6 +152,7 @@ def _record(run: CollectorRun) -> dict[str, Any]:
         "finished_at": _iso(run.finished_at),
         "rows": run.rows_loaded,
         "rejected": run.rows_rejected,
+        "api_calls": run.api_calls,  # paid API requests (Cost Explorer), where counted
         "window_start": _iso(run.window_start),
         "window_end": _iso(run.window_end),
         "error": run.error,

@@ -81,6 +81,7 @@ def report_unit_costs(
     provider: Annotated[list[str] | None, typer.Option(help="Only these providers.")] = None,
 ) -> None:
     """Cost per 1,000 requests by the chosen dimensions."""
+    from app.cli.gpu import bring_up_to_date
     from app.reports.render import FORMATS, render_unit_costs
     from app.reports.unit_costs import Scope, parse_dimensions, unit_costs
 
@@ -102,6 +103,7 @@ def report_unit_costs(
     )
     settings, engine = ctx_of(ctx).warehouse()
     scope = replace(scope, true_up=settings.pricing.true_up)
+    bring_up_to_date(engine, settings)  # GPU shares of calls stored since the last allocation
     rows = unit_costs(engine, dims, scope)
     typer.echo(render_unit_costs(rows, dims, fmt), nl=False)
     if any(r.trued_up_calls for r in rows):

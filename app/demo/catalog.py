@@ -95,12 +95,13 @@ MODELS: dict[str, ModelSpec] = {
 
 # The price the demo gives its self-hosted model (USD per million tokens, decimal strings),
 # in the shape of `pricing.overrides` entries in spendguard.yaml.
+# GPU-priced: its tokens cost nothing, its pool's GPUs are allocated to its calls (app.demo.gpu).
 DEMO_PRICE_OVERRIDES: list[dict[str, str]] = [
     {
         "provider": "vllm",
         "model": "llama-3.1-70b",
-        "input_per_mtok": "0.60",
-        "output_per_mtok": "0.80",
+        "input_per_mtok": "0",
+        "output_per_mtok": "0",
     }
 ]
 

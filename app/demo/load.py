@@ -1,5 +1,7 @@
 """`spendguard demo`: write the demo traces, load them through the real ingestion, then bill
-them (`app.demo.bills`) and load the bills through the openai and anthropic collectors."""
+them (`app.demo.bills`) and load the bills through the openai and anthropic collectors, and bill
+the self-hosted model's GPU pool (`app.demo.gpu`: a FOCUS export and a Cost Explorer answer,
+through the focus and aws_ce collectors) and allocate it to the calls."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from sqlalchemy import Engine, func, select
 
 from app.demo.bills import load_demo_bills
 from app.demo.catalog import DEMO_PRICE_OVERRIDES, DEMO_USER_TEAMS
+from app.demo.gpu import load_demo_gpu
 from app.demo.run import generate_demo
 from app.ingest import ingest_paths
 from app.settings import AttributionConfig, PriceOverride, PricingConfig, Settings
@@ -63,10 +66,11 @@ def load_demo(
     bills = load_demo_bills(
         engine, settings, start=summary.start, end=summary.end, seed=seed, progress=progress
     )
+    gpu = load_demo_gpu(engine, settings, start=summary.start, end=summary.end, out_dir=out_dir)
     return (
         f"demo: {summary.requests} requests ({summary.requests_without_llm} without an LLM call),"
         f" {summary.llm_calls} LLM calls, {summary.users} users in {summary.teams} teams, "
         f"{summary.start:%Y-%m-%d %H:%M} to {summary.end:%Y-%m-%d %H:%M} UTC, written to "
         f"{out_dir}/ and loaded ({result.calls_new} new calls, {result.unpriced_calls} "
-        f"unpriced; runaway agent: {summary.runaway_user}); {bills}"
+        f"unpriced; runaway agent: {summary.runaway_user}); {bills}; {gpu}"
     )

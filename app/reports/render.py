@@ -21,10 +21,15 @@ METRICS = (
     "llm_calls",
     "input_tokens",
     "output_tokens",
+    "token_cost_usd",
+    "gpu_cost_usd",
     "cost_usd",
     "cost_per_1k_requests",
     "unpriced_calls",
 )
+
+
+MONEY = ("token_cost_usd", "gpu_cost_usd", "cost_usd", "cost_per_1k_requests")
 
 
 def unit_cost_record(row: UnitCostRow) -> dict[str, Any]:
@@ -35,6 +40,8 @@ def unit_cost_record(row: UnitCostRow) -> dict[str, Any]:
         "llm_calls": row.llm_calls,
         "input_tokens": row.input_tokens,
         "output_tokens": row.output_tokens,
+        "token_cost_usd": format_usd(row.token_cost_usd),
+        "gpu_cost_usd": format_usd(row.gpu_cost_usd),
         "cost_usd": format_usd(row.cost_usd),
         "cost_per_1k_requests": format_usd(per_1k) if per_1k is not None else None,
         "unpriced_calls": row.unpriced_calls,
@@ -66,7 +73,7 @@ def _table(records: list[dict[str, Any]], columns: list[str]) -> str:
         cells = []
         for col in columns:
             value = rec[col]
-            if col in ("cost_usd", "cost_per_1k_requests") and value is not None:
+            if col in MONEY and value is not None:
                 value = f"${float_free_round(value)}"
             # Text, not a markup string: endpoints and user ids come from traces, and rich
             # would otherwise read "[bold]…" in them as markup.

@@ -8,6 +8,10 @@ The counting rules (ARCHITECTURE, "The meaning of the numbers"):
   two models counts once per model;
 - every view's costs add up to the same total. Unpriced calls are counted, never priced as 0.
 
+A call's cost is its token cost plus its share of the self-hosted GPU pool that served it
+(`gpu_allocations`, see `app.gpu.allocate`): `token_cost_nanousd + gpu_cost_nanousd =
+cost_nanousd`. A call has at most one allocation row, so the join never counts a call twice.
+
 With `Scope(true_up=True)` (`pricing.true_up`), a call's cost is its trued-up cost: scaled so
 that its provider's model-day adds up to the bill (`app.warehouse.tables_trueup`); calls of a
 day without a bill keep their estimate, and `trued_up_calls` counts those that were scaled.
@@ -28,6 +32,7 @@ from sqlalchemy.sql import Select
 
 from app.money import nanos_to_usd, per_thousand
 from app.warehouse.tables import LlmCall, Request
+from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
 
 DIMENSIONS = ("endpoint", "model", "user", "team", "provider")
@@ -75,13 +80,24 @@ class UnitCostRow:
     llm_calls: int
     input_tokens: int
     output_tokens: int
-    cost_nanousd: int
+    cost_nanousd: int  # token + GPU
     unpriced_calls: int
     trued_up_calls: int = 0  # calls whose cost was scaled to the bill (Scope.true_up)
+    token_cost_nanousd: int | None = None  # None: all of cost_nanousd is token cost
+    gpu_cost_nanousd: int = 0  # allocated self-hosted GPU cost
 
     @property
     def cost_usd(self) -> Decimal:
         return nanos_to_usd(self.cost_nanousd)
+
+    @property
+    def token_cost_usd(self) -> Decimal:
+        token = self.token_cost_nanousd
+        return nanos_to_usd(self.cost_nanousd - self.gpu_cost_nanousd if token is None else token)
+
+    @property
+    def gpu_cost_usd(self) -> Decimal:
+        return nanos_to_usd(self.gpu_cost_nanousd)
 
     @property
     def cost_per_1k_requests(self) -> Decimal | None:
@@ -106,17 +122,26 @@ def unit_cost_query(dims: Sequence[str], scope: Scope) -> Select[Any]:
         (and_(LlmCall.span_id.is_not(None), LlmCall.cost_nanousd.is_(None)), 1), else_=0
     )
     cost = trued_cost() if scope.true_up else LlmCall.cost_nanousd
+    token_cost = func.coalesce(func.sum(cost), 0)
+    gpu_cost = func.coalesce(func.sum(GpuAllocation.gpu_cost_nanousd), 0)
     query = select(
         *group_cols,
         func.count(func.distinct(Request.trace_id)).label("requests"),
         func.count(LlmCall.span_id).label("llm_calls"),
         func.coalesce(func.sum(LlmCall.input_tokens), 0).label("input_tokens"),
         func.coalesce(func.sum(LlmCall.output_tokens), 0).label("output_tokens"),
-        func.coalesce(func.sum(cost), 0).label("cost_nanousd"),
+        (token_cost + gpu_cost).label("cost_nanousd"),
         func.coalesce(func.sum(unpriced), 0).label("unpriced_calls"),
+        token_cost.label("token_cost_nanousd"),
+        gpu_cost.label("gpu_cost_nanousd"),
     ).select_from(Request)
     join_on = LlmCall.trace_id == Request.trace_id
     query = query.join(LlmCall, join_on) if call_level else query.outerjoin(LlmCall, join_on)
+    # At most one allocation per call (a model is served by one pool): no fan-out.
+    query = query.outerjoin(
+        GpuAllocation,
+        and_(GpuAllocation.trace_id == LlmCall.trace_id, GpuAllocation.span_id == LlmCall.span_id),
+    )
     if scope.true_up:  # at most one factor per call: its provider, served model and UTC day
         trued = func.count(TrueUpFactor.factor_den).label("trued_up_calls")
         query = query.add_columns(trued).outerjoin(TrueUpFactor, factor_join())
@@ -149,6 +174,8 @@ def unit_costs(
             cost_nanousd=int(r["cost_nanousd"]),
             unpriced_calls=int(r["unpriced_calls"]),
             trued_up_calls=int(r.get("trued_up_calls", 0)),
+            token_cost_nanousd=int(r["token_cost_nanousd"]),
+            gpu_cost_nanousd=int(r["gpu_cost_nanousd"]),
         )
         for r in result
         if int(r["requests"]) > 0

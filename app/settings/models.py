@@ -8,7 +8,7 @@ and tests/test_docs.py fails when one is missing there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -118,28 +118,64 @@ class AnthropicCollectorConfig(_Strict):
     usage_bucket_width: Literal["1d", "1h"] = "1d"
 
 
+# The EC2 instance families with GPUs or AI accelerators (Cost Explorer INSTANCE_TYPE_FAMILY).
+GPU_INSTANCE_FAMILIES = [
+    "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6",
+    "g4dn", "g4ad", "g5", "g5g", "g6", "g6e", "gr6",
+    "trn1", "trn1n", "trn2", "inf1", "inf2", "dl1",
+]  # fmt: skip
+CE_METRICS = Literal[
+    "UnblendedCost", "AmortizedCost", "NetUnblendedCost", "NetAmortizedCost", "BlendedCost"
+]
+
+
 class AwsCeCollectorConfig(_Strict):
+    """`collectors/aws_ce.py`: daily (or hourly) cost of GPU instances from Cost Explorer."""
+
     enabled: bool = False
     schedule: Schedule = Schedule(cron="0 */6 * * *")
     region: str = "us-east-1"
     endpoint_url: str | None = None
     tag_key: str = "gpu-pool"
+    granularity: Literal["DAILY", "HOURLY"] = "DAILY"
+    metric: CE_METRICS = "UnblendedCost"
+    instance_families: list[str] = Field(default_factory=lambda: list(GPU_INSTANCE_FAMILIES))
+    lookback_days: int = Field(default=3, ge=0)  # days re-read before the checkpoint
+    initial_days: int = Field(default=14, ge=1, le=365)  # read by the first run
 
 
 class FocusCollectorConfig(_Strict):
+    """`collectors/focus.py`: FOCUS 1.x / CUR 2.0 Data Exports (S3, or a local copy)."""
+
     enabled: bool = False
     schedule: Schedule = Schedule(cron="0 */6 * * *")
     bucket: str | None = None
     prefix: str = ""
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    path: Path | None = None  # a local folder in the same layout, instead of a bucket
+    cost_column: Literal["BilledCost", "EffectiveCost"] = "BilledCost"
+    tag_keys: list[str] = Field(default_factory=lambda: ["gpu-pool"])
+    initial_months: int = Field(default=2, ge=1, le=36)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> FocusCollectorConfig:
+        if self.bucket and self.path is not None:
+            raise ValueError("give either 'bucket' (S3) or 'path' (a local folder), not both")
+        return self
 
 
 class OpenCostCollectorConfig(_Strict):
+    """`collectors/opencost.py`: GPU cost per namespace (or label) from the allocation API."""
+
     enabled: bool = False
     schedule: Schedule = Schedule(every="1h")
     base_url: str = "http://opencost.opencost:9003"
     aggregate: str = "namespace"
+    step: Literal["1h", "1d"] = "1h"
+    include_idle: bool = True
+    lookback_days: int = Field(default=1, ge=0)
+    initial_days: int = Field(default=7, ge=1, le=90)
 
 
 class CollectorsConfig(_Strict):
@@ -248,11 +284,60 @@ class AttributionConfig(_Strict):
         return families
 
 
+GpuSource = Literal["focus", "aws_ce", "opencost"]
+GPU_SOURCES: tuple[GpuSource, ...] = ("focus", "aws_ce", "opencost")
+UNASSIGNED_POOL = "(unassigned)"
+
+
+class GpuPoolMatch(_Strict):
+    """Which cloud or Kubernetes cost lines belong to a pool: a line matches when ANY of the
+    given criteria does (a tag criterion needs all of its tags)."""
+
+    tag: dict[str, str] = Field(default_factory=dict)
+    instance_ids: list[str] = Field(default_factory=list)
+    namespace: list[str] = Field(default_factory=list)
+
+    @field_validator("namespace", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
 class GpuPoolConfig(_Strict):
-    name: str
-    match: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(min_length=1, max_length=128)
+    match: GpuPoolMatch = GpuPoolMatch()
     models: list[str] = Field(default_factory=list)
     allocate_by: Literal["gpu_seconds", "tokens"] = "gpu_seconds"
+    sources: list[GpuSource] = Field(default_factory=lambda: list(GPU_SOURCES), min_length=1)
+    capacity_per_hour: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> GpuPoolConfig:
+        if self.name == UNASSIGNED_POOL:
+            raise ValueError(f"{UNASSIGNED_POOL!r} is reserved for cost lines of no pool")
+        m = self.match
+        if not (m.tag or m.instance_ids or m.namespace):
+            raise ValueError(
+                f"gpu pool {self.name!r}: 'match' needs a tag, instance_ids or namespace"
+            )
+        return self
+
+
+def check_gpu_pools(pools: list[GpuPoolConfig]) -> None:
+    """Pool names are unique and a model is served by one pool (its calls get one share)."""
+    names: set[str] = set()
+    served: dict[str, str] = {}
+    for pool in pools:
+        if pool.name in names:
+            raise ValueError(f"gpu pool name {pool.name!r} is used twice")
+        names.add(pool.name)
+        for model in pool.models:
+            if model in served:
+                raise ValueError(
+                    f"model {model!r} is in gpu pools {served[model]!r} and {pool.name!r}; "
+                    "a model is served by one pool"
+                )
+            served[model] = pool.name
 
 
 class ApiConfig(_Strict):
@@ -307,6 +392,7 @@ class Settings(BaseSettings):
     def _rules_refer_to_notifiers(self) -> Settings:
         check_rules(self.rules, self.notifiers)  # alerts/config.py: unique ids, known actions
         check_gateways(self.gateways)  # app/killswitch/config.py: unique names
+        check_gpu_pools(self.gpu_pools)
         return self
 
     @classmethod

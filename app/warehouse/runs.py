@@ -34,6 +34,7 @@ def finish_run(
     rows_rejected: int = 0,
     error: str | None = None,
     window: tuple[datetime | None, datetime | None] = (None, None),
+    api_calls: int | None = None,
 ) -> None:
     with session_scope(engine) as session:
         session.execute(
@@ -47,5 +48,6 @@ def finish_run(
                 error=error,
                 window_start=window[0],
                 window_end=window[1],
+                api_calls=api_calls,
             )
         )

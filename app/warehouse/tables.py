@@ -115,6 +115,8 @@ class CollectorRun(Base):
     rows_loaded: Mapped[int] = mapped_column(Integer, default=0)
     rows_rejected: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # Paid API requests the run made (Cost Explorer bills each), where the collector counts them.
+    api_calls: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index(None, "collector", "started_at"),)
 
@@ -285,4 +287,9 @@ class AuditEntry(Base):
 
 # Tables of other domains live in their own modules; importing them here registers them on
 # Base.metadata, which migrations and the models-vs-migrations test compare.
-from app.warehouse import tables_billing, tables_killswitch, tables_trueup  # noqa: E402, F401
+from app.warehouse import (  # noqa: E402, F401
+    tables_billing,
+    tables_gpu,
+    tables_killswitch,
+    tables_trueup,
+)

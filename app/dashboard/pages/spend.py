@@ -8,8 +8,6 @@ lines with no trace counterpart, so the gaps add up to billed − estimated.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import streamlit as st
 
@@ -20,7 +18,6 @@ from app.money import nanos_to_usd
 
 DIMS = ["provider", "model", "endpoint", "team"]
 TOP = 8
-GPU_PAGE = Path(__file__).resolve().parent / "gpu.py"
 
 
 def main() -> None:
@@ -142,21 +139,11 @@ def _detail(ctx: Context) -> pl.DataFrame:
 
 
 def _gpu() -> None:
-    # ── GPU costs ──────────────────────────────────────────────────────────────────────────
-    # Self-hosted GPU cost, allocated to requests and idle, has a page of its own
-    # (`app/dashboard/pages/gpu.py`, from the GPU work). This spot links to it once it exists.
+    # Self-hosted GPU cost, allocated to requests and idle, has a page of its own.
     st.subheader("GPU costs")
-    if GPU_PAGE.exists():
-        st.page_link(
-            "app/dashboard/pages/gpu.py",
-            label="GPU cost: allocated and idle",
-            icon=":material/memory:",
-        )
-    else:
-        st.info(
-            "GPU cost allocation is not configured yet: declare `gpu_pools` in spendguard.yaml "
-            "and enable the `aws_ce`, `focus` or `opencost` collector."
-        )
+    st.page_link(
+        "app/dashboard/pages/gpu.py", label="GPU cost: allocated and idle", icon=":material/memory:"
+    )
 
 
 if __name__ == "__main__":  # Streamlit runs a page as __main__; importing it draws nothing

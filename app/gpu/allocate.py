@@ -1,0 +1,375 @@
+"""Allocate each GPU pool's hourly bill to the LLM calls of its models, exactly.
+
+For every pool and UTC hour with a bill (`app.gpu.pools`), the hour's cost C is split:
+
+- no call of the pool's models in the hour: all of C is idle;
+- calls, and no `capacity_per_hour`: all of C is allocated to them;
+- calls using W of a configured capacity K (same unit): C × W/K is allocated and the rest is idle
+  (all allocated once W ≥ K);
+
+and the allocated part is shared among the hour's calls in proportion to their key:
+`gpu_seconds` (the call span's duration, in ms) or `tokens` (input + output). Every split is
+integer nano-dollars by largest remainder (`app.money.split_exact`), so per pool-hour
+`allocated + idle == cost` exactly (lines of no pool, `(unassigned)`, are neither), and the
+calls' shares add up to `allocated` exactly. Idle is a line of its own
+(`gpu_pool_hours.idle_nanousd`), never spread into requests. Credits are part of the hour's
+cost (a negative share).
+
+`refresh` recomputes whole UTC days and replaces what was stored for them, in one transaction per
+day: re-running it changes nothing, and never counts twice. `refresh_stale` finds the days that
+need it — calls stored since the last refresh under a pooled model's (requested) name, cost
+lines fetched since, or a changed `gpu_pools` config — and refreshes those; the worker runs it
+after each collector run, so calls pushed or ingested by any path are allocated within a cycle.
+One refresh at a time (named lock `gpu-allocation`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, or_, select
+from sqlalchemy.orm import Session
+
+from app.gpu.pools import CostLine, PoolHours, hour_floor, pool_hours
+from app.money import split_exact
+from app.settings import GpuPoolConfig, Settings
+from app.settings.models import UNASSIGNED_POOL
+from app.warehouse.checkpoints import read_checkpoint, write_checkpoint
+from app.warehouse.engine import session_scope
+from app.warehouse.locks import named_lock
+from app.warehouse.runs import finish_run, start_run
+from app.warehouse.tables import LlmCall
+from app.warehouse.tables_gpu import GpuAllocation, GpuCost, GpuPoolHour
+
+log = logging.getLogger("spendguard.gpu")
+
+DAY = timedelta(days=1)
+RUN_NAME = "gpu_allocation"  # its runs in collector_runs, its watermark in checkpoints
+LOCK = "gpu-allocation"
+
+
+@dataclass(slots=True)
+class AllocationResult:
+    days: int = 0
+    pool_hours: int = 0
+    calls: int = 0
+    cost_nanousd: int = 0
+    allocated_nanousd: int = 0
+    idle_nanousd: int = 0
+    not_usd_lines: int = 0
+    busy: bool = False  # another refresh was running: nothing done
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    trace_id: str
+    span_id: str
+    hour: datetime
+    weight: int
+
+
+def midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def refresh(
+    engine: Engine, settings: Settings, since: date, until: date, *, record: bool = True
+) -> AllocationResult:
+    """Recompute the allocation of the UTC days [since, until) for the configured pools."""
+    result = AllocationResult()
+    with named_lock(engine, LOCK) as held:
+        if not held:
+            result.busy = True
+            return result
+        run_id = start_run(engine, RUN_NAME, f"{since}..{until}") if record else None
+        try:
+            _refresh_days(engine, settings.gpu_pools, _days(since, until), result)
+        except BaseException as exc:
+            if run_id is not None:
+                finish_run(engine, run_id, status="failed", rows_loaded=0, error=str(exc)[:500])
+            raise
+        if run_id is not None:
+            finish_run(
+                engine,
+                run_id,
+                status="ok",
+                rows_loaded=result.calls,
+                window=(midnight(since), midnight(until)),
+            )
+    return result
+
+
+def refresh_stale(engine: Engine, settings: Settings) -> AllocationResult | None:
+    """Refresh the days whose calls or bills changed since the last refresh (or all days with
+    a bill when `gpu_pools` changed); None when there was nothing to do."""
+    pools = settings.gpu_pools
+    digest = pools_digest(pools)
+    with session_scope(engine) as session:
+        mark = _watermark(session)
+    calls_after, costs_after = mark.get("calls"), mark.get("costs")
+    days: set[date] = set()
+    models = [m for pool in pools for m in pool.models]
+    # Only the calls of pooled models (the (model, started_at) index narrows the scan): the
+    # worker asks this after every collector run.
+    recent = LlmCall.model.in_(models)
+    with engine.connect() as conn:
+        last_call = None
+        if models:
+            last_call = conn.execute(select(func.max(LlmCall.ingested_at)).where(recent)).scalar()
+        last_cost = conn.execute(select(func.max(GpuCost.fetched_at))).scalar()
+        if mark.get("pools") != digest:
+            first, last = conn.execute(
+                select(func.min(GpuCost.period_start), func.max(GpuCost.period_end))
+            ).one()
+            if first is not None:
+                days.update(_days(_day(first), _day(last) + DAY))
+            first, last = conn.execute(
+                select(func.min(GpuPoolHour.hour), func.max(GpuPoolHour.hour))
+            ).one()
+            if first is not None:  # pools removed or renamed: their hours go
+                days.update(_days(_day(first), _day(last) + DAY))
+        else:
+            if last_call is not None and calls_after != _iso(last_call):
+                query = select(func.date(LlmCall.started_at)).where(recent).distinct()
+                if calls_after:
+                    query = query.where(LlmCall.ingested_at > _parse(calls_after))
+                days.update(_as_date(d) for d in conn.execute(query).scalars())
+            if last_cost is not None and costs_after != _iso(last_cost):
+                query = select(GpuCost.period_start, GpuCost.period_end)
+                if costs_after:
+                    query = query.where(GpuCost.fetched_at > _parse(costs_after))
+                for begin, stop in conn.execute(query.distinct()):
+                    days.update(_days(_day(begin), _day(stop - timedelta(microseconds=1)) + DAY))
+    result = None
+    if days:
+        result = AllocationResult()
+        for lo, hi in _ranges(sorted(days)):
+            part = refresh(engine, settings, lo, hi)
+            if part.busy:
+                return part
+            _add(result, part)
+    with session_scope(engine) as session:
+        write_checkpoint(
+            session,
+            RUN_NAME,
+            "watermark",
+            json.dumps(
+                {
+                    "calls": _iso(last_call) if last_call else calls_after,
+                    "costs": _iso(last_cost) if last_cost else costs_after,
+                    "pools": digest,
+                }
+            ),
+        )
+    return result
+
+
+def pools_digest(pools: Sequence[GpuPoolConfig]) -> str:
+    text = json.dumps([p.model_dump(mode="json") for p in pools], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ── one day ────────────────────────────────────────────────────────────────────────────────────
+
+
+def _refresh_days(
+    engine: Engine, pools: Sequence[GpuPoolConfig], days: Iterable[date], result: AllocationResult
+) -> None:
+    for day in days:
+        start, end = midnight(day), midnight(day + DAY)
+        with session_scope(engine) as session:
+            hours = pool_hours(_lines(session, start, end), pools, start, end)
+            calls = {pool.name: _calls(session, pool, start, end) for pool in pools}
+            _replace_day(session, pools, hours, calls, start, end, result)
+        result.days += 1
+        result.not_usd_lines += hours.not_usd
+
+
+def _lines(session: Session, start: datetime, end: datetime) -> list[tuple[CostLine, str]]:
+    query = select(
+        GpuCost.source,
+        GpuCost.period_start,
+        GpuCost.period_end,
+        GpuCost.charge_category,
+        GpuCost.resource_id,
+        GpuCost.namespace,
+        GpuCost.tags,
+        GpuCost.amount_nano,
+        GpuCost.usage_milli,
+        GpuCost.currency,
+    ).where(GpuCost.period_start < end, GpuCost.period_end > start)
+    return [
+        (CostLine(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]), r[8]), str(r[9]))
+        for r in session.execute(query)
+    ]
+
+
+def _serves(models: Sequence[str]) -> Any:
+    return or_(LlmCall.model.in_(models), LlmCall.response_model.in_(models))
+
+
+def _calls(session: Session, pool: GpuPoolConfig, start: datetime, end: datetime) -> list[Call]:
+    if not pool.models:
+        return []
+    weight = (
+        LlmCall.duration_ms
+        if pool.allocate_by == "gpu_seconds"
+        else LlmCall.input_tokens + LlmCall.output_tokens
+    )
+    query = (
+        select(LlmCall.trace_id, LlmCall.span_id, LlmCall.started_at, weight)
+        .where(_serves(pool.models), LlmCall.started_at >= start, LlmCall.started_at < end)
+        .order_by(LlmCall.started_at, LlmCall.trace_id, LlmCall.span_id)
+    )
+    return [
+        Call(trace, span, hour_floor(at), max(0, int(w or 0)))
+        for trace, span, at, w in session.execute(query)
+    ]
+
+
+def _replace_day(
+    session: Session,
+    pools: Sequence[GpuPoolConfig],
+    hours: PoolHours,
+    calls: dict[str, list[Call]],
+    start: datetime,
+    end: datetime,
+    result: AllocationResult,
+) -> None:
+    session.execute(
+        delete(GpuAllocation).where(GpuAllocation.hour >= start, GpuAllocation.hour < end)
+    )
+    session.execute(delete(GpuPoolHour).where(GpuPoolHour.hour >= start, GpuPoolHour.hour < end))
+    now = datetime.now(UTC)
+    config = {pool.name: pool for pool in pools}
+    by_hour: dict[tuple[str, datetime], list[Call]] = defaultdict(list)
+    for name, pool_calls in calls.items():
+        for call in pool_calls:
+            by_hour[(name, call.hour)].append(call)
+    hour_rows: list[dict[str, Any]] = []
+    allocation_rows: list[dict[str, Any]] = []
+    for (pool, hour), (source, bill) in sorted(hours.hours.items()):
+        pool_config = config.get(pool)
+        in_hour = by_hour.get((pool, hour), [])
+        capacity = _capacity(pool_config)
+        used = sum(c.weight for c in in_hour)
+        if not in_hour:
+            allocated = 0
+        elif capacity is not None and used < capacity:
+            allocated, _ = split_exact(bill.cost, [used, capacity - used])
+        else:
+            allocated = bill.cost
+        # A pool's unused hours are idle; a line of no pool is neither idle nor allocated.
+        idle = 0 if pool == UNASSIGNED_POOL else bill.cost - allocated
+        shares = split_exact(allocated, [c.weight for c in in_hour]) if in_hour else []
+        for call, share in zip(in_hour, shares, strict=True):
+            allocation_rows.append(
+                {
+                    "trace_id": call.trace_id,
+                    "span_id": call.span_id,
+                    "pool": pool,
+                    "hour": hour,
+                    "weight": call.weight,
+                    "gpu_cost_nanousd": share,
+                    "computed_at": now,
+                }
+            )
+        hour_rows.append(
+            {
+                "pool": pool,
+                "hour": hour,
+                "source": source,
+                "cost_nanousd": bill.cost,
+                "credits_nanousd": bill.credits,
+                "allocated_nanousd": allocated,
+                "idle_nanousd": idle,
+                "calls": len(in_hour),
+                "weight": used,
+                "capacity": capacity,
+                "usage_milli": bill.usage_milli,
+                "computed_at": now,
+            }
+        )
+        result.pool_hours += 1
+        result.calls += len(in_hour)
+        result.cost_nanousd += bill.cost
+        result.allocated_nanousd += allocated
+        result.idle_nanousd += idle
+    if hour_rows:
+        session.execute(insert(GpuPoolHour), hour_rows)
+    if allocation_rows:
+        session.execute(insert(GpuAllocation), allocation_rows)
+
+
+def _capacity(pool: GpuPoolConfig | None) -> int | None:
+    """The pool's capacity per hour in the unit of its key (call-ms or tokens), if configured."""
+    if pool is None or pool.capacity_per_hour is None:
+        return None
+    return pool.capacity_per_hour * (1000 if pool.allocate_by == "gpu_seconds" else 1)
+
+
+# ── small helpers ──────────────────────────────────────────────────────────────────────────────
+
+
+def _days(since: date, until: date) -> list[date]:
+    return [since + timedelta(days=i) for i in range((until - since).days)]
+
+
+def _ranges(days: Sequence[date]) -> list[tuple[date, date]]:
+    """Consecutive days as [first, end) ranges."""
+    ranges: list[tuple[date, date]] = []
+    for day in days:
+        if ranges and ranges[-1][1] == day:
+            ranges[-1] = (ranges[-1][0], day + DAY)
+        else:
+            ranges.append((day, day + DAY))
+    return ranges
+
+
+def _add(total: AllocationResult, part: AllocationResult) -> None:
+    for name in ("days", "pool_hours", "calls", "cost_nanousd", "allocated_nanousd"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.idle_nanousd += part.idle_nanousd
+    total.not_usd_lines += part.not_usd_lines
+
+
+def _watermark(session: Session) -> dict[str, Any]:
+    raw = read_checkpoint(session, RUN_NAME, "watermark")
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        value = {}
+    return value if isinstance(value, dict) else {}
+
+
+def _day(value: Any) -> date:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(UTC).date() if value.tzinfo else value.date()  # type: ignore[no-any-return]
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return str(value.astimezone(UTC).isoformat())
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
