@@ -157,7 +157,8 @@ def test_429_with_an_http_date_and_a_timeout_are_retried(sqlite_engine: Engine) 
     server.faults.append(Fault("cost_report", nth=2, status=429, headers={"Retry-After": later}))
     server.faults.append(Fault("usage_report", nth=3, stall=True))
     try:
-        outcome = run(sqlite_engine, server, clock, timeout=0.2)
+        # Long enough that only the stalled request times out, even on a busy machine.
+        outcome = run(sqlite_engine, server, clock, timeout=2.0)
     finally:
         server.close()
     assert outcome.ok, outcome.errors

@@ -211,7 +211,8 @@ def test_429_with_retry_after_and_a_timeout_are_retried(sqlite_engine: Engine) -
         server.faults.append(Fault("usage", nth=2, status=429, headers={"Retry-After": "3"}))
         server.faults.append(Fault("costs", nth=1, stall=True))
         clock = FakeClock()
-        outcome = run(sqlite_engine, server, clock, timeout=0.2)
+        # Long enough that only the stalled request times out, even on a busy machine.
+        outcome = run(sqlite_engine, server, clock, timeout=2.0)
     finally:
         server.close()
     assert outcome.ok, outcome.errors
