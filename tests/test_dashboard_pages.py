@@ -222,7 +222,8 @@ def test_spend_explorer_splits_the_reports_total(page_env: Path, warehouse_url: 
     assert list(table["Provider"]) == [r.group["provider"] for r in by_provider]
     assert list(table["Requests"]) == [r.requests for r in by_provider]
     assert "No provider bill covers these days" in " ".join(i.value for i in at.info)
-    assert "GPU cost allocation is not configured yet" in " ".join(i.value for i in at.info)
+    # GPU cost has its own page; the explorer links to it.
+    assert "GPU cost: allocated and idle" in [link.value for link in at.page_link]
 
 
 def test_alerts_page_shows_switches_history_and_rules(page_env: Path, warehouse_url: str) -> None:
@@ -259,7 +260,10 @@ def test_collectors_page_lists_runs_and_offers_run_now(page_env: Path, warehouse
     runs = at.dataframe[0].value
     assert "ingest" in set(runs["Collector"])
     run_now = {b.key: b for b in at.button if b.key and b.key.startswith("run_")}
-    assert set(run_now) == {"run_anthropic", "run_openai", "run_traces"}
+    # Every registered collector is listed, the GPU ones (disabled by default) too.
+    assert set(run_now) == {
+        f"run_{n}" for n in ("anthropic", "aws_ce", "focus", "openai", "opencost", "traces")
+    }
     assert all(b.disabled for b in run_now.values())  # none is configured: nothing to run
 
 
