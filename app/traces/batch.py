@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from app.errors import InputError
 from app.pricing import SOURCE_UNPRICED, Pricer
@@ -15,8 +16,10 @@ from app.traces.spans import Span
 from app.traces.usage import BUILTIN_FAMILIES, UsageFamily, extract_usage
 
 
-@dataclass(frozen=True, slots=True)
-class CallRow:
+class CallRow(NamedTuple):
+    """One `llm_calls` row (but `ingested_at`): a tuple, cheap to build and to pickle, handed
+    to the database driver as it is."""
+
     trace_id: str
     span_id: str
     started_at: datetime
