@@ -68,10 +68,10 @@ def ingest_paths(
         with Progress("Ingesting traces", total_bytes, enabled=progress) as bar:
             for path in files:
                 try:
-                    for chunk in batched(read_documents(path)):
+                    for chunk in batched(read_documents(path, deferred=True)):
                         batch = intake.build(chunk)
                         with session_scope(engine) as session:
-                            result.add(intake.load(session, batch, str(path), len(chunk.spans)))
+                            result.add(intake.load(session, batch, str(path), batch.spans))
                 except InputError as exc:
                     result.failed[str(path)] = str(exc)
                 else:

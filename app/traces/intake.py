@@ -44,9 +44,7 @@ class Intake:
 
     def build(self, decoded: Decoded) -> Batch:
         """Attribute and price (no database): the CPU part, done before a transaction opens."""
-        batch = self._builder.build(decoded.spans)
-        batch.rejected[:0] = decoded.rejected
-        return batch
+        return self._builder.build_decoded(decoded)
 
     def load(self, session: Session, batch: Batch, source: str, spans: int) -> IntakeCounts:
         counts = load_batch(session, batch, self._user_teams)
