@@ -104,13 +104,20 @@ class BatchBuilder:
         return batch
 
     def build_decoded(self, decoded: Decoded) -> Batch:
-        """A batch of decoded spans and deferred JSON documents; rejected records first."""
-        batch = self.build(decoded.spans)
-        batch.rejected[:0] = decoded.rejected
-        for resource_spans in decoded.documents:
-            self.add_json(batch, resource_spans)
+        """A batch of decoded spans and deferred JSON documents."""
+        batch = Batch()
+        self.add_decoded(batch, decoded)
         self.finish(batch)
         return batch
+
+    def add_decoded(self, batch: Batch, decoded: Decoded) -> None:
+        """Add what a decoder handed on (its rejected records first); call `finish` after."""
+        batch.rejected.extend(decoded.rejected)
+        for span in decoded.spans:
+            batch.spans += 1
+            self.add(batch, span)
+        for resource_spans in decoded.documents:
+            self.add_json(batch, resource_spans)
 
     def add_json(self, batch: Batch, resource_spans: list[Any]) -> None:
         """The spans of a deferred JSON document (`decode_json_deferred`); call `finish` after."""
