@@ -150,7 +150,7 @@ def file_batches(intake: Intake, path: Path) -> Iterator[Batch]:
 # ── worker processes ─────────────────────────────────────────────────────────────────────────
 
 # Messages from a worker: (kind, worker number, file index, payload).
-_START, _BATCH, _DONE, _FAILED, _ERROR, _EXIT = "start", "batch", "done", "failed", "error", "exit"
+_BATCH, _DONE, _FAILED, _ERROR, _EXIT = "batch", "done", "failed", "error", "exit"
 
 
 def _worker(
@@ -160,15 +160,17 @@ def _worker(
     files: list[Path],
     tasks: Any,
     results: Any,
+    reading: Any,
 ) -> None:
-    """Decode, attribute and price whole files; put their batches on `results`."""
+    """Decode, attribute and price whole files; put their batches on `results`. The file a
+    worker is on is in shared memory (`reading[number]`), so it can be named if it dies."""
     intake = Intake(settings, collector)
     while True:
         index = tasks.get()
         if index is None:
             results.put((_EXIT, number, None, None))
             return
-        results.put((_START, number, index, None))
+        reading[number] = index
         try:
             for batch in file_batches(intake, files[index]):
                 results.put((_BATCH, number, index, batch))
@@ -204,10 +206,11 @@ def _parallel(
         tasks.put(index)
     for _ in range(jobs):
         tasks.put(None)
+    reading = ctx.Array("i", [-1] * jobs)
     workers: list[BaseProcess] = [
         ctx.Process(  # type: ignore[attr-defined]
             target=_worker,
-            args=(n, settings, collector, files, tasks, results),
+            args=(n, settings, collector, files, tasks, results, reading),
             name=f"spendguard-ingest-{n}",
             daemon=True,
         )
@@ -215,7 +218,6 @@ def _parallel(
     ]
     for w in workers:
         w.start()
-    reading: dict[int, int] = {}  # worker number → file index it is on
     exited: set[int] = set()
     try:
         while len(exited) < jobs:
@@ -226,10 +228,7 @@ def _parallel(
                 continue
             if kind == _BATCH:
                 write(payload, files[index])
-            elif kind == _START:
-                reading[number] = index
             elif kind in (_DONE, _FAILED):
-                reading.pop(number, None)
                 if kind == _DONE:
                     result.files += 1
                 else:
@@ -254,12 +253,12 @@ def _parallel(
 
 
 def _check_alive(
-    workers: list[BaseProcess], exited: set[int], reading: dict[int, int], files: list[Path]
+    workers: list[BaseProcess], exited: set[int], reading: Any, files: list[Path]
 ) -> None:
     for number, w in enumerate(workers):
         if number not in exited and not w.is_alive():
-            on = reading.get(number)
-            where = f" while reading {files[on]}" if on is not None else ""
+            on = reading[number]
+            where = f" while reading {files[on]}" if on >= 0 else ""
             raise IngestWorkerError(
                 f"decode worker {number} (pid {w.pid}) died with exit code {w.exitcode}{where}; "
                 "the batches written before are stored, run the command again to load the rest "
