@@ -40,17 +40,32 @@ class CallRow(NamedTuple):
     price_source: str
 
 
+@dataclass(frozen=True, slots=True)
+class DriverRows:
+    """A batch's requests and calls as one warehouse dialect's driver takes them (made by
+    `app.warehouse.load.prepare`, in a decode worker, so the writer has less to do)."""
+
+    dialect: str
+    requests: list[tuple[Any, ...]]
+    calls: list[tuple[Any, ...]]
+    unpriced: int
+
+
 @dataclass(slots=True)
 class Batch:
     requests: dict[str, RequestFacts] = field(default_factory=dict)
     calls: dict[tuple[str, str], CallRow] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
     spans: int = 0  # spans read (rejected ones not counted)
-    # Traces seen by the row path while building, not yet in `requests` (see `_TraceState`).
+    # Traces seen by the row path while building, not yet in `requests` (see `_row`).
     traces: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    # Set by `app.warehouse.load.prepare`, which then empties `requests` and `calls`.
+    rows: DriverRows | None = None
 
     @property
     def unpriced(self) -> int:
+        if self.rows is not None:
+            return self.rows.unpriced
         return sum(1 for c in self.calls.values() if c.price_source == SOURCE_UNPRICED)
 
 

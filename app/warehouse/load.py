@@ -38,7 +38,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from app.traces.attribution import RequestFacts, with_mapped_team
-from app.traces.batch import Batch, CallRow
+from app.traces.batch import Batch, CallRow, DriverRows
 from app.warehouse.tables import Base, LlmCall, Request
 from app.warehouse.types import UtcDateTime
 
@@ -63,25 +63,57 @@ def load_batch(session: Session, batch: Batch, user_teams: dict[str, str]) -> Lo
     """Write one batch (its requests merged, its new calls inserted) in the session's
     transaction. The one place a batch of spans is written, whatever brought it."""
     now = datetime.now(UTC)
-    requests = [with_mapped_team(facts, user_teams) for facts in batch.requests.values()]
-    calls = list(batch.calls.values())
     conn = session.connection()
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        calls_new = _write_sqlite(conn, requests, calls, now)
-    elif dialect == "postgresql" and len(requests) + len(calls) >= COPY_MIN_ROWS:
-        calls_new = _write_copy(conn, requests, calls, now)
-    else:
+    dialect = conn.dialect
+    rows = batch.rows
+    if rows is None and wants_rows(dialect.name, batch):
+        rows = _driver_rows(dialect, batch, user_teams)
+    if rows is None or rows.dialect != dialect.name:
+        if rows is not None:
+            raise ValueError(f"batch prepared for {rows.dialect}, written to {dialect.name}")
+        requests = [with_mapped_team(facts, user_teams) for facts in batch.requests.values()]
+        calls = list(batch.calls.values())
         calls_new = _write_portable(conn, requests, calls, now)
-    return LoadCounts(len(requests), calls_new, len(calls) - calls_new)
+        return LoadCounts(len(requests), calls_new, len(calls) - calls_new)
+    if dialect.name == "sqlite":
+        calls_new = _write_sqlite(conn, rows, now)
+    else:
+        calls_new = _write_copy(conn, rows, now)
+    return LoadCounts(len(rows.requests), calls_new, len(rows.calls) - calls_new)
+
+
+def wants_rows(dialect: str, batch: Batch) -> bool:
+    """Whether the batch is written from driver rows: always on SQLite; on PostgreSQL when it
+    is big enough for COPY."""
+    if dialect == "sqlite":
+        return True
+    return dialect == "postgresql" and len(batch.requests) + len(batch.calls) >= COPY_MIN_ROWS
+
+
+def prepare(dialect: Dialect, batch: Batch, user_teams: dict[str, str]) -> None:
+    """Turn the batch's requests and calls into driver rows for `dialect` now (in a decode
+    worker), if it will be written from them; `load_batch` then only adds the write time."""
+    if batch.rows is None and wants_rows(dialect.name, batch):
+        batch.rows = _driver_rows(dialect, batch, user_teams)
+        batch.requests = {}
+        batch.calls = {}
+
+
+def _driver_rows(dialect: Dialect, batch: Batch, user_teams: dict[str, str]) -> DriverRows:
+    requests = [with_mapped_team(facts, user_teams) for facts in batch.requests.values()]
+    return DriverRows(
+        dialect.name,
+        _convert(dialect, "requests", requests),
+        _convert(dialect, "calls", list(batch.calls.values())),
+        batch.unpriced,
+    )
 
 
 # ── conversions ──────────────────────────────────────────────────────────────────────────────
 
-
 _Procs = tuple[Callable[[Any], Any] | None, ...]
 _CONVERTERS: dict[tuple[str, str], _Procs] = {}
-_COMPILED: dict[tuple[str, str], tuple[str, tuple[int, ...] | None]] = {}
+_ORDERS: dict[tuple[str, str], tuple[int, ...]] = {}
 
 
 def _converters(dialect: Dialect, name: str) -> _Procs:
@@ -128,79 +160,89 @@ def _fast_datetime(dialect: Dialect, slow: Callable[[Any], Any] | None) -> Calla
     return slow
 
 
-def _db_rows(
-    dialect: Dialect,
-    name: str,
-    rows: Sequence[tuple[Any, ...]],
-    now: datetime,
-    order: tuple[int, ...] | None = None,
-) -> list[Any]:
-    """Rows with the trailing timestamp appended, every value as the driver takes it, the
-    values in `order` (indexes into the columns) if given."""
-    procs = _converters(dialect, name)
-    stamp = procs[-1]
-    now_db = stamp(now) if stamp else now
-    convert = [(i, p) for i, p in enumerate(procs[:-1]) if p is not None]
-    pick = itemgetter(*order) if order is not None else tuple
+def _param_order(dialect: Dialect, name: str) -> tuple[int, ...]:
+    """The order the driver takes a row's values in, as indexes into REQUEST_COLUMNS or
+    CALL_COLUMNS: the compiled statement's on SQLite, the COPY column list (as is) on
+    PostgreSQL. The write time (the last of those columns) must come last."""
+    key = (dialect.name, name)
+    if key not in _ORDERS:
+        names = REQUEST_COLUMNS if name == "requests" else CALL_COLUMNS
+        order = tuple(range(len(names)))
+        if dialect.name == "sqlite":
+            order = _compiled(dialect, name)[1]
+        if order[-1] != len(names) - 1:
+            raise NotImplementedError(f"{name}: the write time must be the last parameter")
+        _ORDERS[key] = order
+    return _ORDERS[key]
+
+
+def _convert(dialect: Dialect, name: str, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Rows with every value as the driver takes it, in its order, but the write time."""
+    procs = _converters(dialect, name)[:-1]
+    convert = [(i, p) for i, p in enumerate(procs) if p is not None]
+    order = _param_order(dialect, name)[:-1]
+    pick = tuple if order == tuple(range(len(order))) else itemgetter(*order)
     out = []
     for row in rows:
-        values = [*row, now_db]
+        values = list(row)
         for i, proc in convert:
             values[i] = proc(values[i])
         out.append(pick(values))
     return out
 
 
+def _stamped(dialect: Dialect, name: str, rows: list[tuple[Any, ...]], now: datetime) -> Any:
+    stamp = _converters(dialect, name)[-1]
+    tail = (stamp(now) if stamp else now,)
+    return [row + tail for row in rows]
+
+
 # ── SQLite: executemany on the raw connection ───────────────────────────────────────────────
 
 
-def _write_sqlite(
-    conn: Connection, requests: list[RequestFacts], calls: list[CallRow], now: datetime
-) -> int:
+def _write_sqlite(conn: Connection, rows: DriverRows, now: datetime) -> int:
     dialect = conn.dialect
-    upsert_sql, upsert_order = _compiled(dialect, "requests")
-    insert_sql, insert_order = _compiled(dialect, "calls")
     cursor = conn.connection.cursor()
     try:
-        cursor.executemany(upsert_sql, _db_rows(dialect, "requests", requests, now, upsert_order))
-        cursor.executemany(insert_sql, _db_rows(dialect, "calls", calls, now, insert_order))
+        upsert_sql = _compiled(dialect, "requests")[0]
+        cursor.executemany(upsert_sql, _stamped(dialect, "requests", rows.requests, now))
+        insert_sql = _compiled(dialect, "calls")[0]
+        cursor.executemany(insert_sql, _stamped(dialect, "calls", rows.calls, now))
         # executemany sums the changes of every row: ignored duplicates count 0.
-        return max(0, int(cursor.rowcount)) if calls else 0
+        return max(0, int(cursor.rowcount)) if rows.calls else 0
     finally:
         cursor.close()
 
 
-def _compiled(dialect: Dialect, name: str) -> tuple[str, tuple[int, ...] | None]:
+_COMPILED: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {}
+
+
+def _compiled(dialect: Dialect, name: str) -> tuple[str, tuple[int, ...]]:
     """The SQL of a table's statement for a positional driver, and the order of its parameters
-    as indexes into REQUEST_COLUMNS/CALL_COLUMNS (None: already in that order)."""
+    as indexes into REQUEST_COLUMNS/CALL_COLUMNS."""
     key = (dialect.name, name)
     if key not in _COMPILED:
-        _COMPILED[key] = _compile(dialect, name)
+        names = REQUEST_COLUMNS if name == "requests" else CALL_COLUMNS
+        if name == "requests":
+            stmt = _upsert_requests(dialect.name, _dialect_insert(dialect.name, Request))
+        else:
+            stmt = _dialect_insert(dialect.name, LlmCall).on_conflict_do_nothing()
+        compiled = stmt.compile(dialect=dialect, column_keys=list(names))
+        order = tuple(names.index(k) for k in compiled.positiontup or ())
+        _COMPILED[key] = (str(compiled), order)
     return _COMPILED[key]
-
-
-def _compile(dialect: Dialect, name: str) -> tuple[str, tuple[int, ...] | None]:
-    names = REQUEST_COLUMNS if name == "requests" else CALL_COLUMNS
-    if name == "requests":
-        stmt = _upsert_requests(dialect.name, _dialect_insert(dialect.name, Request))
-    else:
-        stmt = _dialect_insert(dialect.name, LlmCall).on_conflict_do_nothing()
-    compiled = stmt.compile(dialect=dialect, column_keys=list(names))
-    order = tuple(names.index(key) for key in compiled.positiontup or ())
-    return str(compiled), (None if order == tuple(range(len(names))) else order)
 
 
 # ── PostgreSQL: COPY into staging tables, then one INSERT … SELECT per table ────────────────
 
 
-def _write_copy(
-    conn: Connection, requests: list[RequestFacts], calls: list[CallRow], now: datetime
-) -> int:
+def _write_copy(conn: Connection, rows: DriverRows, now: datetime) -> int:
     dialect = conn.dialect
     raw = conn.connection.driver_connection
     assert raw is not None
+    requests, calls = rows.requests, rows.calls
     with raw.cursor() as cur:
-        for stage, table, columns, rows in (
+        for stage, table, columns, part in (
             (_STAGE_REQUESTS, "requests", REQUEST_COLUMNS, requests),
             (_STAGE_CALLS, "llm_calls", CALL_COLUMNS, calls),
         ):
@@ -211,10 +253,10 @@ def _write_copy(
                 f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
             cur.execute(f"DELETE FROM {stage}")
-            if rows:
+            if part:
                 kind = "requests" if table == "requests" else "calls"
                 with cur.copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN") as copy:
-                    for row in _db_rows(dialect, kind, rows, now):
+                    for row in _stamped(dialect, kind, part, now):
                         copy.write_row(row)
     calls_new = 0
     if requests:
