@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,9 +11,15 @@ from typing import Any, NamedTuple
 from app.errors import InputError
 from app.pricing import SOURCE_UNPRICED, Price, Pricer
 from app.settings import AttributionConfig
-from app.traces.attribution import NO_ENDPOINT, NO_ROOT_KEY, RequestFacts, merge, observe
+from app.traces.attribution import (
+    NO_ENDPOINT,
+    NO_ROOT_KEY,
+    RequestFacts,
+    facts_from_span,
+    merge,
+)
 from app.traces.decoded import Decoded, Rejected
-from app.traces.otlp_json import LAST_NS, _attributes, _hex_id, _int, span_of, walk
+from app.traces.otlp_json import LAST_NS, _attributes, _hex_id, span_of, walk
 from app.traces.spans import KIND_SERVER, AttrValue, Span
 from app.traces.usage import BUILTIN_FAMILIES, Usage, UsageFamily, extract_usage, usage_of
 
@@ -75,6 +82,9 @@ class Batch:
 _START, _ROOT_KEY, _USER, _USER_KEY, _TEAM, _TEAM_KEY = 0, 1, 6, 7, 8, 9
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROUTES = ("http.route", "url.path", "http.target")
+_HEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
+_HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
+_ZERO32, _ZERO16 = "0" * 32, "0" * 16
 # `attribution._rank` by (is a SERVER span, has no parent).
 _RANKS = {(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 5}
 
@@ -107,6 +117,7 @@ class BatchBuilder:
         self._user_names = tuple(attribution.user_attributes)
         self._team_names = tuple(attribution.team_attributes)
         self._who = frozenset((*self._user_names, *self._team_names))
+        self._detect = frozenset(key for family in families for key in family.detect)
         self._resource: dict[str, AttrValue] | None = None
         self._resource_who = False
         self._service: str | None = None
@@ -116,6 +127,7 @@ class BatchBuilder:
         for span in spans:
             batch.spans += 1
             self.add(batch, span)
+        self.finish(batch)
         return batch
 
     def build_decoded(self, decoded: Decoded) -> Batch:
@@ -164,18 +176,35 @@ class BatchBuilder:
         if type(raw) is not dict:
             return False
         get = raw.get
-        trace_id = _hex_id(get("traceId"), 32, "traceId", "")
-        span_id = _hex_id(get("spanId"), 16, "spanId", "")
+        # The common shapes inline (lowercase hex ids, decimal-string or integer times); the
+        # decoder's helpers for anything else, and the Span path if they refuse it.
+        trace_id = get("traceId")
+        if type(trace_id) is not str or _HEX32(trace_id) is None or trace_id == _ZERO32:
+            trace_id = _hex_id(trace_id, 32, "traceId", "")
+        span_id = get("spanId")
+        if type(span_id) is not str or _HEX16(span_id) is None or span_id == _ZERO16:
+            span_id = _hex_id(span_id, 16, "spanId", "")
         parent = get("parentSpanId") or None
-        if parent:
+        if parent and (type(parent) is not str or _HEX16(parent) is None or parent == _ZERO16):
             _hex_id(parent, 16, "parentSpanId", "")
-        start = _int(get("startTimeUnixNano", 0), "", "")
-        end = _int(get("endTimeUnixNano", start), "", "")
+        start = get("startTimeUnixNano", 0)
+        end = get("endTimeUnixNano", start)
+        try:  # what `_int` does with a string
+            start = start if type(start) is int else int(start) if type(start) is str else None
+            end = end if type(end) is int else int(end) if type(end) is str else None
+        except ValueError:
+            return False
+        if start is None or end is None:
+            return False
         kind = get("kind", 0)
         if start <= 0 or start > LAST_NS or type(kind) is not int:
             return False
         attrs = _attributes(get("attributes"), "")
-        usage = usage_of(attrs, resource, self._families) if attrs else None
+        usage = (
+            usage_of(attrs, resource, self._families)
+            if attrs and not self._detect.isdisjoint(attrs)
+            else None
+        )
         if resource is not self._resource:
             self._resource = resource
             self._resource_who = not self._who.isdisjoint(resource)
@@ -229,6 +258,7 @@ class BatchBuilder:
         return True
 
     def add(self, batch: Batch, span: Span) -> None:
+        """One decoded span; call `finish` after the last."""
         try:
             usage = extract_usage(span, self._families)
         except InputError as exc:
@@ -238,13 +268,37 @@ class BatchBuilder:
                 Rejected(f"span {span.span_id}", str(exc), span.trace_id, span.span_id)
             )
             return
-        observe(batch.requests, span, self._attribution)
+        self._observe(batch, span)
         if usage is None:
             return
         price = self._pricer.price(usage, span.started_at)
         batch.calls[(span.trace_id, span.span_id)] = self._call(
             span.trace_id, span.span_id, span.started_at, span.duration_ms, usage, price
         )
+
+    def _observe(self, batch: Batch, span: Span) -> None:
+        """`attribution.observe` into the batch's trace lists, where the row path folds its
+        spans too: all of a batch's spans are merged in the order they came, whichever path
+        they took (the first of two equal candidates wins, as in the database)."""
+        traces = batch.traces
+        state = traces.get(span.trace_id)
+        cfg = self._attribution
+        if (
+            state is not None
+            and span.parent_span_id is not None
+            and span.kind != KIND_SERVER
+            and _first_attr(span.attributes, span.resource, self._user_names) is None
+            and _first_attr(span.attributes, span.resource, self._team_names) is None
+        ):
+            if state[_ROOT_KEY] == NO_ROOT_KEY and span.start_ns < state[_START]:
+                state[_START] = span.start_ns
+            return
+        facts = facts_from_span(span, cfg)
+        new = [span.start_ns, *facts[2:]]
+        if state is None:
+            traces[span.trace_id] = new
+        else:
+            _merge_into(state, new)
 
     @staticmethod
     def _call(

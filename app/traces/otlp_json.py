@@ -239,9 +239,21 @@ def _attributes(raw: Any, at: str) -> dict[str, AttrValue]:
             value = item.get("value")
             if type(key) is not str:
                 continue
-            # The common case first: most attributes are strings.
-            text = value.get("stringValue") if type(value) is dict else None
-            out[key] = text if type(text) is str else any_value(value, at)
+            # The common cases first: most attributes are strings, then decimal-string ints
+            # (what `_any_value` makes of them, without the calls).
+            if type(value) is dict:
+                text = value.get("stringValue")
+                if type(text) is str:
+                    out[key] = text
+                    continue
+                number = value.get("intValue") if text is None else None
+                if type(number) is str and "stringValue" not in value:
+                    try:
+                        out[key] = int(number)
+                        continue
+                    except ValueError:
+                        pass
+            out[key] = any_value(value, at)
         except (TypeError, KeyError, AttributeError):
             continue  # not a {key, value} pair: ignored like any unknown field
     return out

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 
 from app.settings.models import UsageFamilyConfig
 from app.traces.spans import AttrValue, Span
-from app.traces.usage_counts import json_counts, token_count
+from app.traces.usage_counts import MAX_TOKENS_PER_CALL, json_counts, token_count
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,5 +348,10 @@ def _first_str(attrs: dict[str, AttrValue], keys: tuple[str, ...]) -> str | None
 
 
 def _first_int(attrs: dict[str, AttrValue], keys: tuple[str, ...]) -> int:
-    value = _first(attrs, keys)
-    return 0 if value is None else token_count(value, keys[0])
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None:
+            if type(value) is int and 0 <= value <= MAX_TOKENS_PER_CALL:
+                return value  # what token_count returns for it, without the call
+            return token_count(value, keys[0])
+    return 0
