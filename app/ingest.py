@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import queue
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -108,12 +108,15 @@ def ingest_paths(
         with session_scope(engine) as session:
             result.add(intake.load(session, batch, str(path), batch.spans))
 
+    def bar() -> Progress:
+        return Progress("Ingesting traces", sum(sizes), enabled=progress)
+
     try:
-        with Progress("Ingesting traces", sum(sizes), enabled=progress) as bar:
-            if jobs > 1:
-                dialect = type(engine.dialect)
-                _parallel(dialect, settings, collector, files, sizes, jobs, write, result, bar)
-            else:
+        if jobs > 1:
+            dialect = type(engine.dialect)
+            _parallel(dialect, settings, collector, files, sizes, jobs, write, result, bar)
+        else:
+            with bar() as progress_bar:
                 for path, size in zip(files, sizes, strict=True):
                     try:
                         for batch in file_batches(intake, path):
@@ -122,7 +125,7 @@ def ingest_paths(
                         result.failed[str(path)] = str(exc)
                     else:
                         result.files += 1
-                    bar.advance(size)
+                    progress_bar.advance(size)
     except BaseException as exc:
         finish_run(
             engine,
@@ -206,8 +209,10 @@ def _parallel(
     jobs: int,
     write: Any,
     result: IngestResult,
-    bar: Progress,
+    make_bar: Callable[[], Progress],
 ) -> None:
+    """Start the workers (before the progress bar's thread: they are forked), then write
+    their batches as they come."""
     ctx = _context()
     tasks = ctx.Queue()
     results = ctx.Queue(maxsize=QUEUED_BATCHES * jobs)
@@ -229,28 +234,8 @@ def _parallel(
         w.start()
     exited: set[int] = set()
     try:
-        while len(exited) < jobs:
-            try:
-                kind, number, index, payload = results.get(timeout=0.5)
-            except queue.Empty:
-                _check_alive(workers, exited, reading, files)
-                continue
-            if kind == _BATCH:
-                write(payload, files[index])
-            elif kind in (_DONE, _FAILED):
-                if kind == _DONE:
-                    result.files += 1
-                else:
-                    result.failed[str(files[index])] = payload
-                bar.advance(sizes[index])
-            elif kind == _ERROR:
-                raise IngestWorkerError(
-                    f"a decode worker failed while reading {files[index]}; the batches "
-                    "written before are stored, run the command again to load the rest "
-                    f"(stored spans are skipped):\n{payload}"
-                )
-            elif kind == _EXIT:
-                exited.add(number)
+        with make_bar() as bar:
+            _consume(workers, results, reading, files, sizes, write, result, bar, exited)
     finally:
         for w in workers:
             if w.is_alive():
@@ -259,6 +244,42 @@ def _parallel(
             w.join()
         tasks.close()
         results.close()
+
+
+def _consume(
+    workers: list[BaseProcess],
+    results: Any,
+    reading: Any,
+    files: list[Path],
+    sizes: list[int],
+    write: Any,
+    result: IngestResult,
+    bar: Progress,
+    exited: set[int],
+) -> None:
+    jobs = len(workers)
+    while len(exited) < jobs:
+        try:
+            kind, number, index, payload = results.get(timeout=0.5)
+        except queue.Empty:
+            _check_alive(workers, exited, reading, files)
+            continue
+        if kind == _BATCH:
+            write(payload, files[index])
+        elif kind in (_DONE, _FAILED):
+            if kind == _DONE:
+                result.files += 1
+            else:
+                result.failed[str(files[index])] = payload
+            bar.advance(sizes[index])
+        elif kind == _ERROR:
+            raise IngestWorkerError(
+                f"a decode worker failed while reading {files[index]}; the batches "
+                "written before are stored, run the command again to load the rest "
+                f"(stored spans are skipped):\n{payload}"
+            )
+        elif kind == _EXIT:
+            exited.add(number)
 
 
 def _check_alive(

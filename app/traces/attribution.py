@@ -89,28 +89,6 @@ def facts_from_span(span: Span, cfg: AttributionConfig) -> RequestFacts:
     )
 
 
-def observe(known: dict[str, RequestFacts], span: Span, cfg: AttributionConfig) -> None:
-    """Fold what `span` says into `known` (trace id → facts), as `merge` would.
-
-    Most spans are neither root candidates nor carriers of a user or team: for those only the
-    trace's existence and earliest start matter, and no facts object is built.
-    """
-    trace_id = span.trace_id
-    prior = known.get(trace_id)
-    if (
-        prior is not None
-        and span.parent_span_id is not None
-        and span.kind != KIND_SERVER
-        and _first_attr(span, cfg.user_attributes) is None
-        and _first_attr(span, cfg.team_attributes) is None
-    ):
-        if prior.root_key == NO_ROOT_KEY and span.started_at < prior.started_at:
-            known[trace_id] = prior._replace(started_at=span.started_at)
-        return
-    facts = facts_from_span(span, cfg)
-    known[trace_id] = facts if prior is None else merge(prior, facts)
-
-
 def merge(a: RequestFacts, b: RequestFacts) -> RequestFacts:
     """Combine two views of the same request; the order of the arguments does not matter."""
     assert a.trace_id == b.trace_id

@@ -277,9 +277,11 @@ class BatchBuilder:
         )
 
     def _observe(self, batch: Batch, span: Span) -> None:
-        """`attribution.observe` into the batch's trace lists, where the row path folds its
-        spans too: all of a batch's spans are merged in the order they came, whichever path
-        they took (the first of two equal candidates wins, as in the database)."""
+        """Fold what `span` says about its request into the batch's trace lists, as
+        `attribution.merge` would, where the row path folds its spans too: a batch's spans are
+        merged in the order they came, whichever path they took (the first of two equal
+        candidates wins, as in the database). Most spans are neither root candidates nor
+        carriers of a user or team: for those only the trace's earliest start can matter."""
         traces = batch.traces
         state = traces.get(span.trace_id)
         cfg = self._attribution
