@@ -23,9 +23,9 @@ class Rejected:
 class Decoded:
     spans: list[Span] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    # Deferred JSON (`decode_json_deferred`): `resourceSpans` lists whose spans are not decoded
-    # yet, and how many span entries they hold.
-    documents: list[list[Any]] = field(default_factory=list)
+    # Deferred JSON (`decode_json_deferred`): `resourceSpans` lists (or `otlp_fast.FastDocument`s)
+    # whose spans are not decoded yet, and how many span entries they hold.
+    documents: list[Any] = field(default_factory=list)
     pending: int = 0
 
     def extend(self, other: Decoded) -> None:

@@ -117,7 +117,13 @@ def decode_json(data: bytes | str, where: str) -> Decoded:
 def decode_json_deferred(data: bytes | str, where: str) -> Decoded:
     """Parse one OTLP JSON document and check it is one (`InputError` if not, as
     `decode_json`), but leave its spans undecoded: `Decoded.documents` holds its
-    `resourceSpans`, for `BatchBuilder` to read straight into rows (no `Span` objects)."""
+    `resourceSpans` (or, when msgspec could type it, an `otlp_fast.FastDocument`), for
+    `BatchBuilder` to read straight into rows (no `Span` objects)."""
+    from app.traces.otlp_fast import decode_fast  # imports this module
+
+    fast = decode_fast(data)
+    if fast is not None:
+        return Decoded(documents=[fast], pending=fast.spans)
     resource_spans = resource_spans_of(parse_json(data, where), where)
     return Decoded(documents=[resource_spans], pending=count_spans(resource_spans))
 
