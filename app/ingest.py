@@ -4,27 +4,52 @@ Files are read as a stream of documents and loaded in bounded batches (`BATCH_SP
 its own transaction, so memory stays flat whatever the file size. A record that cannot be
 loaded is quarantined with its reason and the rest of the file is loaded. Loading is idempotent:
 spans already stored are skipped, so re-ingesting a file changes nothing.
+
+Decoding, attribution and pricing are CPU work, done by `jobs` worker processes (one file each
+at a time) while this process writes their batches to the warehouse. Batches can be written in
+any order: requests merge order-independently and calls are keyed by trace and span id, so the
+warehouse ends the same as with one process. A bounded queue between them keeps memory flat
+(a worker waits while `QUEUED_BATCHES` per worker are not yet written). A worker that fails or
+dies stops the ingest with an error naming the file; every batch written before stays written,
+and running the same command again loads the rest (what is stored is skipped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import multiprocessing
+import os
+import queue
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import Dialect
 
-from app.errors import InputError
+from app.errors import InputError, SpendguardError
 from app.progress import Progress
 from app.settings import Settings
+from app.traces.batch import Batch
 from app.traces.decoded import Decoded
 from app.traces.files import Document, discover, read_documents
 from app.traces.intake import Intake, IntakeCounts
 from app.warehouse.engine import session_scope
+from app.warehouse.load import prepare
 from app.warehouse.runs import finish_run, start_run
 from app.warehouse.tables import Request
 
 BATCH_SPANS = 20_000
+# Below this many bytes of input, worker processes cost more (start-up) than they save.
+PARALLEL_MIN_BYTES = 4 << 20
+QUEUED_BATCHES = 2  # per worker: batches decoded ahead of the writer
+
+
+class IngestWorkerError(SpendguardError):
+    """A decode worker process failed or died; what was written before stays written."""
 
 
 @dataclass(slots=True)
@@ -50,6 +75,14 @@ class IngestResult:
         self.quarantined += counts.quarantined
 
 
+def default_jobs() -> int:
+    """Worker processes by default: the CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def ingest_paths(
     engine: Engine,
     settings: Settings,
@@ -57,26 +90,42 @@ def ingest_paths(
     *,
     progress: bool = False,
     collector: str = "ingest",
+    jobs: int | None = None,
 ) -> IngestResult:
+    """Load trace files. `jobs`: decode worker processes (None: one per CPU when the input is
+    large enough to be worth it; 0 or 1: decode in this process)."""
     files = discover(paths)
     intake = Intake(settings, collector)
     result = IngestResult()
     run_id = start_run(engine, collector, ", ".join(str(p) for p in paths))
     requests_before = count_requests(engine)
-    total_bytes = sum(f.stat().st_size for f in files)
+    sizes = [f.stat().st_size for f in files]
+    if jobs is None:
+        jobs = default_jobs() if sum(sizes) >= PARALLEL_MIN_BYTES else 1
+    jobs = max(1, min(jobs, len(files)))
+
+    def write(batch: Batch, path: Path) -> None:
+        with session_scope(engine) as session:
+            result.add(intake.load(session, batch, str(path), batch.spans))
+
+    def bar() -> Progress:
+        return Progress("Ingesting traces", sum(sizes), enabled=progress)
+
     try:
-        with Progress("Ingesting traces", total_bytes, enabled=progress) as bar:
-            for path in files:
-                try:
-                    for chunk in batched(read_documents(path)):
-                        batch = intake.build(chunk)
-                        with session_scope(engine) as session:
-                            result.add(intake.load(session, batch, str(path), len(chunk.spans)))
-                except InputError as exc:
-                    result.failed[str(path)] = str(exc)
-                else:
-                    result.files += 1
-                bar.advance(path.stat().st_size)
+        if jobs > 1:
+            dialect = type(engine.dialect)
+            _parallel(dialect, settings, collector, files, sizes, jobs, write, result, bar)
+        else:
+            with bar() as progress_bar:
+                for path, size in zip(files, sizes, strict=True):
+                    try:
+                        for batch in file_batches(intake, path):
+                            write(batch, path)
+                    except InputError as exc:
+                        result.failed[str(path)] = str(exc)
+                    else:
+                        result.files += 1
+                    progress_bar.advance(size)
     except BaseException as exc:
         finish_run(
             engine,
@@ -96,6 +145,155 @@ def ingest_paths(
         error="\n".join(f"{p}: {e}" for p, e in result.failed.items()) or None,
     )
     return result
+
+
+def file_batches(intake: Intake, path: Path) -> Iterator[Batch]:
+    """A file's batches, built as its documents are read (JSON read straight into rows)."""
+    docs = (doc.decoded for doc in read_documents(path, deferred=True))
+    return intake.batches(docs, BATCH_SPANS)
+
+
+# ── worker processes ─────────────────────────────────────────────────────────────────────────
+
+# Messages from a worker: (kind, worker number, file index, payload).
+_BATCH, _DONE, _FAILED, _ERROR, _EXIT = "batch", "done", "failed", "error", "exit"
+
+
+def _worker(
+    number: int,
+    settings: Settings,
+    collector: str,
+    files: list[Path],
+    tasks: Any,
+    results: Any,
+    reading: Any,
+    dialect_class: type[Dialect],
+) -> None:
+    """Decode, attribute and price whole files; put their batches on `results`, already as
+    the warehouse driver's rows (less work for the writer). The file a worker is on is in
+    shared memory (`reading[number]`), so it can be named if it dies."""
+    intake = Intake(settings, collector)
+    dialect = dialect_class()
+    user_teams = settings.attribution.user_teams
+    while True:
+        index = tasks.get()
+        if index is None:
+            results.put((_EXIT, number, None, None))
+            return
+        reading[number] = index
+        try:
+            for batch in file_batches(intake, files[index]):
+                prepare(dialect, batch, user_teams)
+                results.put((_BATCH, number, index, batch))
+        except InputError as exc:
+            results.put((_FAILED, number, index, str(exc)))
+        except BaseException:
+            results.put((_ERROR, number, index, traceback.format_exc()))
+            return
+        else:
+            results.put((_DONE, number, index, None))
+
+
+def _context() -> BaseContext:
+    # fork starts a worker in milliseconds with everything imported; elsewhere, spawn.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _parallel(
+    dialect_class: type[Dialect],
+    settings: Settings,
+    collector: str,
+    files: list[Path],
+    sizes: list[int],
+    jobs: int,
+    write: Any,
+    result: IngestResult,
+    make_bar: Callable[[], Progress],
+) -> None:
+    """Start the workers (before the progress bar's thread: they are forked), then write
+    their batches as they come."""
+    ctx = _context()
+    tasks = ctx.Queue()
+    results = ctx.Queue(maxsize=QUEUED_BATCHES * jobs)
+    for index in range(len(files)):
+        tasks.put(index)
+    for _ in range(jobs):
+        tasks.put(None)
+    reading = ctx.Array("i", [-1] * jobs)
+    workers: list[BaseProcess] = [
+        ctx.Process(  # type: ignore[attr-defined]
+            target=_worker,
+            args=(n, settings, collector, files, tasks, results, reading, dialect_class),
+            name=f"spendguard-ingest-{n}",
+            daemon=True,
+        )
+        for n in range(jobs)
+    ]
+    for w in workers:
+        w.start()
+    exited: set[int] = set()
+    try:
+        with make_bar() as bar:
+            _consume(workers, results, reading, files, sizes, write, result, bar, exited)
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+        for w in workers:
+            w.join()
+        tasks.close()
+        results.close()
+
+
+def _consume(
+    workers: list[BaseProcess],
+    results: Any,
+    reading: Any,
+    files: list[Path],
+    sizes: list[int],
+    write: Any,
+    result: IngestResult,
+    bar: Progress,
+    exited: set[int],
+) -> None:
+    jobs = len(workers)
+    while len(exited) < jobs:
+        try:
+            kind, number, index, payload = results.get(timeout=0.5)
+        except queue.Empty:
+            _check_alive(workers, exited, reading, files)
+            continue
+        if kind == _BATCH:
+            write(payload, files[index])
+        elif kind in (_DONE, _FAILED):
+            if kind == _DONE:
+                result.files += 1
+            else:
+                result.failed[str(files[index])] = payload
+            bar.advance(sizes[index])
+        elif kind == _ERROR:
+            raise IngestWorkerError(
+                f"a decode worker failed while reading {files[index]}; the batches "
+                "written before are stored, run the command again to load the rest "
+                f"(stored spans are skipped):\n{payload}"
+            )
+        elif kind == _EXIT:
+            exited.add(number)
+
+
+def _check_alive(
+    workers: list[BaseProcess], exited: set[int], reading: Any, files: list[Path]
+) -> None:
+    for number, w in enumerate(workers):
+        if number not in exited and not w.is_alive():
+            on = reading[number]
+            where = f" while reading {files[on]}" if on >= 0 else ""
+            raise IngestWorkerError(
+                f"decode worker {number} (pid {w.pid}) died with exit code {w.exitcode}{where}; "
+                "the batches written before are stored, run the command again to load the rest "
+                "(stored spans are skipped)"
+            )
 
 
 def count_requests(engine: Engine) -> int:

@@ -3,9 +3,14 @@
 About 40% of the spans are LLM calls (current GenAI semantic conventions, several models, some
 cache reads), the rest server roots and internal spans, in Collector file-exporter shape (one
 `TracesData` per line, calls written before their roots as a batch processor would). Prints
-spans/s per backend and the peak RSS of the ingesting process, with the environment.
+spans/s per backend and peak memory, with the environment (CPUs, versions, machine load).
 
-    python bench/ingest.py [--spans 1000000] [--postgres URL] [--skip-postgres]
+Memory counts every process of the ingest: the writer and its decode workers. Two figures: the
+peak of their summed RSS, sampled every 20 ms from /proc, and an upper bound that cannot miss a
+short peak (the writer's peak RSS + jobs × the largest worker's peak RSS, from getrusage). RSS
+counts pages a forked worker shares with the writer in both, so both figures overstate.
+
+    python bench/ingest.py [--spans 1000000] [--jobs N] [--postgres URL] [--skip-postgres]
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import os
 import platform
 import random
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -137,9 +144,9 @@ def generate(folder: Path, total: int, seed: int = 1) -> tuple[int, int]:
     return written, calls
 
 
-def ingest(url: str, folder: Path) -> None:
+def ingest(url: str, folder: Path, jobs: int | None) -> None:
     """Run in a child process so peak RSS is the ingest's own."""
-    from app.ingest import ingest_paths
+    from app.ingest import default_jobs, ingest_paths
     from app.settings import Settings
     from app.warehouse.engine import make_engine
     from app.warehouse.migrate import upgrade
@@ -147,9 +154,11 @@ def ingest(url: str, folder: Path) -> None:
     engine = make_engine(url)
     upgrade(engine)
     t0 = time.perf_counter()
-    result = ingest_paths(engine, Settings(), [folder])
+    result = ingest_paths(engine, Settings(), [folder], jobs=jobs)
     dt = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers = default_jobs() if jobs is None else jobs
     print(
         json.dumps(
             {
@@ -158,24 +167,64 @@ def ingest(url: str, folder: Path) -> None:
                 "calls": result.calls_new,
                 "requests": result.requests_new,
                 "quarantined": result.quarantined,
-                "peak_rss_mb": rss_mb,
+                "writer_rss_mb": own.ru_maxrss / 1024,
+                "worker_rss_mb": children.ru_maxrss / 1024,
+                "workers": workers if workers > 1 else 0,
+                "cpu_writer_s": own.ru_utime + own.ru_stime,
+                "cpu_workers_s": children.ru_utime + children.ru_stime,
             }
         )
     )
 
 
-def run_child(url: str, folder: Path, label: str) -> None:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", url, str(folder)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+def _tree_rss_kb(pid: int) -> int:
+    """Summed VmRSS of a process and its descendants (Linux /proc), 0 if gone."""
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += next(
+                (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")),
+                0,
+            )
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run_child(url: str, folder: Path, label: str, jobs: int | None) -> None:
+    load_before = os.getloadavg()
+    args = [sys.executable, __file__, "--child", url, str(folder)]
+    if jobs is not None:
+        args += ["--jobs", str(jobs)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    sampler.join()
+    if proc.returncode:
+        sys.exit(f"{label}: ingest failed ({proc.returncode}):\n{err}")
+    r = json.loads(out.strip().splitlines()[-1])
+    bound = r["writer_rss_mb"] + r["workers"] * r["worker_rss_mb"]
     print(
         f"{label:>10}: {r['spans']:,} spans in {r['seconds']:.1f} s = "
         f"{r['spans'] / r['seconds']:,.0f} spans/s ({r['calls']:,} calls, {r['requests']:,} "
-        f"requests), peak RSS {r['peak_rss_mb']:.0f} MB"
+        f"requests, {r['workers']} decode workers); peak RSS of all its processes: "
+        f"{peak[0] / 1024:.0f} MB sampled, {bound:.0f} MB upper bound (writer "
+        f"{r['writer_rss_mb']:.0f} MB, largest worker {r['worker_rss_mb']:.0f} MB); CPU s: "
+        f"writer {r['cpu_writer_s']:.1f}, workers {r['cpu_workers_s']:.1f}; load average "
+        f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}"
     )
 
 
@@ -189,16 +238,21 @@ def main() -> None:
         ),
     )
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="decode workers (default: spendguard's)"
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        ingest(args.child[0], Path(args.child[1]))
+        ingest(args.child[0], Path(args.child[1]), args.jobs)
         return
     import sqlalchemy
 
+    load = os.getloadavg()
     print(
-        f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, "
-        f"SQLAlchemy {sqlalchemy.__version__}"
+        f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs "
+        f"(usable: {len(os.sched_getaffinity(0))}), SQLAlchemy {sqlalchemy.__version__}, "
+        f"SQLite {sqlite3.sqlite_version}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "spans"
@@ -210,7 +264,7 @@ def main() -> None:
             f"generated {spans:,} spans ({calls / spans:.0%} LLM calls), {size:.0f} MB of "
             f"JSON Lines in {time.perf_counter() - t0:.1f} s"
         )
-        run_child(f"sqlite:///{Path(tmp) / 'bench.db'}", folder, "sqlite")
+        run_child(f"sqlite:///{Path(tmp) / 'bench.db'}", folder, "sqlite", args.jobs)
         if args.skip_postgres:
             return
         from sqlalchemy import text
@@ -221,10 +275,12 @@ def main() -> None:
         schema = f"sg_bench_{uuid.uuid4().hex[:8]}"
         admin = make_engine(args.postgres)
         with admin.begin() as conn:
+            version = conn.execute(text("show server_version")).scalar_one()
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        print(f"PostgreSQL {version} at {make_url(args.postgres).host}")
         try:
             url = make_url(args.postgres).update_query_dict({"options": f"-csearch_path={schema}"})
-            run_child(url.render_as_string(hide_password=False), folder, "postgresql")
+            run_child(url.render_as_string(hide_password=False), folder, "postgresql", args.jobs)
         finally:
             with admin.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

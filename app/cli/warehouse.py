@@ -28,12 +28,22 @@ def ingest_traces(
             help="OTLP files or folders (.json, .jsonl, .binpb, .pb; each optionally .gz or .zst)."
         ),
     ],
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Processes decoding files in parallel (default: one per CPU for inputs of "
+            "4 MB or more; 1: decode in the loading process).",
+        ),
+    ] = None,
 ) -> None:
     """Load OTLP trace files; re-loading the same spans changes nothing."""
     from app.ingest import ingest_paths
 
     settings, engine = ctx_of(ctx).warehouse()
-    result = ingest_paths(engine, settings, paths, progress=True)
+    result = ingest_paths(engine, settings, paths, progress=True, jobs=jobs)
     typer.echo(
         f"{result.files} file(s), {result.spans} spans: {result.requests_new} new requests, "
         f"{result.calls_new} new LLM calls ({result.calls_duplicate} already stored), "

@@ -14,8 +14,8 @@ commutative.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import NamedTuple
 
 from app.settings import AttributionConfig
 from app.traces.spans import KIND_SERVER, Span
@@ -27,8 +27,10 @@ NO_ROOT_KEY = "9"  # sorts after every real candidate
 _MAP_TEAM_PREFIX = "8:"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
+class RequestFacts(NamedTuple):
+    """A tuple (cheap to build, to pickle to and from worker processes, and to hand to the
+    database driver as one row), in the column order of the `requests` table."""
+
     trace_id: str
     started_at: datetime
     root_key: str
@@ -87,28 +89,6 @@ def facts_from_span(span: Span, cfg: AttributionConfig) -> RequestFacts:
     )
 
 
-def observe(known: dict[str, RequestFacts], span: Span, cfg: AttributionConfig) -> None:
-    """Fold what `span` says into `known` (trace id → facts), as `merge` would.
-
-    Most spans are neither root candidates nor carriers of a user or team: for those only the
-    trace's existence and earliest start matter, and no facts object is built.
-    """
-    trace_id = span.trace_id
-    prior = known.get(trace_id)
-    if (
-        prior is not None
-        and span.parent_span_id is not None
-        and span.kind != KIND_SERVER
-        and _first_attr(span, cfg.user_attributes) is None
-        and _first_attr(span, cfg.team_attributes) is None
-    ):
-        if prior.root_key == NO_ROOT_KEY and span.started_at < prior.started_at:
-            known[trace_id] = replace(prior, started_at=span.started_at)
-        return
-    facts = facts_from_span(span, cfg)
-    known[trace_id] = facts if prior is None else merge(prior, facts)
-
-
 def merge(a: RequestFacts, b: RequestFacts) -> RequestFacts:
     """Combine two views of the same request; the order of the arguments does not matter."""
     assert a.trace_id == b.trace_id
@@ -116,8 +96,7 @@ def merge(a: RequestFacts, b: RequestFacts) -> RequestFacts:
     started = root.started_at if root.root_key != NO_ROOT_KEY else min(a.started_at, b.started_at)
     user = _better(a.user_key, b.user_key, a, b)
     team = _better(a.team_key, b.team_key, a, b)
-    return replace(
-        root,
+    return root._replace(
         started_at=started,
         user_id=user.user_id if user else None,
         user_key=user.user_key if user else None,
@@ -145,8 +124,7 @@ def with_mapped_team(facts: RequestFacts, user_teams: dict[str, str]) -> Request
     has_span_team = facts.team_key is not None and not facts.team_key.startswith(_MAP_TEAM_PREFIX)
     if has_span_team or facts.user_id is None or facts.user_key is None:
         return facts
-    return replace(
-        facts,
+    return facts._replace(
         team=user_teams.get(facts.user_id),
         team_key=_MAP_TEAM_PREFIX + facts.user_key,
     )

@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import orjson
+from msgspec import UNSET
 
 from app.errors import InputError
-from app.pricing import SOURCE_UNPRICED, Pricer
+from app.pricing import SOURCE_UNPRICED, Price, Pricer
 from app.settings import AttributionConfig
-from app.traces.attribution import RequestFacts, observe
-from app.traces.decoded import Rejected
-from app.traces.spans import Span
-from app.traces.usage import BUILTIN_FAMILIES, UsageFamily, extract_usage
+from app.traces.attribution import (
+    NO_ENDPOINT,
+    NO_ROOT_KEY,
+    RequestFacts,
+    facts_from_span,
+    merge,
+)
+from app.traces.decoded import Decoded, Rejected
+from app.traces.otlp_fast import FastDocument, Unsure, scopes_of
+from app.traces.otlp_fast import attributes as fast_attributes
+from app.traces.otlp_json import (
+    LAST_NS,
+    _attributes,
+    _hex_id,
+    resource_spans_of,
+    span_of,
+    walk,
+)
+from app.traces.spans import KIND_SERVER, AttrValue, Span
+from app.traces.usage import BUILTIN_FAMILIES, Usage, UsageFamily, extract_usage, usage_of
 
 
-@dataclass(frozen=True, slots=True)
-class CallRow:
+class CallRow(NamedTuple):
+    """One `llm_calls` row (but `ingested_at`): a tuple, cheap to build and to pickle, handed
+    to the database driver as it is."""
+
     trace_id: str
     span_id: str
     started_at: datetime
@@ -36,19 +59,63 @@ class CallRow:
     price_source: str
 
 
+@dataclass(frozen=True, slots=True)
+class DriverRows:
+    """A batch's requests and calls as one warehouse dialect's driver takes them (made by
+    `app.warehouse.load.prepare`, in a decode worker, so the writer has less to do)."""
+
+    dialect: str
+    requests: list[tuple[Any, ...]]
+    calls: list[tuple[Any, ...]]
+    unpriced: int
+
+
 @dataclass(slots=True)
 class Batch:
     requests: dict[str, RequestFacts] = field(default_factory=dict)
     calls: dict[tuple[str, str], CallRow] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
+    spans: int = 0  # spans read (rejected ones not counted)
+    # Traces seen by the row path while building, not yet in `requests` (see `_row`).
+    traces: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    # Set by `app.warehouse.load.prepare`, which then empties `requests` and `calls`.
+    rows: DriverRows | None = None
 
     @property
     def unpriced(self) -> int:
+        if self.rows is not None:
+            return self.rows.unpriced
         return sum(1 for c in self.calls.values() if c.price_source == SOURCE_UNPRICED)
 
 
+# The row path keeps a trace's facts as a list, changed in place as its spans come:
+# [start_ns, root_key, root_span_id, endpoint, service, duration_ms, user_id, user_key, team,
+# team_key] — RequestFacts without the trace id, with the start in nanoseconds.
+_START, _ROOT_KEY, _USER, _USER_KEY, _TEAM, _TEAM_KEY = 0, 1, 6, 7, 8, 9
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ROUTES = ("http.route", "url.path", "http.target")
+_HEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
+_HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
+_ZERO32, _ZERO16 = "0" * 32, "0" * 16
+# `attribution._rank` by (is a SERVER span, has no parent).
+_RANKS = {(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 5}
+
+
+def utc_from_ns(ns: int) -> datetime:
+    """`Span.started_at` of a start in nanoseconds (same value, one operation)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
 class BatchBuilder:
-    """Turns decoded spans into request facts and priced calls (pure; no database)."""
+    """Turns decoded spans into request facts and priced calls (pure; no database).
+
+    Two ways in, with the same result: `Span` objects (`build`, `add`), or undecoded OTLP JSON
+    documents (`add_json`), read straight into rows. The row path builds no `Span`: it reads
+    the fields it needs, checked by the decoder's own helpers, and keeps each trace's facts in
+    a list (`Batch.traces`) until `finish` turns them into `RequestFacts`. Any span it is not
+    sure of (a bad or unusual field, a bad token count) goes the `Span` way instead, so every
+    rejection and message stays the decoder's and `add`'s own.
+    """
 
     def __init__(
         self,
@@ -59,14 +126,246 @@ class BatchBuilder:
         self._attribution = attribution
         self._pricer = pricer
         self._families = families
+        self._user_names = tuple(attribution.user_attributes)
+        self._team_names = tuple(attribution.team_attributes)
+        self._who = frozenset((*self._user_names, *self._team_names))
+        self._detect = frozenset(key for family in families for key in family.detect)
+        self._resource: dict[str, AttrValue] | None = None
+        self._resource_who = False
+        self._service: str | None = None
 
     def build(self, spans: Iterable[Span]) -> Batch:
         batch = Batch()
         for span in spans:
+            batch.spans += 1
             self.add(batch, span)
+        self.finish(batch)
         return batch
 
+    def build_decoded(self, decoded: Decoded) -> Batch:
+        """A batch of decoded spans and deferred JSON documents."""
+        batch = Batch()
+        self.add_decoded(batch, decoded)
+        self.finish(batch)
+        return batch
+
+    def add_decoded(self, batch: Batch, decoded: Decoded) -> None:
+        """Add what a decoder handed on (its rejected records first); call `finish` after."""
+        batch.rejected.extend(decoded.rejected)
+        for span in decoded.spans:
+            batch.spans += 1
+            self.add(batch, span)
+        for document in decoded.documents:
+            if isinstance(document, FastDocument):
+                self.add_fast(batch, document)
+            else:
+                self.add_json(batch, document)
+
+    def add_fast(self, batch: Batch, document: FastDocument) -> None:
+        """The spans of a document msgspec typed (`otlp_fast`); call `finish` after.
+
+        Every span is checked first, the batch touched only after: a document with anything the
+        fast path does not read exactly as `otlp_json` (`Unsure`) is read by `add_json`
+        instead, whole, from its text. A span whose token counts are bad goes to `add`, as on
+        the row path, to be quarantined with the same reason."""
+        try:
+            rows = self._fast_rows(document)
+        except Unsure:
+            self.add_json(batch, resource_spans_of(orjson.loads(document.data), "document"))
+            return
+        fold = self._fold
+        for row in rows:
+            try:
+                fold(batch, *row)
+            except InputError:
+                trace_id, span_id, parent, start, end, kind, name, attrs, resource = row
+                span = Span(
+                    trace_id, span_id, parent, name, kind, start, max(start, end), attrs, resource
+                )
+                batch.spans += 1
+                self.add(batch, span)
+
+    @staticmethod
+    def _fast_rows(document: FastDocument) -> list[tuple[Any, ...]]:
+        """`_fold`'s arguments (but the batch) for each span of a typed document, checked as
+        `_row` checks them; `Unsure` for anything it would not take."""
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
+        for rs in document.resource_spans:
+            res = rs.resource
+            resource = fast_attributes(res.attributes) if res is not None else {}
+            for ss in scopes_of(rs):
+                for sp in ss.spans or ():
+                    trace_id = sp.trace_id
+                    if type(trace_id) is not str or _HEX32(trace_id) is None or trace_id == _ZERO32:
+                        raise Unsure
+                    span_id = sp.span_id
+                    if type(span_id) is not str or _HEX16(span_id) is None or span_id == _ZERO16:
+                        raise Unsure
+                    parent = sp.parent_span_id or None
+                    if parent is not None and (_HEX16(parent) is None or parent == _ZERO16):
+                        raise Unsure
+                    start = sp.start_time_unix_nano
+                    end = sp.end_time_unix_nano
+                    try:
+                        if type(start) is str:
+                            start = int(start)
+                        if end is UNSET:
+                            end = start
+                        elif type(end) is str:
+                            end = int(end)
+                    except ValueError:
+                        raise Unsure from None
+                    if start <= 0 or start > LAST_NS:  # type: ignore[operator]
+                        raise Unsure
+                    attrs = fast_attributes(sp.attributes)
+                    append(
+                        (trace_id, span_id, parent, start, end, sp.kind, sp.name, attrs, resource)
+                    )
+        return rows
+
+    def add_json(self, batch: Batch, resource_spans: list[Any]) -> None:
+        """The spans of a deferred JSON document (`decode_json_deferred`); call `finish` after."""
+
+        def sink(raw: Any, resource: dict[str, AttrValue], at: Callable[[], str]) -> None:
+            try:
+                if self._row(batch, raw, resource):
+                    return
+            except InputError:
+                pass
+            span = span_of(raw, resource, at())  # InputError: `walk` rejects the span
+            batch.spans += 1
+            self.add(batch, span)
+
+        walk(resource_spans, sink, batch.rejected)
+
+    def finish(self, batch: Batch) -> None:
+        """Fold the row path's traces into `batch.requests`."""
+        requests = batch.requests
+        for trace_id, s in batch.traces.items():
+            facts = RequestFacts(trace_id, utc_from_ns(s[0]), *s[1:])
+            prior = requests.get(trace_id)
+            requests[trace_id] = facts if prior is None else merge(prior, facts)
+        batch.traces = {}
+
+    def _row(self, batch: Batch, raw: Any, resource: dict[str, AttrValue]) -> bool:
+        """One span read straight into the batch; False (nothing changed) if it must go the
+        `Span` way. Everything that can fail is done before the batch is touched."""
+        if type(raw) is not dict:
+            return False
+        get = raw.get
+        # The common shapes inline (lowercase hex ids, decimal-string or integer times); the
+        # decoder's helpers for anything else, and the Span path if they refuse it.
+        trace_id = get("traceId")
+        if type(trace_id) is not str or _HEX32(trace_id) is None or trace_id == _ZERO32:
+            trace_id = _hex_id(trace_id, 32, "traceId", "")
+        span_id = get("spanId")
+        if type(span_id) is not str or _HEX16(span_id) is None or span_id == _ZERO16:
+            span_id = _hex_id(span_id, 16, "spanId", "")
+        parent = get("parentSpanId") or None
+        if parent and (type(parent) is not str or _HEX16(parent) is None or parent == _ZERO16):
+            _hex_id(parent, 16, "parentSpanId", "")
+        start = get("startTimeUnixNano", 0)
+        end = get("endTimeUnixNano", start)
+        try:  # what `_int` does with a string
+            start = start if type(start) is int else int(start) if type(start) is str else None
+            end = end if type(end) is int else int(end) if type(end) is str else None
+        except ValueError:
+            return False
+        if start is None or end is None:
+            return False
+        kind = get("kind", 0)
+        if start <= 0 or start > LAST_NS or type(kind) is not int:
+            return False
+        self._fold(
+            batch,
+            trace_id,
+            span_id,
+            parent,
+            start,
+            end,
+            kind,
+            get("name", ""),
+            _attributes(get("attributes"), ""),
+            resource,
+        )
+        return True
+
+    def _fold(
+        self,
+        batch: Batch,
+        trace_id: str,
+        span_id: str,
+        parent: str | None,
+        start: int,
+        end: int,
+        kind: int,
+        name: Any,
+        attrs: dict[str, AttrValue],
+        resource: dict[str, AttrValue],
+    ) -> None:
+        """A span's checked fields into the batch (`_row`, `add_fast`). `InputError` (a bad
+        token count) is raised before the batch is touched."""
+        usage = (
+            usage_of(attrs, resource, self._families)
+            if attrs and not self._detect.isdisjoint(attrs)
+            else None
+        )
+        if resource is not self._resource:
+            self._resource = resource
+            self._resource_who = not self._who.isdisjoint(resource)
+            service = resource.get("service.name")
+            self._service = str(service) if service is not None else None
+        if self._resource_who or not self._who.isdisjoint(attrs):
+            user = _first_attr(attrs, resource, self._user_names)
+            team = _first_attr(attrs, resource, self._team_names)
+        else:
+            user = team = None
+        rank = _RANKS[kind == KIND_SERVER, parent is None]
+        duration = max(0, end - start) // 1_000_000
+        call = None
+        if usage is not None:
+            started_at = utc_from_ns(start)
+            price = self._pricer.price(usage, started_at)
+            call = self._call(trace_id, span_id, started_at, duration, usage, price)
+
+        traces = batch.traces
+        state = traces.get(trace_id)
+        if rank == 5 and user is None and team is None:
+            # Not a root candidate and no user or team: only the earliest start can matter.
+            if state is None:
+                traces[trace_id] = [start, NO_ROOT_KEY, None, NO_ENDPOINT, None, None, *_NONE4]
+            elif state[_ROOT_KEY] == NO_ROOT_KEY and start < state[_START]:
+                state[_START] = start
+        else:
+            key = f"{rank}:{start:020d}:{span_id}"
+            user_key = key if user else None
+            team_key = key if team else None
+            if rank < 5:
+                endpoint = NO_ENDPOINT
+                if kind == KIND_SERVER:
+                    route = None
+                    for route_name in _ROUTES:
+                        route = (
+                            attrs[route_name] if route_name in attrs else resource.get(route_name)
+                        )
+                        if route:
+                            break
+                    endpoint = str(route) if route else (str(name) or NO_ENDPOINT)
+                new = [start, key, span_id, endpoint, self._service, duration]
+            else:
+                new = [start, NO_ROOT_KEY, None, NO_ENDPOINT, None, None]
+            new += (user, user_key, team, team_key)
+            if state is None:
+                traces[trace_id] = new
+            else:
+                _merge_into(state, new)
+        batch.spans += 1
+        if call is not None:
+            batch.calls[(trace_id, span_id)] = call
+
     def add(self, batch: Batch, span: Span) -> None:
+        """One decoded span; call `finish` after the last."""
         try:
             usage = extract_usage(span, self._families)
         except InputError as exc:
@@ -76,26 +375,96 @@ class BatchBuilder:
                 Rejected(f"span {span.span_id}", str(exc), span.trace_id, span.span_id)
             )
             return
-        observe(batch.requests, span, self._attribution)
+        self._observe(batch, span)
         if usage is None:
             return
         price = self._pricer.price(usage, span.started_at)
-        batch.calls[(span.trace_id, span.span_id)] = CallRow(
-            trace_id=span.trace_id,
-            span_id=span.span_id,
-            started_at=span.started_at,
-            duration_ms=span.duration_ms,
-            provider=price.provider or usage.provider or "(unknown)",
-            model=usage.model or "(unknown)",
-            response_model=usage.response_model,
-            priced_model=price.priced_model,
-            operation=usage.operation,
-            family=usage.family,
-            input_tokens=usage.input_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            output_tokens=usage.output_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost_nanousd=price.cost_nanousd,
-            price_source=price.source,
+        batch.calls[(span.trace_id, span.span_id)] = self._call(
+            span.trace_id, span.span_id, span.started_at, span.duration_ms, usage, price
         )
+
+    def _observe(self, batch: Batch, span: Span) -> None:
+        """Fold what `span` says about its request into the batch's trace lists, as
+        `attribution.merge` would, where the row path folds its spans too: a batch's spans are
+        merged in the order they came, whichever path they took (the first of two equal
+        candidates wins, as in the database). Most spans are neither root candidates nor
+        carriers of a user or team: for those only the trace's earliest start can matter."""
+        traces = batch.traces
+        state = traces.get(span.trace_id)
+        cfg = self._attribution
+        if (
+            state is not None
+            and span.parent_span_id is not None
+            and span.kind != KIND_SERVER
+            and _first_attr(span.attributes, span.resource, self._user_names) is None
+            and _first_attr(span.attributes, span.resource, self._team_names) is None
+        ):
+            if state[_ROOT_KEY] == NO_ROOT_KEY and span.start_ns < state[_START]:
+                state[_START] = span.start_ns
+            return
+        facts = facts_from_span(span, cfg)
+        new = [span.start_ns, *facts[2:]]
+        if state is None:
+            traces[span.trace_id] = new
+        else:
+            _merge_into(state, new)
+
+    @staticmethod
+    def _call(
+        trace_id: str,
+        span_id: str,
+        started_at: datetime,
+        duration_ms: int,
+        usage: Usage,
+        price: Price,
+    ) -> CallRow:
+        return CallRow(
+            trace_id,
+            span_id,
+            started_at,
+            duration_ms,
+            price.provider or usage.provider or "(unknown)",
+            usage.model or "(unknown)",
+            usage.response_model,
+            price.priced_model,
+            usage.operation,
+            usage.family,
+            usage.input_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens,
+            price.cost_nanousd,
+            price.source,
+        )
+
+
+_NONE4 = (None, None, None, None)
+
+
+def _first_attr(
+    attrs: dict[str, AttrValue], resource: dict[str, AttrValue], names: tuple[str, ...]
+) -> str | None:
+    """`attribution._first_attr` without a `Span`: a span attribute, else the resource's."""
+    for name in names:
+        value = attrs[name] if name in attrs else resource.get(name)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def _merge_into(a: list[Any], b: list[Any]) -> None:
+    """`attribution.merge(a, b)` on the row path's lists, into `a`."""
+    if a[_ROOT_KEY] <= b[_ROOT_KEY]:
+        if a[_ROOT_KEY] == NO_ROOT_KEY:
+            a[_START] = min(a[_START], b[_START])
+    else:
+        start = b[_START] if b[_ROOT_KEY] != NO_ROOT_KEY else min(a[_START], b[_START])
+        a[0:6] = b[0:6]
+        a[_START] = start
+    ka, kb = a[_USER_KEY], b[_USER_KEY]
+    if kb is not None and (ka is None or kb < ka):
+        a[_USER], a[_USER_KEY] = b[_USER], kb
+    ka, kb = a[_TEAM_KEY], b[_TEAM_KEY]
+    if kb is not None and (ka is None or kb < ka):
+        a[_TEAM], a[_TEAM_KEY] = b[_TEAM], kb

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.traces.spans import Span
 
@@ -22,10 +23,16 @@ class Rejected:
 class Decoded:
     spans: list[Span] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    # Deferred JSON (`decode_json_deferred`): `resourceSpans` lists (or `otlp_fast.FastDocument`s)
+    # whose spans are not decoded yet, and how many span entries they hold.
+    documents: list[Any] = field(default_factory=list)
+    pending: int = 0
 
     def extend(self, other: Decoded) -> None:
         self.spans.extend(other.spans)
         self.rejected.extend(other.rejected)
+        self.documents.extend(other.documents)
+        self.pending += other.pending
 
     def __len__(self) -> int:
-        return len(self.spans) + len(self.rejected)
+        return len(self.spans) + len(self.rejected) + self.pending

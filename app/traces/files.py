@@ -32,6 +32,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, cast
 
@@ -39,7 +40,7 @@ import zstandard
 
 from app.errors import InputError
 from app.traces.decoded import Decoded, Rejected
-from app.traces.otlp_json import decode_json
+from app.traces.otlp_json import decode_json, decode_json_deferred
 from app.traces.otlp_proto import decode_protobuf
 
 _ENCODINGS = (".json", ".jsonl", ".binpb", ".pb")
@@ -84,29 +85,33 @@ def discover(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def read_documents(path: Path, *, start: int = 0, complete: bool = True) -> Iterator[Document]:
+def read_documents(
+    path: Path, *, start: int = 0, complete: bool = True, deferred: bool = False
+) -> Iterator[Document]:
     """The documents of a trace file from byte `start` on (of the decompressed stream).
 
     With `complete=False` (a file that may still be written to), a last line without its newline
     or a last length-prefixed message cut short is not read: the next run reads it whole.
     Raises `InputError` only when the file itself cannot be read (missing, corrupt
-    compression); bad documents are rejected records.
+    compression); bad documents are rejected records. With `deferred`, JSON documents are
+    checked but their spans left undecoded (`decode_json_deferred`), for `BatchBuilder`.
     """
+    json = decode_json_deferred if deferred else decode_json
     name = path.name.lower()
     compression = next((c for c in (".gz", ".zst") if name.endswith(c)), "")
     encoding = name.removesuffix(compression)
     try:
         if compression == ".zst" and not _zstd_framed(path):
             # Legacy per-message zstd: the file itself is the length-prefixed stream.
-            yield from _read_frames(path, "", start=start, complete=complete)
+            yield from _read_frames(path, "", json, start=start, complete=complete)
         elif encoding.endswith(".jsonl"):
-            yield from _read_lines(path, compression, start=start, complete=complete)
+            yield from _read_lines(path, compression, json, start=start, complete=complete)
         elif encoding.endswith(".pb") and _first_byte(path, compression) != b"\x0a":
-            yield from _read_frames(path, compression, start=start, complete=complete)
+            yield from _read_frames(path, compression, json, start=start, complete=complete)
         elif start == 0:  # a single-document file is read whole or not at all
             with _open(path, compression) as stream:
                 data = stream.read()
-            decode = decode_json if encoding.endswith(".json") else decode_protobuf
+            decode = json if encoding.endswith(".json") else decode_protobuf
             where = "document"
             yield Document(where, len(data), _decode_or_reject(decode, data, str(path), where))
     except _ERRORS as exc:
@@ -144,7 +149,12 @@ def _first_byte(path: Path, compression: str) -> bytes:
         return stream.read(1)
 
 
-def _read_lines(path: Path, compression: str, *, start: int, complete: bool) -> Iterator[Document]:
+_Decode = Callable[[bytes, str], Decoded]
+
+
+def _read_lines(
+    path: Path, compression: str, json: _Decode, *, start: int, complete: bool
+) -> Iterator[Document]:
     offset = 0
     try:
         with _open(path, compression) as stream:
@@ -158,7 +168,7 @@ def _read_lines(path: Path, compression: str, *, start: int, complete: bool) -> 
                 if not line.strip():
                     continue
                 where = f"line at byte {line_start}"
-                decoded = _decode_or_reject(decode_json, line, f"{path}: {where}", where)
+                decoded = _decode_or_reject(json, line, f"{path}: {where}", where)
                 yield Document(where, offset, decoded)
     except _ERRORS as exc:
         if isinstance(exc, EOFError) and compression and not complete:
@@ -166,7 +176,9 @@ def _read_lines(path: Path, compression: str, *, start: int, complete: bool) -> 
         raise _unreadable(path, compression, exc, offset) from None
 
 
-def _read_frames(path: Path, compression: str, *, start: int, complete: bool) -> Iterator[Document]:
+def _read_frames(
+    path: Path, compression: str, json: _Decode, *, start: int, complete: bool
+) -> Iterator[Document]:
     """Length-prefixed messages: a 4-byte big-endian length, then that many bytes."""
     offset = 0
     try:
@@ -180,7 +192,8 @@ def _read_frames(path: Path, compression: str, *, start: int, complete: bool) ->
                 body = _read_exact(stream, size) if size else b""
                 if len(head) == 4 and len(body) == size:
                     offset += 4 + size
-                    decoded = _decode_or_reject(_decode_frame, body, f"{path}: {where}", where)
+                    decode = partial(_decode_frame, json=json)
+                    decoded = _decode_or_reject(decode, body, f"{path}: {where}", where)
                     yield Document(where, offset, decoded)
                     continue
                 if head and complete:  # cut short, and no more is coming: reject it, move on
@@ -212,7 +225,7 @@ def _read_exact(stream: IO[bytes], size: int) -> bytes:
     return b"".join(parts)
 
 
-def _decode_frame(data: bytes, where: str) -> Decoded:
+def _decode_frame(data: bytes, where: str, json: _Decode = decode_json) -> Decoded:
     if data.startswith(_ZSTD_FRAME):  # legacy per-message compression
         try:
             data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
@@ -221,7 +234,7 @@ def _decode_frame(data: bytes, where: str) -> Decoded:
     # The exporter writes JSON with no leading space. (No lstrip: 0x0A, the first byte of a
     # protobuf message, is a newline, and the length byte after it can be "{".)
     if data[:1] == b"{":
-        return decode_json(data, where)
+        return json(data, where)
     return decode_protobuf(data, where)
 
 

@@ -8,6 +8,7 @@ own the transaction: a collector commits its checkpoint in the same one, the rec
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -44,9 +45,23 @@ class Intake:
 
     def build(self, decoded: Decoded) -> Batch:
         """Attribute and price (no database): the CPU part, done before a transaction opens."""
-        batch = self._builder.build(decoded.spans)
-        batch.rejected[:0] = decoded.rejected
-        return batch
+        return self._builder.build_decoded(decoded)
+
+    def batches(self, documents: Iterable[Decoded], limit: int) -> Iterator[Batch]:
+        """Batches of about `limit` records, built as the documents come (a document is never
+        split), so only one batch at a time is held, never its raw documents."""
+        batch = Batch()
+        size = 0
+        for decoded in documents:
+            self._builder.add_decoded(batch, decoded)
+            size += len(decoded)
+            if size >= limit:
+                self._builder.finish(batch)
+                yield batch
+                batch, size = Batch(), 0
+        if size:
+            self._builder.finish(batch)
+            yield batch
 
     def load(self, session: Session, batch: Batch, source: str, spans: int) -> IntakeCounts:
         counts = load_batch(session, batch, self._user_teams)

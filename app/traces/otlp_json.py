@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,6 +26,19 @@ def decode_document(doc: Any, where: str) -> Decoded:
     bad timestamps) is rejected alone, with its path, and the rest of the document is kept.
     `where` names the document in messages.
     """
+    out = Decoded()
+    spans = out.spans
+
+    def add(raw: Any, resource: dict[str, AttrValue], at: Callable[[], str]) -> None:
+        path = at()
+        spans.append(span_of(raw, resource, path))
+
+    walk(resource_spans_of(doc, where), add, out.rejected)
+    return out
+
+
+def resource_spans_of(doc: Any, where: str) -> list[Any]:
+    """The `resourceSpans` list of a parsed document; `InputError` if it is not OTLP traces."""
     if not isinstance(doc, dict):
         raise InputError(
             f"{where}: expected a JSON object with resourceSpans, got {type(doc).__name__}"
@@ -34,10 +48,20 @@ def decode_document(doc: Any, where: str) -> Decoded:
         raise InputError(f"{where}: no 'resourceSpans' key; is this an OTLP traces document?")
     if not isinstance(resource_spans, list):
         raise InputError(f"{where}: 'resourceSpans' must be a list")
-    out = Decoded()
+    return resource_spans
+
+
+SpanSink = Callable[[Any, dict[str, AttrValue], Callable[[], str]], None]
+
+
+def walk(resource_spans: list[Any], sink: SpanSink, rejected: list[Rejected]) -> None:
+    """Call `sink(raw span, resource attributes, path)` for each span of a `resourceSpans`
+    list, in order; `path()` names the span (built only when asked: it is needed only for
+    messages). A bad resource is rejected with its spans; `InputError` from `sink` rejects
+    the span alone, with its path and whatever ids it has."""
     for ri, rs in enumerate(resource_spans):
         if not isinstance(rs, dict):
-            out.rejected.append(Rejected(f"resourceSpans[{ri}]", "not an object"))
+            rejected.append(Rejected(f"resourceSpans[{ri}]", "not an object"))
             continue
         try:
             res = rs.get("resource") or {}
@@ -45,7 +69,7 @@ def decode_document(doc: Any, where: str) -> Decoded:
                 raise InputError("resource: must be an object")
             resource = _attributes(res.get("attributes"), "resource")
         except InputError as exc:
-            out.rejected.append(Rejected(f"resourceSpans[{ri}].resource", str(exc)))
+            rejected.append(Rejected(f"resourceSpans[{ri}].resource", str(exc)))
             continue
         scopes = rs.get("scopeSpans")
         if scopes is None:
@@ -53,24 +77,59 @@ def decode_document(doc: Any, where: str) -> Decoded:
         for si, ss in enumerate(scopes if isinstance(scopes, list) else []):
             spans = ss.get("spans") if isinstance(ss, dict) else None
             for pi, raw in enumerate(spans if isinstance(spans, list) else []):
-                at = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+
+                def at(ri: int = ri, si: int = si, pi: int = pi) -> str:
+                    return f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+
                 try:
-                    out.spans.append(_span(raw, resource, at))
+                    sink(raw, resource, at)
                 except InputError as exc:
+                    path = at()
                     ids = raw if isinstance(raw, dict) else {}
-                    out.rejected.append(
+                    rejected.append(
                         Rejected(
-                            at,
-                            str(exc).removeprefix(f"{at}: "),
+                            path,
+                            str(exc).removeprefix(f"{path}: "),
                             _maybe_id(ids.get("traceId"), 32),
                             _maybe_id(ids.get("spanId"), 16),
                         )
                     )
-    return out
+
+
+def count_spans(resource_spans: list[Any]) -> int:
+    """How many span entries a `resourceSpans` list holds (good or bad), cheaply."""
+    n = 0
+    for rs in resource_spans:
+        scopes = rs.get("scopeSpans") if isinstance(rs, dict) else None
+        if scopes is None and isinstance(rs, dict):
+            scopes = rs.get("instrumentationLibrarySpans")
+        for ss in scopes if isinstance(scopes, list) else []:
+            spans = ss.get("spans") if isinstance(ss, dict) else None
+            n += len(spans) if isinstance(spans, list) else 0
+    return n
 
 
 def decode_json(data: bytes | str, where: str) -> Decoded:
     """Parse and decode one OTLP JSON document; raises `InputError` if it is not one."""
+    return decode_document(parse_json(data, where), where)
+
+
+def decode_json_deferred(data: bytes | str, where: str) -> Decoded:
+    """Parse one OTLP JSON document and check it is one (`InputError` if not, as
+    `decode_json`), but leave its spans undecoded: `Decoded.documents` holds its
+    `resourceSpans` (or, when msgspec could type it, an `otlp_fast.FastDocument`), for
+    `BatchBuilder` to read straight into rows (no `Span` objects)."""
+    from app.traces.otlp_fast import decode_fast  # imports this module
+
+    fast = decode_fast(data)
+    if fast is not None:
+        return Decoded(documents=[fast], pending=fast.spans)
+    resource_spans = resource_spans_of(parse_json(data, where), where)
+    return Decoded(documents=[resource_spans], pending=count_spans(resource_spans))
+
+
+def parse_json(data: bytes | str, where: str) -> Any:
+    """orjson.loads, with `InputError` saying where and why the text is not JSON."""
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -82,7 +141,7 @@ def decode_json(data: bytes | str, where: str) -> Decoded:
         raise InputError(
             f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
-    return decode_document(doc, where)
+    return doc
 
 
 def _maybe_id(value: Any, length: int) -> str | None:
@@ -94,7 +153,8 @@ def _maybe_id(value: Any, length: int) -> str | None:
     return None
 
 
-def _span(raw: Any, resource: dict[str, AttrValue], at: str) -> Span:
+def span_of(raw: Any, resource: dict[str, AttrValue], at: str) -> Span:
+    """One span; `InputError` (its message starting with `at`) if it cannot be read."""
     if not isinstance(raw, dict):
         raise InputError(f"{at}: a span must be an object")
     trace_id = _hex_id(raw.get("traceId"), 32, "traceId", at)
@@ -105,6 +165,8 @@ def _span(raw: Any, resource: dict[str, AttrValue], at: str) -> Span:
     end = _int(raw.get("endTimeUnixNano", start), "endTimeUnixNano", at)
     if start <= 0:
         raise InputError(f"{at}: startTimeUnixNano is missing or zero")
+    if start > LAST_NS:
+        raise InputError(f"{at}: startTimeUnixNano {start} is after the year 9999")
     if end < start:
         end = start  # clock skew between hosts: keep the span, with zero duration
     kind = raw.get("kind", 0)
@@ -122,6 +184,9 @@ def _span(raw: Any, resource: dict[str, AttrValue], at: str) -> Span:
         resource=resource,
     )
 
+
+# 9999-12-31T23:59:59.999999999Z: the last instant a datetime can hold.
+LAST_NS = 253_402_300_799_999_999_999
 
 _KIND_NAMES = {
     "UNSPECIFIED": 0,
@@ -180,9 +245,21 @@ def _attributes(raw: Any, at: str) -> dict[str, AttrValue]:
             value = item.get("value")
             if type(key) is not str:
                 continue
-            # The common case first: most attributes are strings.
-            text = value.get("stringValue") if type(value) is dict else None
-            out[key] = text if type(text) is str else any_value(value, at)
+            # The common cases first: most attributes are strings, then decimal-string ints
+            # (what `_any_value` makes of them, without the calls).
+            if type(value) is dict:
+                text = value.get("stringValue")
+                if type(text) is str:
+                    out[key] = text
+                    continue
+                number = value.get("intValue") if text is None else None
+                if type(number) is str and "stringValue" not in value:
+                    try:
+                        out[key] = int(number)
+                        continue
+                    except ValueError:
+                        pass
+            out[key] = any_value(value, at)
         except (TypeError, KeyError, AttributeError):
             continue  # not a {key, value} pair: ignored like any unknown field
     return out

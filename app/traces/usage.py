@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 
 from app.settings.models import UsageFamilyConfig
 from app.traces.spans import AttrValue, Span
-from app.traces.usage_counts import json_counts, token_count
+from app.traces.usage_counts import MAX_TOKENS_PER_CALL, json_counts, token_count
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,26 +185,37 @@ class Usage:
 
 def extract_usage(span: Span, families: tuple[UsageFamily, ...] = BUILTIN_FAMILIES) -> Usage | None:
     """The span's token usage, or None when the span is not an LLM call."""
-    attrs = span.attributes
+    return usage_of(span.attributes, span.resource, families)
+
+
+def usage_of(
+    attrs: dict[str, AttrValue],
+    resource: dict[str, AttrValue],
+    families: tuple[UsageFamily, ...] = BUILTIN_FAMILIES,
+) -> Usage | None:
+    """`extract_usage` of a span's attributes and its resource's (no `Span` needed)."""
     for family in families:
         for key in family.detect:
             if key in attrs:
-                if family.match and not _matches(span, family.match):
+                if family.match and not _matches(attrs, resource, family.match):
                     break
-                return _read(span, family)
+                return _read(attrs, family)
     return None
 
 
-def _matches(span: Span, match: tuple[tuple[str, str], ...]) -> bool:
+def _matches(
+    attrs: dict[str, AttrValue],
+    resource: dict[str, AttrValue],
+    match: tuple[tuple[str, str], ...],
+) -> bool:
     for key, expected in match:
-        value = span.attr(key)
+        value = attrs[key] if key in attrs else resource.get(key)
         if value is None or str(value) != expected:
             return False
     return True
 
 
-def _read(span: Span, fam: UsageFamily) -> Usage | None:
-    attrs = span.attributes
+def _read(attrs: dict[str, AttrValue], fam: UsageFamily) -> Usage | None:
     if fam.usage_json:
         counts = json_counts(attrs, fam.usage_json)
         if counts is None:
@@ -337,5 +348,10 @@ def _first_str(attrs: dict[str, AttrValue], keys: tuple[str, ...]) -> str | None
 
 
 def _first_int(attrs: dict[str, AttrValue], keys: tuple[str, ...]) -> int:
-    value = _first(attrs, keys)
-    return 0 if value is None else token_count(value, keys[0])
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None:
+            if type(value) is int and 0 <= value <= MAX_TOKENS_PER_CALL:
+                return value  # what token_count returns for it, without the call
+            return token_count(value, keys[0])
+    return 0

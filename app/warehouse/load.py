@@ -7,27 +7,49 @@ endpoint and user). The merge happens inside the database, so concurrent writers
 the worker) cannot lose each other's updates, and no row is read back into Python.
 
 Calls already stored (same trace id + span id: a retried export, an overlapping file) are
-skipped by ON CONFLICT DO NOTHING; RETURNING tells how many were new. Loading the same spans
-twice changes nothing.
+skipped by ON CONFLICT DO NOTHING; the driver's row count tells how many were new. Loading the
+same spans twice changes nothing.
+
+How rows travel, fastest first (each path writes the same rows; tests compare them):
+- PostgreSQL, batches of `COPY_MIN_ROWS` rows or more: COPY into temporary staging tables, then
+  one INSERT … SELECT … ON CONFLICT per table, in primary-key order (concurrent writers take
+  row locks in the same order, so they cannot deadlock each other).
+- SQLite: the same statements run by the driver's `executemany` on the raw connection (one
+  prepared statement, no per-row work in SQLAlchemy).
+- PostgreSQL, small batches (an OTLP push of a few spans): plain multi-row INSERTs, which cost
+  less than creating the staging tables for them.
+Datetimes are converted by the columns' own SQLAlchemy types, so stored values are identical
+whichever path wrote them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Table, and_, case, func, or_
+from sqlalchemy import ColumnElement, Connection, Table, and_, case, column, func, or_, select
+from sqlalchemy import table as table_clause
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from app.traces.attribution import with_mapped_team
-from app.traces.batch import Batch
+from app.traces.attribution import RequestFacts, with_mapped_team
+from app.traces.batch import Batch, CallRow, DriverRows
 from app.warehouse.tables import Base, LlmCall, Request
+from app.warehouse.types import UtcDateTime
 
 _CHUNK = 2000
+COPY_MIN_ROWS = 500  # below this many rows PostgreSQL takes plain INSERTs (no staging tables)
 T = TypeVar("T")
+
+REQUEST_COLUMNS = (*RequestFacts._fields, "updated_at")
+CALL_COLUMNS = (*CallRow._fields, "ingested_at")
+_STAGE_REQUESTS = "sg_stage_requests"
+_STAGE_CALLS = "sg_stage_calls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,28 +60,242 @@ class LoadCounts:
 
 
 def load_batch(session: Session, batch: Batch, user_teams: dict[str, str]) -> LoadCounts:
+    """Write one batch (its requests merged, its new calls inserted) in the session's
+    transaction. The one place a batch of spans is written, whatever brought it."""
     now = datetime.now(UTC)
-    requests = [
-        {**_row(with_mapped_team(facts, user_teams)), "updated_at": now}
-        for facts in batch.requests.values()
-    ]
-    # Core statements on the connection: the ORM's bulk machinery is not needed for rows
-    # that never become objects, and costs more than the database work itself.
     conn = session.connection()
-    for chunk in _chunks(requests):
-        conn.execute(_upsert_requests(session), chunk)
+    dialect = conn.dialect
+    rows = batch.rows
+    if rows is None and wants_rows(dialect.name, batch):
+        rows = _driver_rows(dialect, batch, user_teams)
+    if rows is None or rows.dialect != dialect.name:
+        if rows is not None:
+            raise ValueError(f"batch prepared for {rows.dialect}, written to {dialect.name}")
+        requests = [with_mapped_team(facts, user_teams) for facts in batch.requests.values()]
+        calls = list(batch.calls.values())
+        calls_new = _write_portable(conn, requests, calls, now)
+        return LoadCounts(len(requests), calls_new, len(calls) - calls_new)
+    if dialect.name == "sqlite":
+        calls_new = _write_sqlite(conn, rows, now)
+    else:
+        calls_new = _write_copy(conn, rows, now)
+    return LoadCounts(len(rows.requests), calls_new, len(rows.calls) - calls_new)
+
+
+def wants_rows(dialect: str, batch: Batch) -> bool:
+    """Whether the batch is written from driver rows: always on SQLite; on PostgreSQL when it
+    is big enough for COPY."""
+    if dialect == "sqlite":
+        return True
+    return dialect == "postgresql" and len(batch.requests) + len(batch.calls) >= COPY_MIN_ROWS
+
+
+def prepare(dialect: Dialect, batch: Batch, user_teams: dict[str, str]) -> None:
+    """Turn the batch's requests and calls into driver rows for `dialect` now (in a decode
+    worker), if it will be written from them; `load_batch` then only adds the write time."""
+    if batch.rows is None and wants_rows(dialect.name, batch):
+        batch.rows = _driver_rows(dialect, batch, user_teams)
+        batch.requests = {}
+        batch.calls = {}
+
+
+def _driver_rows(dialect: Dialect, batch: Batch, user_teams: dict[str, str]) -> DriverRows:
+    requests = [with_mapped_team(facts, user_teams) for facts in batch.requests.values()]
+    return DriverRows(
+        dialect.name,
+        _convert(dialect, "requests", requests),
+        _convert(dialect, "calls", list(batch.calls.values())),
+        batch.unpriced,
+    )
+
+
+# ── conversions ──────────────────────────────────────────────────────────────────────────────
+
+_Procs = tuple[Callable[[Any], Any] | None, ...]
+_CONVERTERS: dict[tuple[str, str], _Procs] = {}
+_ORDERS: dict[tuple[str, str], tuple[int, ...]] = {}
+
+
+def _converters(dialect: Dialect, name: str) -> _Procs:
+    """Per column of REQUEST_COLUMNS or CALL_COLUMNS, its type's bind processor (None: as is)."""
+    key = (dialect.name, name)
+    if key not in _CONVERTERS:
+        _CONVERTERS[key] = _make_converters(dialect, name)
+    return _CONVERTERS[key]
+
+
+def _make_converters(dialect: Dialect, name: str) -> _Procs:
+    table = cast(Table, (Request if name == "requests" else LlmCall).__table__)
+    names = REQUEST_COLUMNS if name == "requests" else CALL_COLUMNS
+    procs = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in names]
+    return tuple(
+        _fast_datetime(dialect, p) if isinstance(table.c[c].type, UtcDateTime) else p
+        for c, p in zip(names, procs, strict=True)
+    )
+
+
+_SAMPLES = (datetime(2025, 11, 20, 0, 55, 13, tzinfo=UTC), datetime(999, 1, 2, 3, 4, 5, 6, UTC))
+
+
+def _fast_datetime(dialect: Dialect, slow: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """The column type's conversion of a UTC datetime, done in one C call: SQLite's stored text
+    (`YYYY-MM-DD HH:MM:SS.ffffff`), or a naive UTC datetime for PostgreSQL. Used only if it
+    gives exactly what the type gives (checked on samples); anything but a UTC datetime takes
+    the type's own way."""
+    assert slow is not None
+
+    def sqlite_text(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is UTC:
+            return value.isoformat(" ", "microseconds")[:26]
+        return slow(value)
+
+    def naive(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is UTC:
+            return value.replace(tzinfo=None)
+        return slow(value)
+
+    for fast in (sqlite_text, naive):
+        if all(fast(d) == slow(d) and type(fast(d)) is type(slow(d)) for d in _SAMPLES):
+            return fast
+    return slow
+
+
+def _param_order(dialect: Dialect, name: str) -> tuple[int, ...]:
+    """The order the driver takes a row's values in, as indexes into REQUEST_COLUMNS or
+    CALL_COLUMNS: the compiled statement's on SQLite, the COPY column list (as is) on
+    PostgreSQL. The write time (the last of those columns) must come last."""
+    key = (dialect.name, name)
+    if key not in _ORDERS:
+        names = REQUEST_COLUMNS if name == "requests" else CALL_COLUMNS
+        order = tuple(range(len(names)))
+        if dialect.name == "sqlite":
+            order = _compiled(dialect, name)[1]
+        if order[-1] != len(names) - 1:
+            raise NotImplementedError(f"{name}: the write time must be the last parameter")
+        _ORDERS[key] = order
+    return _ORDERS[key]
+
+
+def _convert(dialect: Dialect, name: str, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Rows with every value as the driver takes it, in its order, but the write time."""
+    procs = _converters(dialect, name)[:-1]
+    convert = [(i, p) for i, p in enumerate(procs) if p is not None]
+    order = _param_order(dialect, name)[:-1]
+    pick = tuple if order == tuple(range(len(order))) else itemgetter(*order)
+    out = []
+    for row in rows:
+        values = list(row)
+        for i, proc in convert:
+            values[i] = proc(values[i])
+        out.append(pick(values))
+    return out
+
+
+def _stamped(dialect: Dialect, name: str, rows: list[tuple[Any, ...]], now: datetime) -> Any:
+    stamp = _converters(dialect, name)[-1]
+    tail = (stamp(now) if stamp else now,)
+    return [row + tail for row in rows]
+
+
+# ── SQLite: executemany on the raw connection ───────────────────────────────────────────────
+
+
+def _write_sqlite(conn: Connection, rows: DriverRows, now: datetime) -> int:
+    dialect = conn.dialect
+    cursor = conn.connection.cursor()
+    try:
+        upsert_sql = _compiled(dialect, "requests")[0]
+        cursor.executemany(upsert_sql, _stamped(dialect, "requests", rows.requests, now))
+        insert_sql = _compiled(dialect, "calls")[0]
+        cursor.executemany(insert_sql, _stamped(dialect, "calls", rows.calls, now))
+        # executemany sums the changes of every row: ignored duplicates count 0.
+        return max(0, int(cursor.rowcount)) if rows.calls else 0
+    finally:
+        cursor.close()
+
+
+_COMPILED: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {}
+
+
+def _compiled(dialect: Dialect, name: str) -> tuple[str, tuple[int, ...]]:
+    """The SQL of a table's statement for a positional driver, and the order of its parameters
+    as indexes into REQUEST_COLUMNS/CALL_COLUMNS."""
+    key = (dialect.name, name)
+    if key not in _COMPILED:
+        names = REQUEST_COLUMNS if name == "requests" else CALL_COLUMNS
+        if name == "requests":
+            stmt = _upsert_requests(dialect.name, _dialect_insert(dialect.name, Request))
+        else:
+            stmt = _dialect_insert(dialect.name, LlmCall).on_conflict_do_nothing()
+        compiled = stmt.compile(dialect=dialect, column_keys=list(names))
+        order = tuple(names.index(k) for k in compiled.positiontup or ())
+        _COMPILED[key] = (str(compiled), order)
+    return _COMPILED[key]
+
+
+# ── PostgreSQL: COPY into staging tables, then one INSERT … SELECT per table ────────────────
+
+
+def _write_copy(conn: Connection, rows: DriverRows, now: datetime) -> int:
+    dialect = conn.dialect
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    requests, calls = rows.requests, rows.calls
+    with raw.cursor() as cur:
+        for stage, table, columns, part in (
+            (_STAGE_REQUESTS, "requests", REQUEST_COLUMNS, requests),
+            (_STAGE_CALLS, "llm_calls", CALL_COLUMNS, calls),
+        ):
+            # Temporary: private to this connection, no WAL; emptied at commit, and here, so a
+            # second batch in the same transaction starts from an empty one too.
+            cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            cur.execute(f"DELETE FROM {stage}")
+            if part:
+                kind = "requests" if table == "requests" else "calls"
+                with cur.copy(f"COPY {stage} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in _stamped(dialect, kind, part, now):
+                        copy.write_row(row)
     calls_new = 0
-    rows = [{**_row(call), "ingested_at": now} for call in batch.calls.values()]
-    calls = LlmCall.__table__
-    for chunk in _chunks(rows):
-        stmt = insert_ignore(session, LlmCall).returning(calls.c.span_id)
+    if requests:
+        conn.execute(_upsert_from_stage())
+    if calls:
+        cols = ", ".join(CALL_COLUMNS)
+        result = conn.exec_driver_sql(
+            f"INSERT INTO llm_calls ({cols}) SELECT {cols} FROM {_STAGE_CALLS} "
+            "ORDER BY trace_id, span_id ON CONFLICT DO NOTHING"
+        )
+        calls_new = max(0, result.rowcount)
+    return calls_new
+
+
+@cache
+def _upsert_from_stage() -> Any:
+    stage = table_clause(_STAGE_REQUESTS, *(column(c) for c in REQUEST_COLUMNS))
+    source = select(*(stage.c[c] for c in REQUEST_COLUMNS)).order_by(stage.c.trace_id)
+    stmt = postgresql.insert(Request).from_select(list(REQUEST_COLUMNS), source)
+    return _upsert_requests("postgresql", stmt)
+
+
+# ── portable: SQLAlchemy Core executemany (PostgreSQL's small batches) ─────────────────────
+
+
+def _write_portable(
+    conn: Connection, requests: list[RequestFacts], calls: list[CallRow], now: datetime
+) -> int:
+    name = conn.dialect.name
+    request_rows = [{**r._asdict(), "updated_at": now} for r in requests]
+    for chunk in _chunks(request_rows):
+        conn.execute(_upsert_requests(name, _dialect_insert(name, Request)), chunk)
+    calls_new = 0
+    call_rows = [{**c._asdict(), "ingested_at": now} for c in calls]
+    table = LlmCall.__table__
+    for chunk in _chunks(call_rows):
+        stmt = _dialect_insert(name, LlmCall).on_conflict_do_nothing().returning(table.c.span_id)
         calls_new += len(conn.execute(stmt, chunk).all())
-    return LoadCounts(len(requests), calls_new, len(rows) - calls_new)
-
-
-def _row(obj: Any) -> dict[str, Any]:
-    """A flat dataclass as a dict (dataclasses.asdict deep-copies every value: slow here)."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+    return calls_new
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -67,9 +303,11 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[i : i + _CHUNK]
 
 
-def _upsert_requests(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    stmt = _dialect_insert(dialect, Request)
+# ── the merge ────────────────────────────────────────────────────────────────────────────────
+
+
+def _upsert_requests(dialect: str, stmt: Any) -> Any:
+    """`stmt` (an INSERT into requests, of values or from a SELECT) merging into stored rows."""
     new, old = stmt.excluded, Request.__table__.c
 
     def better(a: Any, b: Any) -> ColumnElement[bool]:
