@@ -49,6 +49,7 @@ PAGES = {
     "overview": "Overview",
     "unit_costs": "Unit costs",
     "spend": "Spend explorer",
+    "gpu": "GPU cost",
     "alerts": "Alerts & kill switches",
     "collectors": "Collectors",
 }
@@ -160,6 +161,9 @@ def test_every_page_says_what_to_do_on_an_empty_warehouse(
     texts = " ".join(i.value for i in at.info)
     if name in {"overview", "unit_costs", "spend"}:
         assert "spendguard demo" in texts
+        assert not at.metric
+    elif name == "gpu":  # no request is no reason to hide a GPU bill: it says why it is empty
+        assert "No GPU pool is configured" in texts and "spendguard demo" in texts
         assert not at.metric
     elif name == "alerts":
         assert "No kill switch is active" in texts
