@@ -4,6 +4,7 @@ with no request yet, and a hand-made day's pools, allocation and idle, exact to 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,12 +15,22 @@ import pytest
 import streamlit as st
 from sqlalchemy import Engine
 from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
 
+from app.cli import app as cli_app
 from app.dashboard.formatting import money_text
 from app.dashboard.pages.gpu import NO_ALLOCATION
 from app.gpu.allocate import refresh
 from app.gpu.report import AllocationRow, allocation_rows
-from tests.test_gpu_allocation import DAY, LLAMA, NEXT, SETTINGS, add_cost, hand_made_day
+from tests.test_gpu_allocation import (
+    DAY,
+    LLAMA,
+    NEXT,
+    POOLS,
+    SETTINGS,
+    add_cost,
+    hand_made_day,
+)
 
 ENTRY = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 PAGE = "app/dashboard/pages/gpu.py"
@@ -178,3 +189,48 @@ def test_gpu_bills_show_before_any_request(
     assert metrics["GPU cost (USD)"] == money_text(Decimal("98.17"))
     assert metrics["Idle"] == money_text(Decimal("98.17"))
     assert [i.value for i in at.info][-1] == NO_ALLOCATION
+
+
+@pytest.mark.usefixtures("page_env")
+def test_unit_costs_and_overview_carry_the_gpu_cost_like_the_cli(
+    monkeypatch: pytest.MonkeyPatch, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """Managers read spend on Unit costs and Overview: there, allocated GPU cost is part of it,
+    in its own column, and every figure is `spendguard report unit-costs`'s."""
+    hand_made_day(sqlite_engine)
+    refresh(sqlite_engine, SETTINGS, DAY, NEXT)
+    url = sqlite_engine.url.render_as_string(hide_password=False)
+    config = tmp_path / "spendguard.yaml"
+    config.write_text(json.dumps({"database": {"url": url}, "gpu_pools": POOLS}), encoding="utf-8")
+    result = CliRunner().invoke(
+        cli_app,
+        ["--config", str(config), "report", "unit-costs", "--by", "endpoint", "--since",
+         "2025-11-20", "--until", "2025-11-21", "--format", "json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cli = {r["endpoint"]: r for r in json.loads(result.stdout)}
+    gpu_total = sum(Decimal(r["gpu_cost_usd"]) for r in cli.values())
+    assert gpu_total == Decimal("199.84")  # every allocated nano-dollar reaches the requests
+    spend = sum(Decimal(r["cost_usd"]) for r in cli.values())
+
+    at = AppTest.from_file(str(ENTRY), default_timeout=60)
+    at.query_params.update(since="2025-11-20", until="2025-11-21")
+    at.run()
+    overview = {m.label: m for m in at.metric}
+    assert overview["Spend (USD)"].value == money_text(spend)
+    assert "GPU cost" in (overview["Spend (USD)"].help or "")
+    assert any(f"allocated GPU cost {money_text(gpu_total)}" in c.value for c in at.caption), [
+        c.value for c in at.caption
+    ]
+    assert any("allocated GPU cost" in c.value for c in at.caption if "budget" in c.value)
+
+    at.switch_page("app/dashboard/pages/unit_costs.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}["Spend (USD)"] == money_text(spend)
+    table = frame_of(at, "Endpoint")
+    for column, key in (
+        ("Spend (USD)", "cost_usd"),
+        ("Token cost (USD)", "token_cost_usd"),
+        ("GPU cost (USD)", "gpu_cost_usd"),
+    ):
+        assert shown_usd(table, column) == {e: Decimal(r[key]) for e, r in cli.items()}, column
