@@ -192,6 +192,19 @@ def test_overview_numbers_are_the_cli_reports(page_env: Path, sqlite_engine: Eng
     assert shown["Cost per 1,000 requests"] == money_text(spend * 1000 / requests)
 
 
+def test_budget_groups_table_has_downloads(
+    page_env: Path, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load(sqlite_engine)
+    write_config(page_env, sqlite_engine.url.render_as_string(hide_password=False))
+    monkeypatch.setattr(loaders, "now", lambda: EVENING)  # the day the users spent
+    at = open_page("overview", since="2025-11-20", until="2025-11-22")
+    groups = next(d.value for d in at.dataframe if "Group" in d.value.columns)
+    assert len(groups) >= 1  # user-daily-cap's groups after its top one
+    keys = {b.key for b in at.get("download_button")}
+    assert {"budget_user-daily-cap_csv", "budget_user-daily-cap_parquet"} <= keys
+
+
 def test_overview_numbers_on_both_warehouses(page_env: Path, warehouse_url: str) -> None:
     engine = make_engine(warehouse_url)
     load(engine)

@@ -138,7 +138,7 @@ def _budget_card(lines: list[BudgetLine], zone: str) -> None:
     if len(lines) > 1:
         over = sum(1 for b in lines if b.over or b.forecast_over)
         st.caption(f"Next groups ({over} of the {len(lines)} shown over or heading over):")
-        st.dataframe(
+        tables.show_frame(
             pl.DataFrame(
                 {
                     "Group": [", ".join(b.group.values()) for b in lines[1:]],
@@ -147,7 +147,6 @@ def _budget_card(lines: list[BudgetLine], zone: str) -> None:
                 },
                 schema_overrides={"Forecast": pl.Float64},
             ),
-            hide_index=True,
             column_config={
                 "Spent": tables.money_column("Spent"),
                 "Forecast": tables.money_column("Forecast"),
