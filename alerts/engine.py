@@ -34,6 +34,7 @@ from alerts.state import (
     Transition,
     advance,
     load_states,
+    note_evaluation,
     record_transition,
     store,
     transition_of,
@@ -96,7 +97,8 @@ def _evaluate_rule(
         if state.firing and (key := group_key(rule, group)) is not None
     ]
     out: list[Transition] = []
-    for key, judgement in judge(rule, SqlMeasurer(engine, rule), now, data_start, firing).items():
+    judged = judge(rule, SqlMeasurer(engine, rule), now, data_start, firing)
+    for key, judgement in judged.items():
         group = rule.group(key)
         old = states.get(group_id(group), (group, None))[1]
         step = advance(old, judgement.verdict.breached, now, rule.cooldown, rule.renotify)
@@ -105,6 +107,11 @@ def _evaluate_rule(
         transition = transition_of(rule, group, old, step, now, judgement)
         if _record(engine, settings, rule, transition, step):
             out.append(transition)
+    # After the loop: a judged group's state now follows its verdict (this evaluator's step,
+    # or the same verdict recorded by the one that won a race).
+    breached = sum(1 for j in judged.values() if j.verdict.breached)
+    with engine.begin() as conn:
+        note_evaluation(conn, rule.id, now, len(judged), breached)
     return out
 
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from alerts.conditions import Verdict
 from alerts.rules import Rule, group_id, group_json
 from alerts.windows import Window
-from app.warehouse.tables import AlertState, AlertTransition
+from app.warehouse.tables import AlertRule, AlertState, AlertTransition
 
 FIRING, RESOLVED, RENOTIFY = "firing", "resolved", "renotify"
 
@@ -200,3 +200,17 @@ def record_transition(conn: Connection, t: Transition) -> int:
 
 def _text(value: Decimal | None) -> str | None:
     return None if value is None else f"{value:f}"
+
+
+def note_evaluation(conn: Connection, rule_id: str, at: datetime, groups: int, firing: int) -> None:
+    """Remember the rule's latest evaluation (one UPDATE of its `alert_rules` row): judged at
+    `at`, `groups` groups judged, `firing` of them breached (so firing after it). An evaluation
+    of an earlier moment (a slower evaluator finishing late) does not overwrite a later one."""
+    conn.execute(
+        update(AlertRule)
+        .where(
+            AlertRule.rule_id == rule_id,
+            or_(AlertRule.last_evaluated_at.is_(None), AlertRule.last_evaluated_at <= at),
+        )
+        .values(last_evaluated_at=at, last_groups=groups, last_firing=firing)
+    )

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.demo.gpu import DEMO_GPU_POOL
 from tests.conftest import UNDER_CI
 from tests.killswitch_support import free_port
 
@@ -44,6 +45,8 @@ PAGES = [  # (url path, title, text that shows the page's key content rendered)
     ("", "Overview", "Budgets this period"),
     ("unit_costs", "Unit costs", "Endpoint × model"),
     ("spend", "Spend explorer", "Estimated vs billed"),
+    # Only drawn when the demo's pool has cost in the period: its allocation tables.
+    ("gpu", "GPU cost", "Allocated by endpoint, model, user and team"),
     ("alerts", "Alerts & kill switches", "Alert history"),
     ("collectors", "Collectors", "Recent runs"),
 ]
@@ -91,7 +94,15 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("dashboard")
     config = home / "spendguard.yaml"
     config.write_text(
-        json.dumps({"database": {"url": f"sqlite:///{home / 'w.db'}"}, "rules": RULES}),
+        json.dumps(
+            {
+                "database": {"url": f"sqlite:///{home / 'w.db'}"},
+                "rules": RULES,
+                # The pool the demo bills (it allocates with it either way): configured, so the
+                # GPU page shows allocated and idle cost rather than "no gpu_pools" figures.
+                "gpu_pools": [DEMO_GPU_POOL],
+            }
+        ),
         encoding="utf-8",
     )
     _sg(config, "demo", "--days", "3", "--out", str(home / "demo"), cwd=home)
@@ -151,7 +162,24 @@ def _settled(page: Any, title: str) -> None:
         """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
                  .every(c => c.querySelector('.main-svg'))"""
     )
+    # Tables, charts and download buttons load their code lazily and stand as grey skeletons
+    # until it arrives (a screenshot once showed the Alerts page's Rules table as one).
+    page.wait_for_function(
+        """() => ![...document.querySelectorAll('[data-testid="stSkeleton"]')]
+                 .some(s => s.offsetParent !== null)"""
+    )
     page.wait_for_timeout(1500)  # table canvases draw after the last delta
+
+
+# The first table after the "Rules" heading (in document order) has its grid canvas.
+RULES_TABLE_DRAWN = """() => {
+    const heading = [...document.querySelectorAll('h1, h2, h3')]
+        .find(h => h.textContent.trim() === 'Rules');
+    if (!heading) return false;
+    const table = [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+        .find(d => heading.compareDocumentPosition(d) & Node.DOCUMENT_POSITION_FOLLOWING);
+    return !!(table && table.querySelector('[data-testid="data-grid-canvas"]'));
+}"""
 
 
 CASES = [(*p, "light") for p in PAGES] + [(*p, "dark") for p in PAGES if p[0] == ""]
@@ -169,6 +197,8 @@ def test_each_page_renders_in_a_real_browser(
         page.goto(f"{dashboard}/{path}", wait_until="domcontentloaded")
         _settled(page, title)
         page.get_by_text(content).first.wait_for()
+        if path == "alerts":  # the Rules section's table is drawn, not a loading skeleton
+            page.wait_for_function(RULES_TABLE_DRAWN)
         page.screenshot(path=str(ARTIFACTS / f"{path or 'overview'}-{scheme}.png"))
         exceptions = page.locator('[data-testid="stException"]')
         assert exceptions.count() == 0, exceptions.first.inner_text()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from app.cli import app as cli_app
 from app.dashboard import actions, loaders, queries_alerts, queries_collectors, queries_spend
 from app.dashboard.auth import Identity, identity_from_claims, role_for
 from app.dashboard.filters import filter_key
-from app.dashboard.formatting import money_text
+from app.dashboard.formatting import ago_text, money_text
 from app.ingest import ingest_paths
 from app.killswitch.model import OPERATOR, PENDING, RULE, Scope
 from app.killswitch.store import add_now, list_switches
@@ -49,6 +49,7 @@ PAGES = {
     "overview": "Overview",
     "unit_costs": "Unit costs",
     "spend": "Spend explorer",
+    "gpu": "GPU cost",
     "alerts": "Alerts & kill switches",
     "collectors": "Collectors",
 }
@@ -161,6 +162,9 @@ def test_every_page_says_what_to_do_on_an_empty_warehouse(
     if name in {"overview", "unit_costs", "spend"}:
         assert "spendguard demo" in texts
         assert not at.metric
+    elif name == "gpu":  # no request is no reason to hide a GPU bill: it says why it is empty
+        assert "No GPU pool is configured" in texts and "spendguard demo" in texts
+        assert not at.metric
     elif name == "alerts":
         assert "No kill switch is active" in texts
         assert "No alert in these days" in texts
@@ -186,6 +190,19 @@ def test_overview_numbers_are_the_cli_reports(page_env: Path, sqlite_engine: Eng
     assert shown["Spend (USD)"] == money_text(spend)
     assert shown["Requests"] == f"{requests:,}"
     assert shown["Cost per 1,000 requests"] == money_text(spend * 1000 / requests)
+
+
+def test_budget_groups_table_has_downloads(
+    page_env: Path, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load(sqlite_engine)
+    write_config(page_env, sqlite_engine.url.render_as_string(hide_password=False))
+    monkeypatch.setattr(loaders, "now", lambda: EVENING)  # the day the users spent
+    at = open_page("overview", since="2025-11-20", until="2025-11-22")
+    groups = next(d.value for d in at.dataframe if "Group" in d.value.columns)
+    assert len(groups) >= 1  # user-daily-cap's groups after its top one
+    keys = {b.key for b in at.get("download_button")}
+    assert {"budget_user-daily-cap_csv", "budget_user-daily-cap_parquet"} <= keys
 
 
 def test_overview_numbers_on_both_warehouses(page_env: Path, warehouse_url: str) -> None:
@@ -226,11 +243,15 @@ def test_spend_explorer_splits_the_reports_total(page_env: Path, warehouse_url: 
     assert "GPU cost: allocated and idle" in [link.value for link in at.page_link]
 
 
-def test_alerts_page_shows_switches_history_and_rules(page_env: Path, warehouse_url: str) -> None:
+def test_alerts_page_shows_switches_history_and_rules(
+    page_env: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = make_engine(warehouse_url)
     load(engine)
     engine.dispose()
     write_config(page_env, warehouse_url)
+
+    monkeypatch.setattr(loaders, "now", lambda: EVENING + timedelta(minutes=3))
 
     at = open_page("alerts", since="2025-11-20", until="2025-11-22")
 
@@ -247,6 +268,12 @@ def test_alerts_page_shows_switches_history_and_rules(page_env: Path, warehouse_
     rules = next(d.value for d in at.dataframe if "Firing groups" in d.value.columns)
     assert dict(zip(rules["Rule"], rules["Firing groups"], strict=True)) == {
         "user-daily-cap": 1,
+        "daily-budget": 1,
+    }
+    # load() evaluated the rules at EVENING; the page tells how long ago, relative to its clock.
+    assert list(rules["Last evaluated"]) == ["3 min ago (2025-11-20 23:00 UTC)"] * 2
+    assert dict(zip(rules["Rule"], rules["Groups judged"], strict=True)) == {
+        "user-daily-cap": 3,  # u-1 and u-3 spent that day, and (none): requests without a user
         "daily-budget": 1,
     }
 
@@ -483,6 +510,40 @@ def test_rule_statuses_switches_and_audit(engine: Engine) -> None:
     assert sorted(s.state for s in open_now) == ["active", "pending_approval"]
     kinds = [e.kind for e in queries_alerts.switch_audit(engine)]
     assert kinds == ["kill_added", "kill_requested"]  # newest first
+
+
+def test_each_evaluation_is_noted_on_its_rule(engine: Engine) -> None:
+    load(engine)  # evaluated at EVENING
+    url = engine.url.render_as_string(hide_password=False)
+    settings = settings_for(url)
+
+    def noted() -> dict[str, tuple[datetime | None, int | None, int | None]]:
+        return {
+            s.rule_id: (s.evaluated_at, s.evaluated_groups, s.evaluated_firing)
+            for s in queries_alerts.rule_statuses(engine, settings)
+        }
+
+    assert noted() == {"user-daily-cap": (EVENING, 3, 1), "daily-budget": (EVENING, 1, 1)}
+    # The next day: no request yet in its window; u-1 is judged (firing) and resolves.
+    next_day = EVENING + timedelta(hours=2)
+    evaluate_once(engine, settings, next_day)
+    assert noted() == {"user-daily-cap": (next_day, 1, 0), "daily-budget": (next_day, 1, 0)}
+    # A slower evaluator finishing late does not turn the clock back.
+    evaluate_once(engine, settings, EVENING)
+    assert noted()["daily-budget"][0] == next_day
+    # A changed rule has not been evaluated yet: its old evaluation is not shown for it.
+    changed = [{**RULES[0], "condition": {"above": "1"}}, RULES[1]]
+    statuses = queries_alerts.rule_statuses(engine, Settings(database={"url": url}, rules=changed))
+    assert [s.evaluated_at for s in statuses] == [None, next_day]
+
+
+def test_ago_text() -> None:
+    now = EVENING
+    assert ago_text(now - timedelta(seconds=59), now) == "just now"
+    assert ago_text(now + timedelta(seconds=5), now) == "just now"  # a clock slightly ahead
+    assert ago_text(now - timedelta(minutes=3, seconds=30), now) == "3 min ago"
+    assert ago_text(now - timedelta(hours=5), now) == "5 h ago"
+    assert ago_text(now - timedelta(days=3), now) == "3 days ago"
 
 
 def test_recent_runs_and_freshness(engine: Engine) -> None:

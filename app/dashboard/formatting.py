@@ -7,7 +7,7 @@ Chart labels go through `chart_label`: Plotly reads a few HTML tags in text (`<b
 from __future__ import annotations
 
 import html
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,3 +37,16 @@ def local_time_text(moment: datetime, timezone: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
     return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def ago_text(moment: datetime, now: datetime) -> str:
+    """`3 min ago`, `5 h ago`, `2 days ago`; `just now` under a minute (and for a moment a
+    clock skew puts slightly ahead of `now`)."""
+    age = now - moment
+    if age < timedelta(minutes=1):
+        return "just now"
+    if age < timedelta(hours=1):
+        return f"{int(age.total_seconds() // 60)} min ago"
+    if age < timedelta(hours=48):
+        return f"{int(age.total_seconds() // 3600)} h ago"
+    return f"{age.days} days ago"

@@ -7,7 +7,7 @@ from datetime import date, datetime
 
 import streamlit as st
 
-from app.dashboard.data import TTL_SECONDS, engine
+from app.dashboard.data import TTL_SECONDS, Filters, engine
 from app.gpu import report
 from app.gpu.report import AllocationRow, DailySplit, PoolRow
 
@@ -29,9 +29,15 @@ def daily_split(url: str, since: date, until: date) -> list[DailySplit]:
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner="Adding up GPU costs…")
 def allocation_rows(
-    url: str, dims: tuple[str, ...], since: date, until: date, pools: tuple[str, ...], limit: int
+    url: str,
+    dims: tuple[str, ...],
+    since: date,
+    until: date,
+    pools: tuple[str, ...],
+    limit: int | None,
+    filters: Filters = (),
 ) -> list[AllocationRow]:
-    return report.allocation_rows(engine(url), dims, since, until, pools, limit)
+    return report.allocation_rows(engine(url), dims, since, until, pools, limit, dict(filters))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

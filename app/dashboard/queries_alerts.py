@@ -24,7 +24,7 @@ from alerts.rules import Rule, compile_rule, compile_rules
 from app.killswitch.model import Switch
 from app.killswitch.store import list_switches
 from app.settings import Settings
-from app.warehouse.tables import AlertState, AlertTransition, AuditEntry
+from app.warehouse.tables import AlertRule, AlertState, AlertTransition, AuditEntry
 
 KILL_KINDS = ("kill_requested", "kill_added", "kill_approved", "kill_released", "kill_expired")
 NANO = Decimal("0.000000001")
@@ -185,10 +185,15 @@ class RuleStatus:
     firing_groups: int
     last_event_at: datetime | None
     last_event: str | None
+    # The engine's latest evaluation of the rule (None: never evaluated since it last changed).
+    evaluated_at: datetime | None = None
+    evaluated_groups: int | None = None
+    evaluated_firing: int | None = None
 
 
 def rule_statuses(engine: Engine, settings: Settings) -> list[RuleStatus]:
-    """Every configured rule with its firing groups and its latest stored transition."""
+    """Every configured rule with its firing groups, its latest stored transition and its
+    latest evaluation."""
     firing = (
         select(AlertState.rule_id, func.count().label("n"))
         .where(AlertState.status == "firing")
@@ -204,13 +209,32 @@ def rule_statuses(engine: Engine, settings: Settings) -> list[RuleStatus]:
             r.rule_id: (r.at, r.kind)
             for r in conn.execute(select(AlertTransition).where(AlertTransition.id.in_(ids)))
         }
+        evaluated = {
+            r.rule_id: r
+            for r in conn.execute(
+                select(
+                    AlertRule.rule_id,
+                    AlertRule.config_hash,
+                    AlertRule.last_evaluated_at,
+                    AlertRule.last_groups,
+                    AlertRule.last_firing,
+                )
+            )
+        }
     out = []
     for rule in compile_rules(settings, [r.id for r in settings.rules]):
         at, kind = last.get(rule.id, (None, None))
+        found = evaluated.get(rule.id)
+        # An evaluation of another configuration (the file changed since) is not this rule's.
+        if found is None or found.config_hash != rule.config_hash:
+            found = None
         out.append(
             RuleStatus(
                 rule.id, rule.config.enabled, rule.describe(), rule.config.severity,
                 list(rule.config.actions), firing_by_rule.get(rule.id, 0), at, kind,
+                found.last_evaluated_at if found else None,
+                found.last_groups if found else None,
+                found.last_firing if found else None,
             )
         )  # fmt: skip
     return out

@@ -15,10 +15,18 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
+from app.dashboard.formatting import money_text
 from app.reports.unit_costs import UnitCostRow
 
 SPEND = "Spend (USD)"
+PRICED_COST = "Token cost (USD)"  # tokens × price (a name with "token" reads as a secret to ruff)
+GPU_COST = "GPU cost (USD)"
 PER_1K = "Cost / 1k requests (USD)"
+SPEND_HELP = (
+    "Token cost estimated from traces (each call's tokens × its model's price at the call's "
+    "time) plus the self-hosted GPU cost allocated to the calls (see GPU cost; none without "
+    "`gpu_pools`)."
+)
 
 _TITLES = {
     "endpoint": "Endpoint",
@@ -34,17 +42,20 @@ def title(dim: str) -> str:
 
 
 def unit_cost_frame(rows: Sequence[UnitCostRow], dims: Sequence[str]) -> pl.DataFrame:
-    """One row per group: the group's values, counts, tokens, spend and cost per 1k requests."""
+    """One row per group: the group's values, counts, tokens, spend (token cost + allocated GPU
+    cost, each also on its own) and cost per 1k requests."""
     data: dict[str, list[Any]] = {title(d): [r.group[d] for r in rows] for d in dims}
     data["Requests"] = [r.requests for r in rows]
     data["LLM calls"] = [r.llm_calls for r in rows]
     data["Input tokens"] = [r.input_tokens for r in rows]
     data["Output tokens"] = [r.output_tokens for r in rows]
     data[SPEND] = [float(r.cost_usd) for r in rows]
+    data[PRICED_COST] = [float(r.token_cost_usd) for r in rows]
+    data[GPU_COST] = [float(r.gpu_cost_usd) for r in rows]
     data[PER_1K] = [_float_or_none(r) for r in rows]
     data["Unpriced calls"] = [r.unpriced_calls for r in rows]
     schema: dict[str, Any] = {title(d): pl.String for d in dims}
-    schema |= {SPEND: pl.Float64, PER_1K: pl.Float64}
+    schema |= {SPEND: pl.Float64, PRICED_COST: pl.Float64, GPU_COST: pl.Float64, PER_1K: pl.Float64}
     return pl.DataFrame(data, schema_overrides=schema)
 
 
@@ -52,7 +63,15 @@ def column_config() -> dict[str, Any]:
     money = "$%.4f"
     count = "localized"
     return {
-        SPEND: st.column_config.NumberColumn(SPEND, format=money),
+        SPEND: st.column_config.NumberColumn(
+            SPEND, format=money, help="token cost + allocated GPU cost"
+        ),
+        PRICED_COST: st.column_config.NumberColumn(
+            PRICED_COST, format=money, help="each call's tokens × its model's price"
+        ),
+        GPU_COST: st.column_config.NumberColumn(
+            GPU_COST, format=money, help="the calls' share of self-hosted GPU pools (GPU cost page)"
+        ),
         PER_1K: st.column_config.NumberColumn(
             PER_1K, format=money, help="1000 × spend / distinct requests of the group"
         ),
@@ -64,6 +83,15 @@ def column_config() -> dict[str, Any]:
             "Unpriced calls", format=count, help="calls without a price: counted, not in the spend"
         ),
     }
+
+
+def spend_split(total: UnitCostRow) -> None:
+    """Under a spend figure: its token and GPU parts, when GPU cost is in it."""
+    if total.gpu_cost_nanousd:
+        st.caption(
+            f"Spend = token cost {money_text(total.token_cost_usd)} + allocated GPU cost "
+            f"{money_text(total.gpu_cost_usd)} (self-hosted pools, see GPU cost)."
+        )
 
 
 def show(rows: Sequence[UnitCostRow], dims: Sequence[str], *, key: str) -> None:

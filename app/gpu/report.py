@@ -3,7 +3,7 @@ allocation (`app.gpu.allocate`). Aggregated in SQL; money as exact integers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -140,9 +140,12 @@ def allocation_rows(
     until: date | None = None,
     pools: Sequence[str] = (),
     limit: int | None = None,
+    filters: Mapping[str, Sequence[str]] | None = None,
 ) -> list[AllocationRow]:
     """Allocated GPU cost by `dims` (endpoint, user, team, model, pool), most expensive first;
-    the range is of the calls' hours."""
+    the range is of the calls' hours. `filters` keeps the calls whose request (endpoint, user,
+    team) or own model is among the given values, as the dashboard's sidebar does; with no
+    `dims`, one row: the total of what matched (none when nothing did)."""
     cols = [func.coalesce(BREAKDOWNS[d], literal(MISSING)).label(d) for d in dims]
     cost = func.sum(GpuAllocation.gpu_cost_nanousd).label("cost")
     query = (
@@ -163,6 +166,9 @@ def allocation_rows(
     )
     if pools:
         query = query.where(GpuAllocation.pool.in_(list(pools)))
+    for dim, values in (filters or {}).items():
+        if values:
+            query = query.where(BREAKDOWNS[dim].in_(list(values)))
     if cols:
         query = query.group_by(*cols)
     query = query.order_by(cost.desc(), *cols)

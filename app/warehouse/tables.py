@@ -173,7 +173,9 @@ class ApiToken(Base):
 
 
 class AlertRule(Base):
-    """The configuration each rule id was last evaluated with (its hash tells a rule change)."""
+    """The configuration each rule id was last evaluated with (its hash tells a rule change),
+    and that last evaluation: when (the moment judged), how many groups had data or were
+    firing, and how many of them were firing after it. Never evaluated: NULLs."""
 
     __tablename__ = "alert_rules"
 
@@ -181,6 +183,9 @@ class AlertRule(Base):
     config_hash: Mapped[str] = mapped_column(String(64))
     config_json: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_evaluated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_groups: Mapped[int | None] = mapped_column(Integer)
+    last_firing: Mapped[int | None] = mapped_column(Integer)
 
 
 class AlertState(Base):

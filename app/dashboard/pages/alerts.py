@@ -8,13 +8,14 @@ are disabled, and the action would refuse them anyway.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 import streamlit as st
 
 from app.dashboard import actions, data, loaders, tables
-from app.dashboard.formatting import local_time_text
+from app.dashboard.formatting import ago_text, local_time_text
+from app.dashboard.queries_alerts import RuleStatus
 from app.dashboard.shell import Context, page
 from app.errors import SpendguardError
 from app.killswitch.model import PENDING, Switch
@@ -220,10 +221,13 @@ def _rules(ctx: Context) -> None:
     if not statuses:
         st.info("No rule is configured: add them under `rules:` in spendguard.yaml (README).")
         return
+    now = loaders.now()
     frame = pl.DataFrame(
         {
             "Rule": [s.rule_id for s in statuses],
             "Enabled": [s.enabled for s in statuses],
+            "Last evaluated": [_evaluated_text(s, now, ctx.timezone) for s in statuses],
+            "Groups judged": [s.evaluated_groups for s in statuses],
             "Firing groups": [s.firing_groups for s in statuses],
             "Last event": [
                 f"{s.last_event} {local_time_text(s.last_event_at, ctx.timezone)}"
@@ -234,9 +238,33 @@ def _rules(ctx: Context) -> None:
             "Severity": [s.severity for s in statuses],
             "Actions": [", ".join(s.actions) for s in statuses],
             "What it does": [s.summary for s in statuses],
-        }
+        },
+        schema_overrides={"Groups judged": pl.Int64},
     )
-    tables.show_frame(frame, key="rules")
+    tables.show_frame(
+        frame,
+        key="rules",
+        column_config={
+            "Last evaluated": st.column_config.TextColumn(
+                "Last evaluated",
+                help="When `spendguard worker` (or `spendguard alerts run`) last judged the "
+                "rule, and the moment it judged.",
+            ),
+            "Groups judged": tables.count_column(
+                "Groups judged",
+                "Groups with data in the rule's window, and those firing before it, judged in "
+                "that evaluation.",
+            ),
+            "Firing groups": tables.count_column("Firing groups", "Groups firing now."),
+        },
+    )
+
+
+def _evaluated_text(status: RuleStatus, now: datetime, zone: str) -> str:
+    if status.evaluated_at is None:
+        return "not yet" if status.enabled else "disabled"
+    ago = ago_text(status.evaluated_at, now)
+    return f"{ago} ({local_time_text(status.evaluated_at, zone)})"
 
 
 @st.fragment

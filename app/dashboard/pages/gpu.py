@@ -1,29 +1,30 @@
 """Page "GPU cost": each self-hosted GPU pool's bill — allocated to calls, idle — and who used it.
 
 Figures come from the stored allocation (`app.gpu.report`, refreshed by the worker after each
-collector run and by `spendguard gpu allocate`): per pool, its bill over the days, what went to
-the calls of its models and what stayed idle; then the allocated cost by endpoint, user and
-model. Names from traces are shown as table cells, never as markdown.
+collector run and by `spendguard gpu allocate`): per pool, its bill over the sidebar's days, what
+went to the calls of its models and what stayed idle; then the allocated cost by endpoint, model,
+user and team. The sidebar's endpoint/model/user/team filters narrow those "allocated by" tables;
+a pool's bill and its idle hours belong to no request, so they are whole-pool figures (the page
+says so when a filter is set). Names from traces are shown as table cells, never as markdown.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from typing import Any
+from datetime import date
 
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
-from sqlalchemy.exc import SQLAlchemyError
 
-from app.dashboard import data, gpu_data
+from app.dashboard import gpu_data, tables
+from app.dashboard.filters import Selection
 from app.dashboard.formatting import local_time_text, money_text
-from app.errors import SpendguardError
+from app.dashboard.shell import page
 from app.gpu.report import AllocationRow, PoolRow
 from app.money import nanos_to_usd
 
-DEFAULT_DAYS = 30
 TOP = 25
+BREAKDOWNS = ("endpoint", "model", "user", "team")
 
 NOT_CONFIGURED = (
     "No GPU pool is configured and no GPU cost is stored. Self-hosted models are paid in "
@@ -35,74 +36,59 @@ NO_COST = (
     "GPU pools are configured, but no GPU cost has been allocated yet: run the GPU collectors "
     "(`spendguard collect aws_ce focus opencost`) or `spendguard gpu allocate`."
 )
-NO_SCHEMA = "The warehouse has no tables yet. Run `spendguard db upgrade`."
-NO_MATCH = "No GPU cost in these days. Widen the days."
+NO_MATCH = (
+    "No GPU cost in these days. GPU cost is stored from {first:%Y-%m-%d} to {last:%Y-%m-%d} "
+    "(UTC days): pick days in that range in the sidebar."
+)
+NO_ALLOCATION = "No GPU cost was allocated to calls of these pools with these filters."
 
 
 def main() -> None:
-    st.title("GPU cost")
-    try:
-        settings = data.settings()
-        url = settings.database.url
-        if not data.has_warehouse(url):
-            data.has_warehouse.clear(url)
-            st.info(NO_SCHEMA)
-            return
-        bounds = gpu_data.hour_bounds(url)
-    except (SpendguardError, SQLAlchemyError) as exc:
-        st.error("spendguard cannot read its configuration or warehouse:")
-        st.code(str(exc).splitlines()[0] if isinstance(exc, SQLAlchemyError) else str(exc))
+    # A GPU bill comes without requests (a pool idle all day is exactly what to see), so this
+    # page does not wait for the warehouse's first request like the cost pages do.
+    ctx = page("GPU cost", needs_requests=False)
+    if ctx is None:
         return
+    assert ctx.url is not None
+    assert ctx.settings is not None
+    url, sel = ctx.url, ctx.selection
+    bounds = gpu_data.hour_bounds(url)
     if bounds is None:
         gpu_data.hour_bounds.clear(url)  # allocated a moment from now: shown on reload
-        st.info(NO_COST if settings.gpu_pools else NOT_CONFIGURED)
+        st.info(NO_COST if ctx.settings.gpu_pools else NOT_CONFIGURED)
         return
-    last_day = bounds[1].date()
-    first_day = max(bounds[0].date(), last_day - timedelta(days=DEFAULT_DAYS - 1))
-    picked = st.date_input(
-        "Days (UTC)",
-        value=(first_day, last_day),
-        min_value=bounds[0].date(),
-        max_value=last_day,
-        key="gpu_days",
-    )
-    since, last = _range(picked, first_day, last_day)
-    until = last + timedelta(days=1)
     allocated_at = gpu_data.last_allocation(url)
     st.caption(
-        f"{since:%Y-%m-%d} to {last:%Y-%m-%d} (UTC days)"
+        f"{sel.since:%Y-%m-%d} to {sel.last_day:%Y-%m-%d} (UTC days)"
         + (
-            f" · allocated {local_time_text(allocated_at, settings.dashboard.timezone)}"
+            f" · allocated {local_time_text(allocated_at, ctx.timezone)}"
             if allocated_at is not None
             else ""
         )
     )
-    pools = gpu_data.pool_rows(url, since, until)
+    pools = gpu_data.pool_rows(url, sel.since, sel.until)
     if not pools:
-        st.info(NO_MATCH)
+        st.info(NO_MATCH.format(first=bounds[0], last=bounds[1]))
         return
     _headline(pools)
-    st.markdown("**GPU cost per day**: allocated to calls, idle, in no pool")
-    st.plotly_chart(_daily_chart(url, since, until), width="stretch", key="gpu_daily")
+    if sel.filters:
+        named = ", ".join(tables.title(d).lower() for d, _ in sel.filters)
+        st.caption(
+            f'The sidebar\'s {named} filter applies to the "Allocated by" tables below. The '
+            "pools' cost, idle and the daily split are whole pools: idle GPU time belongs to no "
+            "request, user or team."
+        )
+    st.markdown("**GPU cost per day**: allocated to calls, idle, in no pool (USD, UTC days)")
+    st.plotly_chart(_daily_chart(url, sel.since, sel.until), width="stretch", key="gpu_daily")
     st.markdown("**Per pool**")
-    st.dataframe(_pool_frame(pools), hide_index=True, width="stretch", key="gpu_pools")
-    if not settings.gpu_pools:
+    tables.show_frame(_pool_frame(pools), key="gpu_pools", column_config=_POOL_COLUMNS)
+    if not ctx.settings.gpu_pools:
         st.warning(
             "No `gpu_pools` in the configuration: these figures are as last allocated; the "
             "worker will not re-allocate them until a pool is configured.",
             icon="⚠️",
         )
-    _allocations(url, since, until, pools)
-
-
-def _range(picked: Any, first: date, last: date) -> tuple[date, date]:
-    if isinstance(picked, tuple | list) and len(picked) == 2:
-        return picked[0], picked[1]
-    if isinstance(picked, tuple | list) and len(picked) == 1:
-        return picked[0], picked[0]
-    if isinstance(picked, date):
-        return picked, picked
-    return first, last
+    _allocations(url, sel, pools)
 
 
 def _headline(pools: list[PoolRow]) -> None:
@@ -148,6 +134,22 @@ def _pool_frame(pools: list[PoolRow]) -> pl.DataFrame:
     )
 
 
+_POOL_COLUMNS = {
+    "Hours": tables.count_column("Hours", "Pool-hours with a bill in these days."),
+    "Busy hours": tables.count_column("Busy hours", "Hours with at least one call."),
+    "Calls": tables.count_column("Calls"),
+    "Cost (USD)": tables.money_column("Cost (USD)", "The pool's bill, credits included."),
+    "Credits (USD)": tables.money_column("Credits (USD)"),
+    "Allocated (USD)": tables.money_column("Allocated (USD)", "Shared among the calls."),
+    "Idle (USD)": tables.money_column("Idle (USD)"),
+    "Utilisation": st.column_config.NumberColumn(
+        "Utilisation",
+        format="percent",
+        help="Used / capacity, where the pool configures `capacity_per_hour`.",
+    ),
+}
+
+
 def _daily_chart(url: str, since: date, until: date) -> go.Figure:
     days = gpu_data.daily_split(url, since, until)
     x = [d.day.isoformat() for d in days]
@@ -163,28 +165,47 @@ def _daily_chart(url: str, since: date, until: date) -> go.Figure:
     return fig
 
 
-def _allocations(url: str, since: date, until: date, pools: list[PoolRow]) -> None:
+def _allocations(url: str, sel: Selection, pools: list[PoolRow]) -> None:
+    st.subheader("Allocated by endpoint, model, user and team")
     names = tuple(p.pool for p in pools if p.pool != "(unassigned)")
-    chosen = st.multiselect("Pools", names, default=list(names), key="gpu_pool_filter")
-    by_endpoint, by_user, by_model = st.tabs(["By endpoint", "By user", "By model"])
-    for tab, dim in ((by_endpoint, "endpoint"), (by_user, "user"), (by_model, "model")):
+    chosen = tuple(st.multiselect("Pools", names, default=list(names), key="gpu_pool_filter"))
+    args = (sel.since, sel.until, chosen)
+    if sel.filters:
+        matched = gpu_data.allocation_rows(url, (), *args, None, sel.filters)
+        total = matched[0].gpu_cost_nanousd if matched else 0
+        st.metric(
+            "Allocated to the filtered requests",
+            money_text(nanos_to_usd(total)),
+            help="GPU cost of these pools allocated to calls that match the sidebar's filters.",
+        )
+    tabs = st.tabs([f"By {tables.title(d).lower()}" for d in BREAKDOWNS])
+    for tab, dim in zip(tabs, BREAKDOWNS, strict=True):
         with tab:
-            rows = gpu_data.allocation_rows(url, (dim,), since, until, tuple(chosen), TOP)
-            st.caption(f"Allocated GPU cost by {dim} (the top {TOP}).")
-            st.dataframe(
-                _allocation_frame(rows, dim), hide_index=True, width="stretch", key=f"gpu_{dim}"
+            rows = gpu_data.allocation_rows(url, (dim,), *args, TOP, sel.filters)
+            st.caption(f"Allocated GPU cost by {dim} (the top {TOP}), in the calls' UTC hours.")
+            if not rows:
+                st.info(NO_ALLOCATION)
+                continue
+            tables.show_frame(
+                _allocation_frame(rows, dim),
+                key=f"gpu_{dim}",
+                column_config={
+                    "Requests": tables.count_column("Requests"),
+                    "Calls": tables.count_column("Calls"),
+                    "GPU cost (USD)": tables.money_column("GPU cost (USD)", precise=True),
+                },
             )
 
 
 def _allocation_frame(rows: list[AllocationRow], dim: str) -> pl.DataFrame:
     return pl.DataFrame(
         {
-            dim.title(): [r.group[dim] for r in rows],
+            tables.title(dim): [r.group[dim] for r in rows],
             "Requests": [r.requests for r in rows],
             "Calls": [r.calls for r in rows],
             "GPU cost (USD)": [float(r.gpu_cost_usd) for r in rows],  # display only
         },
-        schema_overrides={dim.title(): pl.String, "GPU cost (USD)": pl.Float64},
+        schema_overrides={tables.title(dim): pl.String, "GPU cost (USD)": pl.Float64},
     )
 
 

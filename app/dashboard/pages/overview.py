@@ -61,14 +61,15 @@ def _headline(now: UnitCostRow, before: UnitCostRow | None, days: int) -> None:
         money_text(now.cost_usd),
         delta=delta(now.cost_usd, before.cost_usd if before else None),
         delta_color="inverse",  # spending more is bad news: red
-        help="Estimated from traces: each call's tokens × its model's price at the call's time.",
+        help=tables.SPEND_HELP,
     )
     cols[1].metric(
         "Cost per 1,000 requests",
         money_text(now.cost_per_1k_requests),
         delta=delta(now.cost_per_1k_requests, before.cost_per_1k_requests if before else None),
         delta_color="inverse",
-        help="1000 × spend / requests, counting requests that made no LLM call.",
+        help="1000 × spend (token and GPU cost) / requests, counting requests that made no "
+        "LLM call.",
     )
     cols[2].metric(
         "Requests",
@@ -77,12 +78,17 @@ def _headline(now: UnitCostRow, before: UnitCostRow | None, days: int) -> None:
         delta_color="off",
     )
     cols[3].metric("LLM calls", count_text(now.llm_calls))
+    tables.spend_split(now)
 
 
 @st.fragment
 def _budgets(ctx: Context) -> None:
     assert ctx.url is not None
     st.subheader("Budgets this period")
+    st.caption(
+        "Spend against each budget rule as the alert engine judges it: token cost plus "
+        "allocated GPU cost."
+    )
     at = loaders.now().replace(second=0, microsecond=0)
     lines = loaders.budget_lines(ctx.url, at)
     if lines and not lines[0].configured:
@@ -132,7 +138,7 @@ def _budget_card(lines: list[BudgetLine], zone: str) -> None:
     if len(lines) > 1:
         over = sum(1 for b in lines if b.over or b.forecast_over)
         st.caption(f"Next groups ({over} of the {len(lines)} shown over or heading over):")
-        st.dataframe(
+        tables.show_frame(
             pl.DataFrame(
                 {
                     "Group": [", ".join(b.group.values()) for b in lines[1:]],
@@ -141,7 +147,6 @@ def _budget_card(lines: list[BudgetLine], zone: str) -> None:
                 },
                 schema_overrides={"Forecast": pl.Float64},
             ),
-            hide_index=True,
             column_config={
                 "Spent": tables.money_column("Spent"),
                 "Forecast": tables.money_column("Forecast"),

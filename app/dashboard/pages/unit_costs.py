@@ -56,16 +56,18 @@ def _headline(total: UnitCostRow) -> None:
     cols[0].metric(
         "Spend (USD)",
         money_text(total.cost_usd),
-        help="Estimated from traces: each call's tokens × its model's price at the call's time.",
+        help=tables.SPEND_HELP,
     )
     cols[1].metric("Requests", count_text(total.requests))
     cols[2].metric("LLM calls", count_text(total.llm_calls))
     cols[3].metric(
         "Cost per 1,000 requests",
         money_text(total.cost_per_1k_requests),
-        help="1000 × spend / requests, counting requests that made no LLM call.",
+        help="1000 × spend (token and GPU cost) / requests, counting requests that made no "
+        "LLM call.",
     )
     cols[4].metric("Unpriced calls", count_text(total.unpriced_calls))
+    tables.spend_split(total)
     if total.unpriced_calls:
         calls = (
             "1 call has" if total.unpriced_calls == 1 else f"{total.unpriced_calls:,} calls have"
