@@ -1,6 +1,6 @@
 """each rule's last evaluation: when, how many groups were judged, how many were firing
 
-Revision ID: 0011
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-01 02:30:00.000000
 """
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 import app.warehouse.types
 
 
-revision = '0011'
-down_revision = '0007'  # 0008-0010 are reserved by other branches: re-chained when merged
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
