@@ -29,7 +29,12 @@ run: $(VENV)/.installed ## set up .venv, migrate, load demo data if empty, start
 	$(SG) demo --if-empty
 	$(SG) up
 
-test: $(VENV)/.installed-test lint ## set up .venv with test extras, lint, run the whole suite
+# litellm (tests/test_litellm_hook.py) is large: only `make test` installs it, not `make lint`.
+$(VENV)/.installed-gateways: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[test,gateways]'
+	@touch $(VENV)/.installed $(VENV)/.installed-test $@
+
+test: $(VENV)/.installed-gateways lint ## set up .venv with test and gateway extras, lint, run the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff (check + format check) and mypy strict
