@@ -25,8 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.settings import Settings
-from tests.servers import serve
-from tests.test_collect_traces_s3 import free_port
+from tests.servers import moto_server, serve
 
 GPU_FIXTURES = Path(__file__).parent / "fixtures" / "gpu"
 CE_SAMPLE = GPU_FIXTURES / "ce_gpu_daily.json"
@@ -52,15 +51,8 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module", name="moto_endpoint")
 def moto_endpoint_fixture() -> Iterator[str]:
     """moto (Cost Explorer, S3) as an HTTP server on localhost for the whole module."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(name="moto")

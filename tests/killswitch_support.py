@@ -4,7 +4,6 @@ a budget, and waiting for a decision with a deadline."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,12 +21,6 @@ def serve(app: Starlette) -> Iterator[str]:
     """Serve `app` with its lifespan on (the switch index loads and refreshes)."""
     with serve_app(app, lifespan="on") as url:
         yield url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _attr(key: str, value: str | int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Real HTTP servers for tests: an app served by uvicorn on a free localhost port."""
+"""Real HTTP servers for tests: an app served by uvicorn on a free localhost port, and moto
+(AWS faked at the wire) as an HTTP server."""
 
 from __future__ import annotations
 
@@ -35,3 +36,23 @@ def serve(app: Starlette, lifespan: Literal["on", "off"] = "off") -> Iterator[st
         thread.join(timeout=30)
         sock.close()
         assert not thread.is_alive(), "the test server did not stop"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto (S3, Cost Explorer, …) as an HTTP server on a free localhost port."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -20,29 +19,17 @@ from sqlalchemy import Engine, select
 
 from app.settings import Settings
 from app.warehouse.tables import CollectorRun, QuarantinedRecord
+from tests.servers import free_port, moto_server
 from tests.test_collect_traces import checkpoints, collect, protobuf, span_doc, trace_ids
 
 PREFIX = "otel/traces"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3, as an HTTP server on localhost for the whole module."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

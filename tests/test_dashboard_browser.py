@@ -22,7 +22,7 @@ import pytest
 
 from app.demo.gpu import DEMO_GPU_POOL
 from tests.conftest import UNDER_CI
-from tests.killswitch_support import free_port
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import Engine
 
 from app.auth.tokens import create_token
-from tests.killswitch_support import clean_env, free_port, wait_until
+from tests.killswitch_support import clean_env, wait_until
+from tests.servers import free_port
 
 PROPAGATION_SECONDS = 2.0
 

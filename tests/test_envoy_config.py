@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from app.auth.tokens import create_token
 from app.killswitch.model import DIMENSIONS
-from tests.killswitch_support import free_port
+from tests.servers import free_port
 from tests.test_decision_replicas import api_process
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "gateways.md"

@@ -28,7 +28,8 @@ from app.killswitch.model import OPERATOR, Scope
 from app.killswitch.store import add_now
 from app.settings import Settings
 from tests.conftest import UNDER_CI
-from tests.killswitch_support import free_port, serve, wait_until
+from tests.killswitch_support import serve, wait_until
+from tests.servers import free_port
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "gateways.md"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
