@@ -25,7 +25,7 @@ from app.traces.decoded import Decoded
 from app.traces.otlp_fast import FastDocument
 from app.traces.otlp_json import decode_json, decode_json_deferred
 from tests.test_decoder_fuzz import HUGE_INTS, JSON_VALUES, ODD_STRINGS, mutated_documents
-from tests.test_row_path import CFG, FAMILIES, PRICER, documents
+from tests.test_row_path import ATTRS, CFG, FAMILIES, PRICER, SPANS, TRACES, _value, documents
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -132,6 +132,62 @@ def _text(value: Any) -> bytes:
 @PROPERTY
 @given(odd_documents())
 def test_fast_path_builds_the_span_paths_batch(data: bytes) -> None:
+    _same(data)
+
+
+@st.composite
+def plain_documents(draw: st.DrawFn) -> bytes:
+    """Documents msgspec types (right JSON types everywhere), so the fast path itself runs:
+    good and bad ids, times as strings or numbers, every kind of attribute value, bad token
+    counts (quarantined through `add`), spans of one trace across resources."""
+    odd = draw(st.integers(0, 2)) == 0  # else every span is one the fast path takes
+    traces = TRACES if odd else TRACES[:2]
+    span_ids = SPANS if odd else SPANS[:6]
+    attrs = ATTRS if odd else ATTRS.filter(lambda kv: kv != ("weird", {"intValue": "nope"}))
+    resource_spans = []
+    for _ in range(draw(st.integers(1, 3))):
+        spans = []
+        for _ in range(draw(st.integers(0, 10))):
+            start = draw(st.sampled_from([1_763_600_000_123_456_789, 1_763_600_000_000_000_001]))
+            start += draw(st.integers(0, 3)) * 1_000_000
+            times = [str(start), start, "0", "x"] if odd else [str(start), start]
+            span: dict[str, Any] = {
+                "traceId": draw(st.sampled_from(traces)),
+                "spanId": draw(st.sampled_from(span_ids)),
+                "startTimeUnixNano": draw(st.sampled_from(times)),
+                "kind": draw(st.sampled_from([1, 2, 3])),
+                "attributes": [
+                    {"key": k, "value": _value(v)} for k, v in draw(st.lists(attrs, max_size=6))
+                ],
+            }
+            if draw(st.booleans()):
+                parents = ["", *SPANS[:6], "0" * 16] if odd else ["", *SPANS[:6]]
+                span["parentSpanId"] = draw(st.sampled_from(parents))
+            end = draw(st.sampled_from([None, start + 900_000_000, start - 5]))
+            if end is not None:
+                span["endTimeUnixNano"] = str(end) if draw(st.booleans()) else end
+            if draw(st.booleans()):
+                span["name"] = draw(st.sampled_from(["POST", "", "chat"]))
+            if odd and draw(st.integers(0, 6)) == 0:
+                span["attributes"].append({"key": "y", "value": draw(ODD_VALUES)})
+            spans.append(span)
+        resource = draw(st.sampled_from(["shop", "legacy", None]))
+        rs: dict[str, Any] = {
+            draw(st.sampled_from(["scopeSpans", "instrumentationLibrarySpans"])): [
+                {"scope": {"name": "x"}, "spans": spans}
+            ]
+        }
+        if resource:
+            rs["resource"] = {
+                "attributes": [{"key": "service.name", "value": {"stringValue": resource}}]
+            }
+        resource_spans.append(rs)
+    return json.dumps({"resourceSpans": resource_spans}).encode()
+
+
+@PROPERTY
+@given(plain_documents())
+def test_fast_path_on_plain_documents(data: bytes) -> None:
     _same(data)
 
 

@@ -19,7 +19,6 @@ from app.pricing import Pricer
 from app.settings import AttributionConfig, PriceOverride
 from app.settings.models import UsageFamilyConfig
 from app.traces.batch import Batch, BatchBuilder, utc_from_ns
-from app.traces.decoded import Decoded
 from app.traces.otlp_json import decode_json, decode_json_deferred
 from app.traces.spans import Span
 from app.traces.usage import families_from_config
@@ -145,11 +144,16 @@ def documents(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 def _build(docs: list[dict[str, Any]], deferred: list[bool]) -> Batch:
-    decoded = Decoded()
+    # Document by document, as `Intake.batches` adds them: one `Decoded` holding both spans
+    # and deferred documents would add all its spans first, so a span sent twice with other
+    # counts would keep the other copy (the last one added wins within a batch).
+    builder = BatchBuilder(CFG, PRICER, FAMILIES)
+    batch = Batch()
     for i, (doc, lazy) in enumerate(zip(docs, deferred, strict=True)):
         decode = decode_json_deferred if lazy else decode_json
-        decoded.extend(decode(orjson.dumps(doc), f"doc {i}"))
-    return BatchBuilder(CFG, PRICER, FAMILIES).build_decoded(decoded)
+        builder.add_decoded(batch, decode(orjson.dumps(doc), f"doc {i}"))
+    builder.finish(batch)
+    return batch
 
 
 def _same(a: Batch, b: Batch) -> None:
