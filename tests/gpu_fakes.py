@@ -25,27 +25,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.settings import Settings
-from tests.servers import moto_server, serve
+from tests.servers import aws_environment, moto_server, serve
 
 GPU_FIXTURES = Path(__file__).parent / "fixtures" / "gpu"
 CE_SAMPLE = GPU_FIXTURES / "ce_gpu_daily.json"
 FOCUS_SAMPLE = GPU_FIXTURES / "focus_1_2_sample.csv"
 OPENCOST_SAMPLE = GPU_FIXTURES / "allocation_namespace.json"
 NOW = datetime(2025, 11, 21, 12, 30, tzinfo=UTC)  # the sample's last day is "today"
-
-
-def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials in the standard environment chain (nothing reaches AWS)."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 @pytest.fixture(scope="module", name="moto_endpoint")

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select
 
 from app.settings import Settings
 from app.warehouse.tables import CollectorRun, QuarantinedRecord
-from tests.servers import free_port, moto_server
+from tests.servers import aws_environment, free_port, moto_server
 from tests.test_collect_traces import checkpoints, collect, protobuf, span_doc, trace_ids
 
 PREFIX = "otel/traces"
@@ -35,16 +35,7 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Any:
     """A client on a fresh bucket, with dummy credentials in the standard environment chain."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    aws_environment(monkeypatch)
     client = boto3.client("s3", region_name="us-east-1", endpoint_url=s3_endpoint)
     client.bucket = f"otel-{abs(hash(request.node.nodeid)) % 10**8}-{free_port()}"
     client.create_bucket(Bucket=client.bucket)
