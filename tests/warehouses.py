@@ -1,18 +1,19 @@
 """Migrated, empty warehouses for tests, made once per test process and then copied or reset.
 
-Running the Alembic migrations costs about 0.3 s on SQLite and 0.8 s on PostgreSQL (creating
-twenty tables, their indexes and sequences, then dropping them again, is slow on a PostgreSQL
-that syncs its catalog to disk), and some 700 tests each want a fresh warehouse. So:
+Running the Alembic migrations costs about 0.3 s on SQLite and 0.8 s on PostgreSQL, plus 0.2 s
+to drop the schema after (creating and dropping twenty tables with their indexes and sequences is
+slow on a PostgreSQL that syncs its catalog to disk), and most of the suite's tests each want a
+fresh warehouse. So:
 
 - **SQLite**: `SqliteTemplate` migrates one file with `upgrade()` and every test gets a byte copy
   of it (what Alembic wrote, exactly).
 - **PostgreSQL**: `PostgresSchemas` hands each test a schema of its own under a name never used
   before, as it always did. A schema is made by `upgrade()` the first time; when its test is
   done, it is checked against the pristine one and, if its structure is unchanged, emptied back
-  to the pristine rows and sequence values (no DDL: a few deletes) and kept for the next test,
-  which gets it renamed. A schema whose structure a test changed (a migration test going down
-  and up, an added column, …) is dropped instead. The pristine one, a schema migrated by
-  `upgrade()` that no test ever sees, is also what resets copy their rows from.
+  to the pristine rows and sequence values (a few deletes: no table is created or dropped) and
+  kept for the next test, which gets it renamed. A schema whose structure a test changed (a
+  migration test going down and up, an added column, …) is dropped instead. The pristine one, a
+  schema migrated by `upgrade()` that no test ever sees, is what resets copy their rows from.
 
 tests/test_warehouses.py checks that a reset warehouse is exactly a freshly migrated one and that
 a changed one is never handed out again.
