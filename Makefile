@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 SG     := $(BIN)/spendguard
 PYTEST_ARGS ?=
 # Test processes for `make test` (pytest-xdist): CI has 2 cores, and many tests wait on servers,
-# subprocesses and a browser. Each test file runs whole in one process (--dist loadfile), so a
-# module's expensive fixture (the demo-loaded dashboard, LiteLLM, moto) is built once.
+# subprocesses and a browser. Tests are spread one by one (--dist loadgroup); the few modules
+# whose module fixture is expensive (the demo-loaded dashboard and its browser, LiteLLM, the demo
+# files) are marked `xdist_group` so that one process runs them all and builds it once.
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
@@ -39,7 +40,7 @@ $(VENV)/.installed-gateways: pyproject.toml | $(BIN)/python
 	@touch $(VENV)/.installed $(VENV)/.installed-test $@
 
 test: $(VENV)/.installed-gateways lint ## set up .venv with test and gateway extras, lint, run the whole suite
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff (check + format check) and mypy strict
 	$(BIN)/ruff check .
