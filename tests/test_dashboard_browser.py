@@ -24,8 +24,7 @@ from app.demo.gpu import DEMO_GPU_POOL
 from tests.conftest import UNDER_CI
 from tests.servers import free_port
 
-# One process runs them all (make test: --dist loadgroup): the dashboard and browser are built once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard_browser")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"

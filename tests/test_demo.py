@@ -76,10 +76,6 @@ def usage_calls(trace: Trace) -> list[dict[str, Any]]:
     return [c for c in trace.calls if "gen_ai.usage.input_tokens" in attrs(c)]
 
 
-# One process runs them all (make test: --dist loadgroup): the demo files are made once.
-pytestmark = pytest.mark.xdist_group("demo")
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoSummary, dict[str, Trace]]:
     out = tmp_path_factory.mktemp("demo")

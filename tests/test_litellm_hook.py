@@ -36,8 +36,7 @@ from tests.test_decision_replicas import api_process
 DOC = Path(__file__).resolve().parents[1] / "docs" / "gateways.md"
 HOOK_FIRST_LINE = "# custom_callbacks.py"
 
-# One process runs them all (make test: --dist loadgroup): litellm takes seconds to import.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("litellm_hook")]
+pytestmark = pytest.mark.slow
 
 
 def documented_hook() -> str:
