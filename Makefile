@@ -4,6 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SG     := $(BIN)/spendguard
 PYTEST_ARGS ?=
+# Test processes for `make test` (pytest-xdist): CI has 2 cores, and many tests wait on servers,
+# subprocesses and a browser. Each test file runs whole in one process (--dist loadfile), so a
+# module's expensive fixture (the demo-loaded dashboard, LiteLLM, moto) is built once; files with
+# `slow` tests are handed out first (tests/conftest.py) so that short ones even out the end;
+# --no-loadscope-reorder keeps that order (xdist would put the files with most tests first, and
+# the slow files, which have few tests, last: one process then finished them alone).
+# (Not --dist loadgroup: pytest-xdist 3.8 cannot group tests under pytest 9.2, whose node ids
+# moved; its groups are silently ignored.)
+PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint format demo bench clean
@@ -35,7 +44,7 @@ $(VENV)/.installed-gateways: pyproject.toml | $(BIN)/python
 	@touch $(VENV)/.installed $(VENV)/.installed-test $@
 
 test: $(VENV)/.installed-gateways lint ## set up .venv with test and gateway extras, lint, run the whole suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff (check + format check) and mypy strict
 	$(BIN)/ruff check .

@@ -7,7 +7,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -24,6 +24,25 @@ PROPAGATION_SECONDS = 2.0
 
 @contextmanager
 def api_process(config: Path, port: int) -> Iterator[str]:
+    """A `spendguard api` process on `port`, up (it answers /healthz), stopped on the way out."""
+    with _api_process(config, port) as (wait_up, url):
+        wait_up()
+        yield url
+
+
+@contextmanager
+def api_processes(config: Path, count: int) -> Iterator[list[str]]:
+    """`count` API processes on free ports, started together (each takes seconds to import and
+    start; the test waits for them side by side), stopped on the way out."""
+    with ExitStack() as stack:
+        started = [stack.enter_context(_api_process(config, free_port())) for _ in range(count)]
+        for wait_up, _url in started:
+            wait_up()
+        yield [url for _wait_up, url in started]
+
+
+@contextmanager
+def _api_process(config: Path, port: int) -> Iterator[tuple[Callable[[], None], str]]:
     log = config.parent / f"api-{port}.log"  # a file, not a pipe: access logs never block it
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -43,8 +62,10 @@ def api_process(config: Path, port: int) -> Iterator[str]:
             except httpx.TransportError:
                 return False
 
-        wait_until(up, 60, step=0.1)
-        yield url
+        def wait_up() -> None:
+            wait_until(up, 60, step=0.1)
+
+        yield wait_up, url
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # uvicorn: graceful shutdown, lifespan included
@@ -63,9 +84,7 @@ def test_a_switch_added_on_one_replica_is_enforced_by_the_other(
     config.write_text(json.dumps({"database": {"url": warehouse_url}}))
     admin = {"Authorization": f"Bearer {create_token(engine, 'admin', 'ops')[1]}"}
     gateway = {"Authorization": f"Bearer {create_token(engine, 'decision', 'gw')[1]}"}
-    with ExitStack() as stack:
-        one = stack.enter_context(api_process(config, free_port()))
-        two = stack.enter_context(api_process(config, free_port()))
+    with api_processes(config, 2) as (one, two):
 
         def status_on(url: str) -> int:
             answer = httpx.get(f"{url}/v1/decision", params={"user": "u-1313"}, headers=gateway)

@@ -1,10 +1,14 @@
 """The Alembic migrations build exactly the schema `app.warehouse.tables` declares, on both
-backends, and go down and up again (on SQLite)."""
+backends, and go down and up again (on SQLite). These tests run the migrations themselves rather
+than take the conftest's copies of a migrated warehouse (tests/test_warehouses.py checks those)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -12,8 +16,24 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, Float, Integer, Numeric, inspect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from app.warehouse.engine import make_engine
 from app.warehouse.migrate import alembic_config, upgrade
 from app.warehouse.tables import Base
+
+
+@pytest.fixture
+def engine(migrated_url: str) -> Iterator[Engine]:
+    eng = make_engine(migrated_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    eng = make_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    upgrade(eng)
+    yield eng
+    eng.dispose()
 
 
 def schema_diff(engine: Engine) -> list[Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from app.api import create_app
 from app.ingest import ingest_paths
 from app.settings import Settings
 from tests.conftest import FIXTURES
+from tests.servers import free_port
 
 
 def test_healthz_and_metrics(sqlite_engine: Engine) -> None:
@@ -32,12 +32,6 @@ def test_healthz_and_metrics(sqlite_engine: Engine) -> None:
         assert "spendguard_llm_calls_stored 5" in metrics
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_for(url: str, deadline: float) -> httpx.Response:
     while True:
         try:
@@ -49,7 +43,7 @@ def _wait_for(url: str, deadline: float) -> httpx.Response:
 
 
 def _start_up(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int]:
-    api_port, dash_port = _free_port(), _free_port()
+    api_port, dash_port = free_port(), free_port()
     config = tmp_path / "spendguard.yaml"
     config.write_text(
         f"database: {{url: 'sqlite:///{tmp_path / 'w.db'}'}}\n"

@@ -98,7 +98,9 @@ def test_a_collector_runs_every_second(engine: Engine, tmp_path: Path) -> None:
         stop(scheduler, pool)
     assert trace_ids(engine) == {1, 2}
     with engine.connect() as conn:
-        statuses = conn.execute(select(CollectorRun.status, CollectorRun.rows_loaded)).all()
+        statuses = conn.execute(
+            select(CollectorRun.status, CollectorRun.rows_loaded).order_by(CollectorRun.id)
+        ).all()
     assert len(statuses) >= 2
     assert statuses[0] == ("ok", 2) and all(s == ("ok", 0) for s in statuses[1:])
 
