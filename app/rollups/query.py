@@ -140,10 +140,4 @@ def option_query(dim: str, since: date | None, until: date | None, limit: int) -
     if until is not None:
         conds.append(t.day < until)
     cost = func.coalesce(func.sum(t.token_cost_nanousd), literal(0))
-    return (
-        select(column)
-        .where(*conds)
-        .group_by(column)
-        .order_by(cost.desc(), column)
-        .limit(limit)
-    )
+    return select(column).where(*conds).group_by(column).order_by(cost.desc(), column).limit(limit)
