@@ -61,7 +61,11 @@ def has_warehouse(engine: Engine) -> bool:
 
 def data_bounds(engine: Engine) -> DataBounds | None:
     """The first and last request time, or None when the warehouse holds no request."""
-    bounds = select(func.min(Request.started_at), func.max(Request.started_at))
+    # Two subqueries: SQLite reads a min() or a max() from the index only when it is alone.
+    bounds = select(
+        select(func.min(Request.started_at)).scalar_subquery(),
+        select(func.max(Request.started_at)).scalar_subquery(),
+    )
     with engine.connect() as conn:
         first, last = conn.execute(bounds).one()
         if first is None:

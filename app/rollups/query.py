@@ -5,8 +5,10 @@ dimensions, `requests`, `llm_calls`, tokens, `cost_nanousd`, `unpriced_calls`, t
 cost), or None when only the base tables can answer. The counting rules decide:
 
 - no model or provider among the dimensions and filters: every request counts; the table is
-  `rollup_daily`, or `rollup_daily_users` when a user is grouped or filtered on (its
-  `requests_first` counts each request once);
+  `rollup_daily`, or when a user is grouped or filtered on `rollup_daily_user_totals` (or
+  `rollup_daily_users` when the endpoint is asked too);
+- a user *and* a model or provider: None (such a rollup would be as big as `llm_calls`; a
+  filter on a user keeps the base query small, by the `requests` (user_id, started_at) index);
 - a model or provider: only the calls of the group count, and the requests that made one. The
   distinct requests add up exactly when each group holds one model (grouped, or filtered on one
   value) with any provider (`requests_model`), one provider with any model
@@ -29,6 +31,7 @@ from sqlalchemy import ColumnElement, Connection, Select, func, literal, select
 from app.warehouse.tables_rollup import (
     rollup_daily,
     rollup_daily_calls,
+    rollup_daily_user_totals,
     rollup_daily_users,
     rollup_dirty,
 )
@@ -60,10 +63,14 @@ def rollup_query(
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
-    table = (
-        rollup_daily_users if "user" in used else rollup_daily_calls if call_level else rollup_daily
-    )
+    if "user" in used:
+        if call_level:  # users × models: as big as llm_calls, never rolled up
+            return None
+        table = rollup_daily_users if "endpoint" in used else rollup_daily_user_totals
+    else:
+        table = rollup_daily_calls if call_level else rollup_daily
     t = table.c
+    requests = t.requests
     if call_level:
         one_model = "model" in dims or len(chosen.get("model", ())) == 1
         one_provider = "provider" in dims or len(chosen.get("provider", ())) == 1
@@ -75,8 +82,6 @@ def rollup_query(
             requests = t.requests_provider
         else:
             return None
-    else:
-        requests = t.requests_first if table is rollup_daily_users else t.requests
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
     token_cost = func.coalesce(func.sum(t.token_cost_nanousd), 0)
     gpu_cost = func.coalesce(func.sum(t.gpu_cost_nanousd), 0)
@@ -96,8 +101,6 @@ def rollup_query(
         conds.append(t.day >= since)
     if until is not None:
         conds.append(t.day < until)
-    if call_level and table is rollup_daily_users:
-        conds.append(t.model.is_not(None))
     for dim, values in chosen.items():
         conds.append(t[_COLUMN_NAMES[dim]].in_(values))
     if conds:
@@ -126,7 +129,7 @@ def option_query(dim: str, since: date | None, until: date | None, limit: int) -
     """The values of `dim` in the range, most expensive (token cost) first, as
     `app.dashboard.queries.filter_options` lists them from the base tables."""
     table = (
-        rollup_daily_users
+        rollup_daily_user_totals
         if dim == "user"
         else rollup_daily_calls
         if dim in CALL_DIMENSIONS

@@ -3,9 +3,8 @@
 A day is rebuilt whole from the base tables, never patched: its marks are deleted, its rollup
 rows deleted and written again, in one transaction, so a refresh that fails changes nothing and
 running it twice gives the same rows. One pass reads the requests of the day (the
-`requests.started_at` index) with their calls and GPU shares (by primary key) once, into
-`rollup_daily_users`; `rollup_daily_calls` and `rollup_daily` are sums of that day's user rows
-(every request has exactly one user, endpoint and team, so the sums stay exact).
+`requests.started_at` index) with their calls and GPU shares (by primary key) into a temporary
+table, one row per request and (model, provider); each rollup is a GROUP BY of that table.
 
 One refresh at a time per warehouse (named lock `rollup-refresh`); a refresh that finds the lock
 held returns at once (`busy`), and the marks it did not handle stay for the next one.
@@ -21,10 +20,16 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Column,
     Connection,
     Date,
     Engine,
+    Integer,
+    MetaData,
     Select,
+    String,
+    Table,
     and_,
     case,
     delete,
@@ -33,6 +38,7 @@ from sqlalchemy import (
     literal,
     select,
 )
+from sqlalchemy.schema import CreateTable
 
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
@@ -41,6 +47,7 @@ from app.warehouse.tables_rollup import (
     ROLLUPS,
     rollup_daily,
     rollup_daily_calls,
+    rollup_daily_user_totals,
     rollup_daily_users,
     rollup_dirty,
 )
@@ -119,14 +126,35 @@ def rebuild_day(engine: Engine, day: date) -> None:
         conn.execute(delete(rollup_dirty).where(rollup_dirty.c.day == day))
         for table in ROLLUPS:
             conn.execute(delete(table).where(table.c.day == day))
-        conn.execute(_users_insert(day))
-        conn.execute(_sum_insert(rollup_daily_calls, day))
-        conn.execute(_sum_insert(rollup_daily, day))
+        conn.execute(CreateTable(_day_pairs, if_not_exists=True))
+        conn.execute(delete(_day_pairs))
+        pairs = _pairs(day)
+        conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
+        for table in ROLLUPS:
+            conn.execute(_insert(table, day))
 
 
-def _pairs(day: date) -> Any:
-    """One row per request of the day and (model, provider) it called (one row with NULLs
-    for a request without calls), with the flags that keep distinct counts exact."""
+# The day being rebuilt, one row per request and (model, provider) it called (one row with
+# NULLs for a request without calls): read from the base tables once, summed four ways.
+_day_pairs = Table(
+    "rollup_day_pairs",
+    MetaData(),
+    Column("trace_id", String(32)),
+    Column("user_id", String(256)),
+    Column("endpoint", String(512)),
+    Column("team", String(256)),
+    Column("model", String(256)),
+    Column("provider", String(64)),
+    *(Column(name, BigInteger) for name in _SUMMED),
+    Column("is_first", Integer),  # the request's first row: counts the request once
+    Column("is_first_provider", Integer),  # its first provider for this model
+    Column("is_first_model", Integer),  # its first model for this provider
+    prefixes=["TEMPORARY"],
+)
+
+
+def _pairs(day: date) -> Select[Any]:
+    """The rows of `_day_pairs` for one day, with the flags that keep distinct counts exact."""
     r, c, g = Request, LlmCall, GpuAllocation
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     per_pair = (
@@ -149,7 +177,7 @@ def _pairs(day: date) -> Any:
         .outerjoin(g, and_(g.trace_id == c.trace_id, g.span_id == c.span_id))
         .where(r.started_at >= start, r.started_at < start + timedelta(days=1))
         .group_by(r.trace_id, r.user_id, r.endpoint, r.team, c.model, c.provider)
-        .cte("pairs")
+        .subquery("pairs")
     )
     p = per_pair.c
     first = func.row_number().over(partition_by=p.trace_id, order_by=(p.model, p.provider))
@@ -160,48 +188,40 @@ def _pairs(day: date) -> Any:
         case((first == 1, 1), else_=0).label("is_first"),
         case((p.provider == first_provider, 1), else_=0).label("is_first_provider"),
         case((p.model == first_model, 1), else_=0).label("is_first_model"),
-    ).cte("flagged")
-
-
-def _users_insert(day: date) -> Any:
-    f = _pairs(day).c
-    keys = (f.user_id, f.endpoint, f.team, f.model, f.provider)
-    query = select(
-        literal(day, Date).label("day"),
-        *keys,
-        func.count().label("requests"),
-        func.sum(f.is_first).label("requests_first"),
-        func.sum(f.is_first_provider).label("requests_model"),
-        func.sum(f.is_first_model).label("requests_provider"),
-        *(func.sum(f[name]).label(name) for name in _SUMMED),
-    ).group_by(*keys)
-    names = [c.name for c in query.selected_columns]
-    return insert(rollup_daily_users).from_select(names, query)
-
-
-def _sum_insert(table: Any, day: date) -> Any:
-    """`rollup_daily_calls` or `rollup_daily` of a day, summed from its user rows."""
-    u = rollup_daily_users.c
-    query: Select[Any]
-    if table is rollup_daily_calls:
-        keys = [u.endpoint, u.team, u.model, u.provider]
-        counts = [
-            func.sum(u.requests).label("requests"),
-            func.sum(u.requests_model).label("requests_model"),
-            func.sum(u.requests_provider).label("requests_provider"),
-        ]
-        where = [u.day == day, u.model.is_not(None)]
-    else:
-        keys = [u.endpoint, u.team]
-        counts = [func.sum(u.requests_first).label("requests")]
-        where = [u.day == day]
-    query = (
-        select(u.day, *keys, *counts, *(func.sum(u[name]).label(name) for name in _SUMMED))
-        .where(*where)
-        .group_by(u.day, *keys)
     )
-    names = [c.name for c in query.selected_columns]
-    return insert(table).from_select(names, query)
+
+
+def _insert(table: Table, day: date) -> Any:
+    """One rollup's rows of the day, summed from `_day_pairs`."""
+    f = _day_pairs.c
+    names = {
+        rollup_daily: ("endpoint", "team"),
+        rollup_daily_calls: ("endpoint", "team", "model", "provider"),
+        rollup_daily_users: ("user_id", "endpoint", "team"),
+        rollup_daily_user_totals: ("user_id", "team"),
+    }[table]
+    keys = [f[n] for n in names]
+    if table is rollup_daily_calls:  # only calls: a request counts where it made one
+        counts = [
+            func.count().label("requests"),
+            func.sum(f.is_first_provider).label("requests_model"),
+            func.sum(f.is_first_model).label("requests_provider"),
+        ]
+        where = [f.model.is_not(None)]
+    else:  # every request, once
+        counts = [func.sum(f.is_first).label("requests")]
+        where = []
+    query = (
+        select(
+            literal(day, Date).label("day"),
+            *keys,
+            *counts,
+            *(func.sum(f[name]).label(name) for name in _SUMMED),
+        )
+        .where(*where)
+        .group_by(*keys)
+    )
+    return insert(table).from_select([c.name for c in query.selected_columns], query)
 
 
 def _as_date(value: Any) -> date:

@@ -13,10 +13,9 @@ dashboard and `report unit-costs` read a few thousand rollup rows instead of mil
     `requests_model`     of those, each counted only at its first provider for the model, so
                          summing over providers counts each request once per model;
     `requests_provider`  likewise each counted only at its first model for the provider.
-- `rollup_daily_users` (day, user, endpoint, team, model, provider): the same by user; model and
-  provider are NULL on the row of a key's requests that made no call, and `requests_first`
-  counts each request once, at its first (model, provider), so user views that count every
-  request (with or without calls) stay exact too.
+- `rollup_daily_users` (day, user, endpoint, team) and `rollup_daily_user_totals` (day, user,
+  team): every request of the key, like `rollup_daily`. A question about users *and* models
+  is answered from the base tables (by user, the rollup would be as big as `llm_calls`).
 
 NULL user, team, model and provider are stored as NULL, as in the base tables, so filters
 match exactly the same rows. The tables have no primary key: a day is always replaced whole
@@ -81,9 +80,19 @@ rollup_daily_users = Table(
     Column("user_id", String(256)),
     Column("endpoint", String(512), nullable=False),
     Column("team", String(256)),
-    Column("model", String(256)),  # NULL: the key's requests without any call
-    Column("provider", String(64)),
-    *_measures("requests", "requests_first", "requests_model", "requests_provider"),
+    *_measures("requests"),
+    Index(None, "day"),
+    Index(None, "user_id", "day"),
+    Index(None, "endpoint", "day"),
+)
+
+rollup_daily_user_totals = Table(
+    "rollup_daily_user_totals",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("user_id", String(256)),
+    Column("team", String(256)),
+    *_measures("requests"),
     Index(None, "day"),
     Index(None, "user_id", "day"),
 )
@@ -96,4 +105,4 @@ rollup_dirty = Table(
     Index(None, "day"),
 )
 
-ROLLUPS = (rollup_daily, rollup_daily_calls, rollup_daily_users)
+ROLLUPS = (rollup_daily, rollup_daily_calls, rollup_daily_users, rollup_daily_user_totals)

@@ -1,4 +1,5 @@
-"""daily rollups (rollup_daily, rollup_daily_calls, rollup_daily_users), the days to rebuild
+"""daily rollups (rollup_daily, rollup_daily_calls, rollup_daily_users,
+rollup_daily_user_totals), the days to rebuild
 (rollup_dirty), and a trigger marking the old day of a request that moves to another day
 
 Every day that already has requests is marked dirty, so the first refresh builds the rollups
@@ -77,12 +78,24 @@ def upgrade() -> None:
         sa.Column('user_id', sa.String(length=256), nullable=True),
         sa.Column('endpoint', sa.String(length=512), nullable=False),
         sa.Column('team', sa.String(length=256), nullable=True),
-        sa.Column('model', sa.String(length=256), nullable=True),
-        sa.Column('provider', sa.String(length=64), nullable=True),
-        *_measures('requests', 'requests_first', 'requests_model', 'requests_provider'),
+        *_measures('requests'),
     )
     op.create_index('ix_rollup_daily_users_day', 'rollup_daily_users', ['day'])
     op.create_index('ix_rollup_daily_users_user_id_day', 'rollup_daily_users', ['user_id', 'day'])
+    op.create_index(
+        'ix_rollup_daily_users_endpoint_day', 'rollup_daily_users', ['endpoint', 'day']
+    )
+    op.create_table(
+        'rollup_daily_user_totals',
+        sa.Column('day', sa.Date(), nullable=False),
+        sa.Column('user_id', sa.String(length=256), nullable=True),
+        sa.Column('team', sa.String(length=256), nullable=True),
+        *_measures('requests'),
+    )
+    op.create_index('ix_rollup_daily_user_totals_day', 'rollup_daily_user_totals', ['day'])
+    op.create_index(
+        'ix_rollup_daily_user_totals_user_id_day', 'rollup_daily_user_totals', ['user_id', 'day']
+    )
     op.create_table(
         'rollup_dirty',
         sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -109,6 +122,10 @@ def downgrade() -> None:
         op.execute('DROP TRIGGER IF EXISTS rollup_request_moved')
     op.drop_index('ix_rollup_dirty_day', table_name='rollup_dirty')
     op.drop_table('rollup_dirty')
+    op.drop_index('ix_rollup_daily_user_totals_user_id_day', table_name='rollup_daily_user_totals')
+    op.drop_index('ix_rollup_daily_user_totals_day', table_name='rollup_daily_user_totals')
+    op.drop_table('rollup_daily_user_totals')
+    op.drop_index('ix_rollup_daily_users_endpoint_day', table_name='rollup_daily_users')
     op.drop_index('ix_rollup_daily_users_user_id_day', table_name='rollup_daily_users')
     op.drop_index('ix_rollup_daily_users_day', table_name='rollup_daily_users')
     op.drop_table('rollup_daily_users')
