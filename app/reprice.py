@@ -95,7 +95,7 @@ def reprice(
                         ),
                         updates,
                     )
-                    mark_traces(session.connection(), [u["t"] for u in updates])
+                    mark_traces(session.connection(), [str(u["t"]) for u in updates])
                 calls += len(rows)
                 changed += len(updates)
                 last = (rows[-1].trace_id, rows[-1].span_id)

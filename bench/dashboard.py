@@ -82,6 +82,11 @@ MODELS = [
 ]
 
 
+SQLITE_SEQ = (
+    "WITH RECURSIVE seq(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < :hi)"
+)
+
+
 def _case(expr: str, pairs: list[tuple[str, str]]) -> str:
     whens = " ".join(f"WHEN {cond} THEN {value}" for cond, value in pairs)
     return f"CASE {whens} END"
@@ -108,7 +113,7 @@ def _request_sql(dialect: str) -> str:
     user = "((i * 2654435761) % 3000)"
     e = "((i * 40503 / 7) % 100)"
     if dialect == "sqlite":
-        seq = "WITH RECURSIVE seq(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < :hi)"
+        seq = SQLITE_SEQ
         source = "seq"
         trace = "printf('%032x', i)"
         span_id = "printf('%016x', i)"
@@ -146,14 +151,11 @@ def _call_sql(dialect: str, k: int) -> str:
     pin, pout = _model_field(m, 2), _model_field(m, 3)
     cost = f"({pin}) * {tokens_in} + ({pout}) * {tokens_out}"
     if dialect == "sqlite":
-        seq = "WITH RECURSIVE seq(i) AS (SELECT :lo UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < :hi)"
+        seq = SQLITE_SEQ
         source = "seq"
         trace = "printf('%032x', i)"
         span_id = f"printf('%016x', i * 2 + {k + 1})"
-        at = (
-            f"strftime('%Y-%m-%d %H:%M:%S', :t0 + i * {span} / :n + {k}, 'unixepoch')"
-            " || '.000000'"
-        )
+        at = f"strftime('%Y-%m-%d %H:%M:%S', :t0 + i * {span} / :n + {k}, 'unixepoch') || '.000000'"
         now = "strftime('%Y-%m-%d %H:%M:%S', 'now') || '.000000'"
     else:
         seq = ""
@@ -417,7 +419,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep a warehouse of the same N")
     parser.add_argument("--drop", action="store_true", help="delete the warehouses at the end")
     parser.add_argument("--data-dir", type=Path, default=Path("/work/bench-data"))
-    parser.add_argument("--postgres", default=os.environ.get("SPENDGUARD_BENCH_POSTGRES", DEFAULT_PG))
+    parser.add_argument(
+        "--postgres", default=os.environ.get("SPENDGUARD_BENCH_POSTGRES", DEFAULT_PG)
+    )
     args = parser.parse_args()
     n = args.requests
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]

@@ -28,8 +28,8 @@ from sqlalchemy import Engine, func, select
 
 from app.gpu.allocate import refresh, refresh_stale
 from app.gpu.report import allocation_rows, pool_rows
-from app.settings import Settings
 from app.rollups.dirty import mark_traces
+from app.settings import Settings
 from app.warehouse.engine import session_scope
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuCost, GpuPoolHour

@@ -8,11 +8,11 @@ bookkeeping: what marks a day, a refresh that runs twice, the lock, the migratio
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, func, select
@@ -138,7 +138,7 @@ def traffic(draw: Any) -> dict[str, Any]:
 
 def _load(engine: Engine, pieces: list[Any], cuts: list[int], prepared: bool) -> None:
     bounds = [0, *cuts, len(pieces)]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         batch = Batch()
         for piece in pieces[lo:hi]:
             if isinstance(piece, RequestFacts):

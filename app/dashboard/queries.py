@@ -1,8 +1,9 @@
 """Queries the dashboard needs beyond `app.reports.unit_costs`, aggregated in SQL.
 
 Every cost figure here is built from `cost_query` (the rollups, or the base tables), so it
-follows the same counting rules as the report (a request's UTC day and dimensions decide; calls follow their request). Only one row
-per group or per day comes back; nothing here reads every request into memory.
+follows the same counting rules as the report (a request's UTC day and dimensions decide; calls
+follow their request). Only one row per group or per day comes back; nothing here reads every
+request into memory.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Every figure is built from `app.reports.unit_costs.cost_query` (the rollups, or the base
 tables), so it follows the report's counting rules: a request's UTC day decides where it falls,
-calls follow their request, a model or provider group counts only its own calls. Only one row per (day, group) or per group comes
-back; rows are never read one by one.
+calls follow their request, a model or provider group counts only its own calls. Only one row
+per (day, group) or per group comes back; rows are never read one by one.
 """
 
 from __future__ import annotations
