@@ -322,3 +322,20 @@ def test_readers_leave_a_long_rebuild_to_the_worker(engine: Engine) -> None:
     with engine.connect() as conn:
         assert len(dirty_days(conn)) == 9
     assert refresh(engine).days == 9
+
+
+def test_the_trace_ids_of_a_batch_in_every_row_form(engine: Engine) -> None:
+    """load_batch marks the days of its traces whichever form its rows took: request facts,
+    or driver rows prepared in a decode worker (COPY rows on PostgreSQL: 500 rows or more)."""
+    from app.rollups.dirty import batch_trace_ids
+
+    ids = [f"{i:032x}" for i in range(600)]
+    batch = Batch(requests={t: _facts(t, T0, True, "/a", "u1") for t in ids})
+    assert batch_trace_ids(batch, engine.dialect) == ids
+    prepare(engine.dialect, batch, {})
+    assert batch.rows is not None and not batch.requests
+    assert batch_trace_ids(batch, engine.dialect) == ids
+    with session_scope(engine) as session:
+        load_batch(session, batch, {})
+    with engine.connect() as conn:
+        assert dirty_days(conn) == [DAY]
