@@ -123,6 +123,8 @@ def rebuild_day(engine: Engine, day: date) -> None:
             # it); JIT compiles for longer than these queries run.
             conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
             conn.exec_driver_sql("SET LOCAL jit = off")
+            # A day's requests × models grouped and sorted in memory, not in batches on disk.
+            conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         conn.execute(delete(rollup_dirty).where(rollup_dirty.c.day == day))
         for table in ROLLUPS:
             conn.execute(delete(table).where(table.c.day == day))
