@@ -14,7 +14,9 @@ cost), or None when only the base tables can answer. The counting rules decide:
   value) with any provider (`requests_model`), one provider with any model
   (`requests_provider`), or one of each (`requests`). Several models (or providers) in one group
   without being a dimension (a filter on two models, say) would count a request that called
-  both twice: None, and the caller reads the base tables.
+  both twice: grouped by endpoint or team only, the requests then come from
+  `rollup_daily_call_sets` (each request once); grouped by a model or provider, None, and the
+  caller reads the base tables.
 - `true_up`: the trued-up cost is per call: None.
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
@@ -26,10 +28,13 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, func, literal, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select, true
 
 from app.warehouse.tables_rollup import (
+    PAIR_MID,
+    PAIR_START,
     rollup_daily,
+    rollup_daily_call_sets,
     rollup_daily_calls,
     rollup_daily_user_totals,
     rollup_daily_users,
@@ -80,6 +85,8 @@ def rollup_query(
             requests = t.requests_model
         elif one_provider and "model" not in used:
             requests = t.requests_provider
+        elif not CALL_DIMENSIONS.intersection(dims):
+            return _by_call_sets(dims, chosen, since, until, by_day)
         else:
             return None
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
@@ -112,6 +119,75 @@ def rollup_query(
     if groups:
         query = query.group_by(*groups)
     return query
+
+
+def _by_call_sets(
+    dims: Sequence[str],
+    chosen: Mapping[str, Sequence[str]],
+    since: date | None,
+    until: date | None,
+    by_day: bool,
+) -> Select[Any]:
+    """Several models or providers in one group (by endpoint or team, or none): the calls' sums
+    from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
+    pairs holds one that the filters accept, each counted once), joined by group."""
+    calls, sets = rollup_daily_calls.c, rollup_daily_call_sets.c
+    models, providers = chosen.get("model", ()), chosen.get("provider", ())
+    if models and providers:
+        wanted = [PAIR_START + m + PAIR_MID + p + PAIR_START for m in models for p in providers]
+    elif models:
+        wanted = [PAIR_START + m + PAIR_MID for m in models]
+    else:
+        wanted = [PAIR_MID + p + PAIR_START for p in providers]
+    parts = []
+    for t, counted in ((calls, False), (sets, True)):
+        groups: list[Any] = [
+            func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims
+        ]
+        if by_day:
+            groups.append(t.day.label("day"))
+        conds: list[ColumnElement[bool]] = []
+        if since is not None:
+            conds.append(t.day >= since)
+        if until is not None:
+            conds.append(t.day < until)
+        for dim, values in chosen.items():
+            if not counted or dim not in CALL_DIMENSIONS:
+                conds.append(t[_COLUMN_NAMES[dim]].in_(list(values)))
+        if counted:
+            conds.append(or_(*(sets.pairs.contains(w, autoescape=True) for w in wanted)))
+            sums: list[Any] = [func.sum(sets.requests).label("requests")]
+        else:
+            sums = [
+                func.sum(t[name]).label(name)
+                for name in (
+                    "llm_calls",
+                    "input_tokens",
+                    "output_tokens",
+                    "unpriced_calls",
+                    "token_cost_nanousd",
+                    "gpu_cost_nanousd",
+                )
+            ]
+        query = select(*groups, *sums).where(*conds)
+        parts.append((query.group_by(*groups) if groups else query).subquery())
+    m, r = parts
+    keys = [*dims, *(["day"] if by_day else [])]
+    on = and_(true(), *(m.c[k] == r.c[k] for k in keys))
+    token_cost = func.coalesce(m.c.token_cost_nanousd, 0)
+    gpu_cost = func.coalesce(m.c.gpu_cost_nanousd, 0)
+    return select(
+        *(m.c[d] for d in dims),
+        func.coalesce(r.c.requests, 0).label("requests"),
+        func.coalesce(m.c.llm_calls, 0).label("llm_calls"),
+        func.coalesce(m.c.input_tokens, 0).label("input_tokens"),
+        func.coalesce(m.c.output_tokens, 0).label("output_tokens"),
+        (token_cost + gpu_cost).label("cost_nanousd"),
+        func.coalesce(m.c.unpriced_calls, 0).label("unpriced_calls"),
+        token_cost.label("token_cost_nanousd"),
+        gpu_cost.label("gpu_cost_nanousd"),
+        *([m.c.day] if by_day else []),
+    ).select_from(m.join(r, on))
 
 
 def clean(conn: Connection, since: date | None, until: date | None) -> bool:

@@ -44,12 +44,17 @@ from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import (
+    PAIR_MID,
+    PAIR_START,
     ROLLUPS,
     rollup_daily,
     rollup_daily_calls,
     rollup_daily_user_totals,
     rollup_daily_users,
     rollup_dirty,
+)
+from app.warehouse.tables_rollup import (
+    rollup_daily_call_sets as SETS,
 )
 
 log = logging.getLogger("spendguard.rollups")
@@ -133,7 +138,9 @@ def rebuild_day(engine: Engine, day: date) -> None:
         pairs = _pairs(day)
         conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
         for table in ROLLUPS:
-            conn.execute(_insert(table, day))
+            conn.execute(
+                _sets_insert(day, conn.dialect.name) if table is SETS else _insert(table, day)
+            )
 
 
 # The day being rebuilt, one row per request and (model, provider) it called (one row with
@@ -191,6 +198,30 @@ def _pairs(day: date) -> Select[Any]:
         case((p.provider == first_provider, 1), else_=0).label("is_first_provider"),
         case((p.model == first_model, 1), else_=0).label("is_first_model"),
     )
+
+
+def _sets_insert(day: date, dialect: str) -> Any:
+    """`rollup_daily_call_sets` of the day: each request's pairs as one text, counted. The
+    pairs' order in the text is whatever the aggregate gives: the same set in two orders is
+    two rows, and each request is still counted once."""
+    f = _day_pairs.c
+    piece = f.model + literal(PAIR_MID) + f.provider + literal(PAIR_START)
+    joined = (
+        func.string_agg(piece, literal(""))
+        if dialect == "postgresql"
+        else func.group_concat(piece, literal(""))
+    )
+    per_request = (
+        select(f.endpoint, f.team, (literal(PAIR_START) + joined).label("pairs"))
+        .where(f.model.is_not(None))
+        .group_by(f.trace_id, f.endpoint, f.team)
+        .subquery("per_request")
+    )
+    r = per_request.c
+    query = select(
+        literal(day, Date).label("day"), r.endpoint, r.team, r.pairs, func.count().label("requests")
+    ).group_by(r.endpoint, r.team, r.pairs)
+    return insert(SETS).from_select([c.name for c in query.selected_columns], query)
 
 
 def _insert(table: Table, day: date) -> Any:

@@ -13,6 +13,9 @@ dashboard and `report unit-costs` read a few thousand rollup rows instead of mil
     `requests_model`     of those, each counted only at its first provider for the model, so
                          summing over providers counts each request once per model;
     `requests_provider`  likewise each counted only at its first model for the provider.
+- `rollup_daily_call_sets` (day, endpoint, team, pairs): how many requests called exactly this set
+  of (model, provider) pairs, so that a filter on several models (or providers) counts each
+  request once: the requests whose set holds one of them.
 - `rollup_daily_users` (day, user, endpoint, team) and `rollup_daily_user_totals` (day, user,
   team): every request of the key, like `rollup_daily`. A question about users *and* models
   is answered from the base tables (by user, the rollup would be as big as `llm_calls`).
@@ -30,7 +33,7 @@ concurrent writer survives for the next refresh.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Date, Index, Integer, String, Table
+from sqlalchemy import BigInteger, Column, Date, Index, Integer, String, Table, Text
 
 from app.warehouse.tables import Base
 
@@ -73,6 +76,21 @@ rollup_daily_calls = Table(
     Index(None, "day"),
 )
 
+# A request's (model, provider) pairs as one text: PAIR_START + model + PAIR_MID + provider, for
+# each pair, then PAIR_START. Control characters no model or provider name holds.
+PAIR_START, PAIR_MID = "\x1f", "\x1e"
+
+rollup_daily_call_sets = Table(
+    "rollup_daily_call_sets",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    Column("pairs", Text, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Index(None, "day"),
+)
+
 rollup_daily_users = Table(
     "rollup_daily_users",
     _metadata,
@@ -105,4 +123,10 @@ rollup_dirty = Table(
     Index(None, "day"),
 )
 
-ROLLUPS = (rollup_daily, rollup_daily_calls, rollup_daily_users, rollup_daily_user_totals)
+ROLLUPS = (
+    rollup_daily,
+    rollup_daily_calls,
+    rollup_daily_call_sets,
+    rollup_daily_users,
+    rollup_daily_user_totals,
+)

@@ -1,4 +1,4 @@
-"""daily rollups (rollup_daily, rollup_daily_calls, rollup_daily_users,
+"""daily rollups (rollup_daily, rollup_daily_calls, rollup_daily_call_sets, rollup_daily_users,
 rollup_daily_user_totals), the days to rebuild
 (rollup_dirty), and a trigger marking the old day of a request that moves to another day
 
@@ -73,6 +73,15 @@ def upgrade() -> None:
     )
     op.create_index('ix_rollup_daily_calls_day', 'rollup_daily_calls', ['day'])
     op.create_table(
+        'rollup_daily_call_sets',
+        sa.Column('day', sa.Date(), nullable=False),
+        sa.Column('endpoint', sa.String(length=512), nullable=False),
+        sa.Column('team', sa.String(length=256), nullable=True),
+        sa.Column('pairs', sa.Text(), nullable=False),
+        sa.Column('requests', sa.BigInteger(), nullable=False),
+    )
+    op.create_index('ix_rollup_daily_call_sets_day', 'rollup_daily_call_sets', ['day'])
+    op.create_table(
         'rollup_daily_users',
         sa.Column('day', sa.Date(), nullable=False),
         sa.Column('user_id', sa.String(length=256), nullable=True),
@@ -129,6 +138,8 @@ def downgrade() -> None:
     op.drop_index('ix_rollup_daily_users_user_id_day', table_name='rollup_daily_users')
     op.drop_index('ix_rollup_daily_users_day', table_name='rollup_daily_users')
     op.drop_table('rollup_daily_users')
+    op.drop_index('ix_rollup_daily_call_sets_day', table_name='rollup_daily_call_sets')
+    op.drop_table('rollup_daily_call_sets')
     op.drop_index('ix_rollup_daily_calls_day', table_name='rollup_daily_calls')
     op.drop_table('rollup_daily_calls')
     op.drop_index('ix_rollup_daily_day', table_name='rollup_daily')
