@@ -11,10 +11,12 @@ filter change ≤ 1 s).
 2. Runs every page through `streamlit.testing.v1.AppTest` as a browser session would: the
    first paint with empty caches (cold) and again in a new session (warm: `st.cache_data`
    hits), then a filter change (one endpoint picked in the sidebar: new queries) and back (cached).
-   Each figure is the wall time of the run, with the time spent in SQL beside it.
+   Each figure is the wall time of the run, with the time spent in SQL beside it. Then more
+   changes on the Unit costs page: the drill-down, a user, one and two models, 90 days.
 
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]
-                              [--data-dir /work/bench-data] [--postgres URL] [--drop]
+                              [--rebuild-rollups] [--data-dir /work/bench-data]
+                              [--postgres URL] [--drop]
 
 `--reuse` keeps a warehouse already generated with the same N (SQLite file
 `<data-dir>/sg_bench_<N>.db`, PostgreSQL database `sg_bench_<N>`); `--drop` deletes them at
@@ -47,7 +49,8 @@ from app.rollups.dirty import mark_all  # noqa: E402
 from app.rollups.refresh import refresh  # noqa: E402
 from app.warehouse.engine import make_engine  # noqa: E402
 from app.warehouse.migrate import upgrade  # noqa: E402
-from app.warehouse.tables import LlmCall, Request  # noqa: E402
+from app.warehouse.tables import Base, LlmCall, Request  # noqa: E402
+from app.warehouse.tables_rollup import ROLLUPS  # noqa: E402
 
 DAYS = 90
 END = datetime(2026, 11, 30, tzinfo=UTC)
@@ -329,7 +332,38 @@ def time_pages(url: str) -> list[dict[str, Any]]:
             f"filter change {_fig(change)}  back (cached) {_fig(back)}",
             flush=True,
         )
+    more_changes(run, session)
     return results
+
+
+GPT, HAIKU = "gpt-4o", "claude-haiku-4-5"
+
+
+def more_changes(run: Any, session: Any) -> None:
+    """Other changes on the Unit costs page, each uncached, one after the other."""
+    from app.dashboard.filters import filter_key
+
+    at = session("unit_costs")
+    run(at)
+
+    def sidebar(dim: str, values: list[str]) -> Any:
+        return at.sidebar.multiselect(key=filter_key(dim)).set_value(values)
+
+    def drill(key: str, value: str) -> Any:
+        return at.selectbox(key=key).set_value(value)
+
+    steps = [
+        ("drill-down: endpoint /v1/chat", lambda: drill("drill_endpoint", "/v1/chat")),
+        ("drill-down: model gpt-4o (users × model)", lambda: drill("drill_model", "gpt-4o")),
+        ("sidebar: user u-17", lambda: sidebar("user", ["u-17"])),
+        ("sidebar: no user, model gpt-4o", lambda: (sidebar("user", []), sidebar("model", [GPT]))),
+        ("sidebar: models gpt-4o, claude-haiku-4-5", lambda: sidebar("model", [GPT, HAIKU])),
+        ("sidebar: period Last 90 days", lambda: drill("period", "Last 90 days")),
+        ("sidebar: no model (90 days)", lambda: sidebar("model", [])),
+    ]  # fmt: skip
+    for label, step in steps:
+        step()
+        print(f"  unit_costs  {label:<45} {_fig(run(at))}", flush=True)
 
 
 def _fig(measure: tuple[float, float, int]) -> str:
@@ -375,9 +409,13 @@ def workdir() -> Iterator[None]:
             os.chdir(here)
 
 
-def bench(backend: str, url: str, fresh: bool, n: int) -> None:
+def bench(backend: str, url: str, fresh: bool, n: int, rebuild: bool = False) -> None:
     engine = make_engine(url)
     upgrade(engine)
+    if rebuild and not fresh:  # the rollups of a reused warehouse, again (a changed schema)
+        Base.metadata.create_all(engine, tables=list(ROLLUPS))
+        seconds, days = build_rollups(engine)
+        print(f"  rollups rebuilt: {days} days in {seconds:.1f} s", flush=True)
     if fresh or count_requests(engine) != n:
         if not fresh:
             print("  the stored warehouse has another size: generating again")
@@ -418,6 +456,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--reuse", action="store_true", help="keep a warehouse of the same N")
     parser.add_argument("--drop", action="store_true", help="delete the warehouses at the end")
+    parser.add_argument(
+        "--rebuild-rollups", action="store_true", help="with --reuse: build the rollups again"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("/work/bench-data"))
     parser.add_argument(
         "--postgres", default=os.environ.get("SPENDGUARD_BENCH_POSTGRES", DEFAULT_PG)
@@ -433,7 +474,7 @@ def main() -> None:
         else:
             url, fresh = postgres_warehouse(args.postgres, n, args.reuse)
         try:
-            bench(backend, url, fresh, n)
+            bench(backend, url, fresh, n, args.rebuild_rollups)
         finally:
             if args.drop:
                 if backend == "sqlite":
