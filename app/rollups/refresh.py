@@ -38,6 +38,7 @@ from sqlalchemy import (
     literal,
     select,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
 from app.warehouse.locks import named_lock
@@ -117,7 +118,11 @@ def refresh_if_dirty(engine: Engine, max_days: int | None = LAZY_MAX_DAYS) -> Re
         days = dirty_days(conn)
     if not days or (max_days is not None and len(days) > max_days):
         return None
-    return refresh(engine)
+    try:
+        return refresh(engine)
+    except SQLAlchemyError as exc:  # a reader still answers, from the base tables
+        log.warning("rollups: lazy refresh failed (%s); reading the base tables", exc)
+        return None
 
 
 def rebuild_day(engine: Engine, day: date) -> None:
