@@ -7,16 +7,16 @@ cost), or None when only the base tables can answer. The counting rules decide:
 - no model or provider among the dimensions and filters: every request counts; the table is
   `rollup_daily`, or when a user is grouped or filtered on `rollup_daily_user_totals` (or
   `rollup_daily_users` when the endpoint is asked too);
-- a user *and* a model or provider: None (such a rollup would be as big as `llm_calls`; a
-  filter on a user keeps the base query small, by the `requests` (user_id, started_at) index);
+- a user *and* a model or provider: `rollup_daily_user_calls`, with the same counting as
+  `rollup_daily_calls` (below) but no call sets;
 - a model or provider: only the calls of the group count, and the requests that made one. The
   distinct requests add up exactly when each group holds one model (grouped, or filtered on one
   value) with any provider (`requests_model`), one provider with any model
   (`requests_provider`), or one of each (`requests`). Several models (or providers) in one group
   without being a dimension (a filter on two models, say) would count a request that called
   both twice: grouped by endpoint or team only, the requests then come from
-  `rollup_daily_call_sets` (each request once); grouped by a model or provider, None, and the
-  caller reads the base tables.
+  `rollup_daily_call_sets` (each request once); grouped by a model, provider or user, None, and
+  the caller reads the base tables.
 - `true_up`: the trued-up cost is per call: None.
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
@@ -36,6 +36,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily,
     rollup_daily_call_sets,
     rollup_daily_calls,
+    rollup_daily_user_calls,
     rollup_daily_user_totals,
     rollup_daily_users,
     rollup_dirty,
@@ -69,9 +70,10 @@ def rollup_query(
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
     if "user" in used:
-        if call_level:  # users × models: as big as llm_calls, never rolled up
-            return None
-        table = rollup_daily_users if "endpoint" in used else rollup_daily_user_totals
+        if call_level:
+            table = rollup_daily_user_calls
+        else:
+            table = rollup_daily_users if "endpoint" in used else rollup_daily_user_totals
     else:
         table = rollup_daily_calls if call_level else rollup_daily
     t = table.c
@@ -85,7 +87,7 @@ def rollup_query(
             requests = t.requests_model
         elif one_provider and "model" not in used:
             requests = t.requests_provider
-        elif not CALL_DIMENSIONS.intersection(dims):
+        elif not CALL_DIMENSIONS.intersection(dims) and table is rollup_daily_calls:
             return _by_call_sets(dims, chosen, since, until, by_day)
         else:
             return None

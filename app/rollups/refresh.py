@@ -50,6 +50,7 @@ from app.warehouse.tables_rollup import (
     ROLLUPS,
     rollup_daily,
     rollup_daily_calls,
+    rollup_daily_user_calls,
     rollup_daily_user_totals,
     rollup_daily_users,
     rollup_dirty,
@@ -237,9 +238,10 @@ def _insert(table: Table, day: date) -> Any:
         rollup_daily_calls: ("endpoint", "team", "model", "provider"),
         rollup_daily_users: ("user_id", "endpoint", "team"),
         rollup_daily_user_totals: ("user_id", "team"),
+        rollup_daily_user_calls: ("user_id", "endpoint", "team", "model", "provider"),
     }[table]
     keys = [f[n] for n in names]
-    if table is rollup_daily_calls:  # only calls: a request counts where it made one
+    if "model" in names:  # only calls: a request counts where it made one
         counts = [
             func.count().label("requests"),
             func.sum(f.is_first_provider).label("requests_model"),

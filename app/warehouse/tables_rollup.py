@@ -17,8 +17,10 @@ dashboard and `report unit-costs` read a few thousand rollup rows instead of mil
   of (model, provider) pairs, so that a filter on several models (or providers) counts each
   request once: the requests whose set holds one of them.
 - `rollup_daily_users` (day, user, endpoint, team) and `rollup_daily_user_totals` (day, user,
-  team): every request of the key, like `rollup_daily`. A question about users *and* models
-  is answered from the base tables (by user, the rollup would be as big as `llm_calls`).
+  team): every request of the key, like `rollup_daily`.
+- `rollup_daily_user_calls` (day, user, endpoint, team, model, provider): `rollup_daily_calls` by
+  user too, for questions about users *and* models (big: nearly a row per user's call group,
+  read through its (model, day) and (user, day) indexes).
 
 NULL user, team, model and provider are stored as NULL, as in the base tables, so filters
 match exactly the same rows. The tables have no primary key: a day is always replaced whole
@@ -115,6 +117,21 @@ rollup_daily_user_totals = Table(
     Index(None, "user_id", "day"),
 )
 
+rollup_daily_user_calls = Table(
+    "rollup_daily_user_calls",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("user_id", String(256)),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    Column("model", String(256), nullable=False),
+    Column("provider", String(64), nullable=False),
+    *_measures("requests", "requests_model", "requests_provider"),
+    Index(None, "day"),
+    Index(None, "model", "day"),
+    Index(None, "user_id", "day"),
+)
+
 rollup_dirty = Table(
     "rollup_dirty",
     _metadata,
@@ -129,4 +146,5 @@ ROLLUPS = (
     rollup_daily_call_sets,
     rollup_daily_users,
     rollup_daily_user_totals,
+    rollup_daily_user_calls,
 )

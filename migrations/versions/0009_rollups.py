@@ -1,5 +1,5 @@
 """daily rollups (rollup_daily, rollup_daily_calls, rollup_daily_call_sets, rollup_daily_users,
-rollup_daily_user_totals), the days to rebuild
+rollup_daily_user_totals, rollup_daily_user_calls), the days to rebuild
 (rollup_dirty), and a trigger marking the old day of a request that moves to another day
 
 Every day that already has requests is marked dirty, so the first refresh builds the rollups
@@ -106,6 +106,23 @@ def upgrade() -> None:
         'ix_rollup_daily_user_totals_user_id_day', 'rollup_daily_user_totals', ['user_id', 'day']
     )
     op.create_table(
+        'rollup_daily_user_calls',
+        sa.Column('day', sa.Date(), nullable=False),
+        sa.Column('user_id', sa.String(length=256), nullable=True),
+        sa.Column('endpoint', sa.String(length=512), nullable=False),
+        sa.Column('team', sa.String(length=256), nullable=True),
+        sa.Column('model', sa.String(length=256), nullable=False),
+        sa.Column('provider', sa.String(length=64), nullable=False),
+        *_measures('requests', 'requests_model', 'requests_provider'),
+    )
+    op.create_index('ix_rollup_daily_user_calls_day', 'rollup_daily_user_calls', ['day'])
+    op.create_index(
+        'ix_rollup_daily_user_calls_model_day', 'rollup_daily_user_calls', ['model', 'day']
+    )
+    op.create_index(
+        'ix_rollup_daily_user_calls_user_id_day', 'rollup_daily_user_calls', ['user_id', 'day']
+    )
+    op.create_table(
         'rollup_dirty',
         sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
         sa.Column('day', sa.Date(), nullable=False),
@@ -131,6 +148,10 @@ def downgrade() -> None:
         op.execute('DROP TRIGGER IF EXISTS rollup_request_moved')
     op.drop_index('ix_rollup_dirty_day', table_name='rollup_dirty')
     op.drop_table('rollup_dirty')
+    op.drop_index('ix_rollup_daily_user_calls_user_id_day', table_name='rollup_daily_user_calls')
+    op.drop_index('ix_rollup_daily_user_calls_model_day', table_name='rollup_daily_user_calls')
+    op.drop_index('ix_rollup_daily_user_calls_day', table_name='rollup_daily_user_calls')
+    op.drop_table('rollup_daily_user_calls')
     op.drop_index('ix_rollup_daily_user_totals_user_id_day', table_name='rollup_daily_user_totals')
     op.drop_index('ix_rollup_daily_user_totals_day', table_name='rollup_daily_user_totals')
     op.drop_table('rollup_daily_user_totals')
