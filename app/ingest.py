@@ -1,9 +1,14 @@
 """`spendguard ingest traces PATH…`: load OTLP files through the trace data path.
 
-Files are read as a stream of documents and loaded in bounded batches (`BATCH_SPANS`), each in
-its own transaction, so memory stays flat whatever the file size. A record that cannot be
-loaded is quarantined with its reason and the rest of the file is loaded. Loading is idempotent:
-spans already stored are skipped, so re-ingesting a file changes nothing.
+Files are read as a stream of documents and loaded in bounded batches (`BATCH_SPANS`), so memory
+stays flat whatever the file size. Several batches share a transaction (`_Writer`: up to
+`COMMIT_SPANS` spans or `COMMIT_SECONDS`): trace and span ids are random, so every batch lands
+all over the tables' indexes, and each commit rewrites every index page it touched (to SQLite's
+WAL, PostgreSQL's too); fewer, larger commits write those pages once for many batches.
+
+A record that cannot be loaded is quarantined with its reason and the rest of the file is
+loaded. Loading is idempotent: spans already stored are skipped, so re-ingesting a file changes
+nothing.
 
 Decoding, attribution and pricing are CPU work, done by `jobs` worker processes (one file each
 at a time) while this process writes their batches to the warehouse. Batches can be written in
@@ -20,6 +25,7 @@ import gc
 import multiprocessing
 import os
 import queue
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import InputError, SpendguardError
 from app.progress import Progress
@@ -38,12 +45,19 @@ from app.traces.batch import Batch
 from app.traces.decoded import Decoded
 from app.traces.files import Document, discover, read_documents
 from app.traces.intake import Intake, IntakeCounts
-from app.warehouse.engine import session_scope
 from app.warehouse.load import prepare
 from app.warehouse.runs import finish_run, start_run
 from app.warehouse.tables import Request
 
 BATCH_SPANS = 20_000
+# A transaction holds batches until this many spans or this long, whichever comes first: long
+# enough to write each touched index page once for many batches, short enough that the API and
+# the worker (SQLite has one writer at a time) wait at most about that long.
+COMMIT_SPANS = 200_000
+COMMIT_SECONDS = 2.0
+# SQLite's page cache for the ingest's connection while it writes (KiB; the default is 2 MB):
+# the indexes' hot pages stay in memory between batches. Set back when the ingest ends.
+SQLITE_CACHE_KIB = 64 << 10
 # Below this many bytes of input, worker processes cost more (start-up) than they save.
 PARALLEL_MIN_BYTES = 4 << 20
 QUEUED_BATCHES = 2  # per worker: batches decoded ahead of the writer
@@ -105,28 +119,27 @@ def ingest_paths(
         jobs = default_jobs() if sum(sizes) >= PARALLEL_MIN_BYTES else 1
     jobs = max(1, min(jobs, len(files)))
 
-    def write(batch: Batch, path: Path) -> None:
-        with session_scope(engine) as session:
-            result.add(intake.load(session, batch, str(path), batch.spans))
-
     def bar() -> Progress:
         return Progress("Ingesting traces", sum(sizes), enabled=progress)
 
     try:
-        if jobs > 1:
-            dialect = type(engine.dialect)
-            _parallel(dialect, settings, collector, files, sizes, jobs, write, result, bar)
-        else:
-            with bar() as progress_bar:
-                for path, size in zip(files, sizes, strict=True):
-                    try:
-                        for batch in file_batches(intake, path):
-                            write(batch, path)
-                    except InputError as exc:
-                        result.failed[str(path)] = str(exc)
-                    else:
-                        result.files += 1
-                    progress_bar.advance(size)
+        with _Writer(engine, intake, result) as writer:
+            if jobs > 1:
+                dialect = type(engine.dialect)
+                _parallel(
+                    dialect, settings, collector, files, sizes, jobs, writer.write, result, bar
+                )
+            else:
+                with bar() as progress_bar:
+                    for path, size in zip(files, sizes, strict=True):
+                        try:
+                            for batch in file_batches(intake, path):
+                                writer.write(batch, path)
+                        except InputError as exc:
+                            result.failed[str(path)] = str(exc)
+                        else:
+                            result.files += 1
+                        progress_bar.advance(size)
     except BaseException as exc:
         finish_run(
             engine,
@@ -146,6 +159,87 @@ def ingest_paths(
         error="\n".join(f"{p}: {e}" for p, e in result.failed.items()) or None,
     )
     return result
+
+
+class _Writer:
+    """Writes batches in transactions of several batches (`COMMIT_SPANS`, `COMMIT_SECONDS`);
+    counts reach the result only once their transaction commits.
+
+    When the block ends, what is pending commits, also when the ingest stops for another reason
+    (a worker failed, a file could not be read, Ctrl-C): every batch handed over was whole, so
+    "what was written before stays written" holds. Only a failure of the write itself rolls
+    its transaction back (the batches in it are loaded again by the next run)."""
+
+    def __init__(self, engine: Engine, intake: Intake, result: IngestResult) -> None:
+        self._factory = sessionmaker(engine, expire_on_commit=False)
+        self._intake = intake
+        self._result = result
+        self._session: Session | None = None
+        self._pending: list[IntakeCounts] = []
+        self._spans = 0
+        self._opened = 0.0
+        self._cache_kib: int | None = None  # SQLite's cache_size before the ingest raised it
+
+    def write(self, batch: Batch, path: Path) -> None:
+        if self._session is None:
+            self._session = self._factory()
+            self._opened = time.monotonic()
+            self._raise_cache(self._session)
+        try:
+            self._pending.append(self._intake.load(self._session, batch, str(path), batch.spans))
+        except BaseException:
+            self._rollback()
+            raise
+        self._spans += batch.spans
+        if self._spans >= COMMIT_SPANS or time.monotonic() - self._opened >= COMMIT_SECONDS:
+            self.commit()
+
+    def commit(self) -> None:
+        session = self._session
+        if session is None:
+            return
+        try:
+            session.commit()
+        except BaseException:
+            self._rollback()
+            raise
+        for counts in self._pending:
+            self._result.add(counts)
+        self._end()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._session is not None:
+            self.commit()
+
+    def _rollback(self) -> None:
+        assert self._session is not None
+        try:
+            self._session.rollback()
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        session, self._session = self._session, None
+        self._pending, self._spans = [], 0
+        if session is None:
+            return
+        try:
+            if self._cache_kib is not None:
+                session.connection().exec_driver_sql(f"PRAGMA cache_size={self._cache_kib}")
+                session.commit()
+        finally:
+            session.close()
+
+    def _raise_cache(self, session: Session) -> None:
+        conn = session.connection()
+        if conn.dialect.name != "sqlite":
+            return
+        if self._cache_kib is None:
+            self._cache_kib = int(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+        conn.exec_driver_sql(f"PRAGMA cache_size={-SQLITE_CACHE_KIB}")
 
 
 def file_batches(intake: Intake, path: Path) -> Iterator[Batch]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, NamedTuple
 
 import genai_prices
 from genai_prices.types import TieredPrices
@@ -60,8 +60,7 @@ FEMTO_PER_USD = 10**15
 FEMTO_PER_NANO = 10**6
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
+class Price(NamedTuple):  # one per priced call: a tuple builds far faster than a frozen dataclass
     cost_nanousd: int | None
     source: str
     priced_model: str | None
@@ -110,6 +109,9 @@ class Pricer:
         self._override_units = [_override_units(o) for o in overrides]
         self._models: dict[tuple[str, str | None], tuple[Any, Any] | None] = {}
         self._units: dict[tuple[int, int], UnitPrices | None] = {}
+        self._resolved: dict[
+            tuple[str | None, str, str | None], Price | UnitPrices | tuple[Any, Any, str]
+        ] = {}
         self._known_providers = frozenset(
             p.id for p in genai_prices.data_snapshot.get_snapshot().providers
         )
@@ -118,30 +120,48 @@ class Pricer:
         model = usage.pricing_model or usage.model
         if model is None:
             return Price(None, SOURCE_UNPRICED, None, usage.provider)
-        for override, units in zip(self._overrides, self._override_units, strict=True):
-            if _matches(override, usage.provider, model, usage.model):
-                return Price(units.cost_nanos(usage), SOURCE_OVERRIDE, model, usage.provider)
-        return self._catalog_price(usage, model, at)
+        key = (usage.provider, model, usage.model)
+        try:
+            found = self._resolved[key]
+        except KeyError:
+            if len(self._resolved) >= 10_000:
+                self._resolved.clear()
+            found = self._resolved[key] = self._resolve(usage.provider, model, usage.model)
+        if isinstance(found, Price):  # unpriced, whatever the call
+            return found
+        if isinstance(found, UnitPrices):  # an override
+            return Price(found.cost_nanos(usage), SOURCE_OVERRIDE, model, usage.provider)
+        provider, info, provider_name = found
+        units = self._units_for(provider, info, at)
+        if units is not None and (units.max_input is None or usage.input_tokens < units.max_input):
+            nanos = units.cost_nanos(usage)
+        else:
+            calc = info.calc_price(_catalog_usage(usage), provider, genai_request_timestamp=at)
+            nanos = usd_to_nanos(calc.total_price)
+        return Price(nanos, SOURCE_CATALOG, model, provider_name)
 
-    def _catalog_price(self, u: Usage, model: str, at: datetime) -> Price:
-        provider_id = _CATALOG_PROVIDERS.get(u.provider) if u.provider else None
-        if u.provider and provider_id is None:
-            if u.provider not in self._known_providers:
+    def _resolve(
+        self, provider_name: str | None, model: str, requested: str | None
+    ) -> Price | UnitPrices | tuple[Any, Any, str]:
+        """What prices calls of (provider, model, requested model), whatever their tokens and
+        time: an override's unit prices, the catalog's (provider, model info, provider name
+        stored), or an unpriced `Price`. Remembered per triple: a workload has few of them."""
+        for override, units in zip(self._overrides, self._override_units, strict=True):
+            if _matches(override, provider_name, model, requested):
+                return units
+        unpriced = Price(None, SOURCE_UNPRICED, None, provider_name)
+        provider_id = _CATALOG_PROVIDERS.get(provider_name) if provider_name else None
+        if provider_name and provider_id is None:
+            if provider_name not in self._known_providers:
                 # A provider the catalog does not know (e.g. self-hosted vLLM): never guess a
                 # price from another provider's model of the same name.
-                return Price(None, SOURCE_UNPRICED, None, u.provider)
-            provider_id = u.provider
+                return unpriced
+            provider_id = provider_name
         found = self._lookup(model, provider_id)
         if found is None:
-            return Price(None, SOURCE_UNPRICED, None, u.provider)
+            return unpriced
         provider, info = found
-        units = self._units_for(provider, info, at)
-        if units is not None and (units.max_input is None or u.input_tokens < units.max_input):
-            nanos = units.cost_nanos(u)
-        else:
-            calc = info.calc_price(_catalog_usage(u), provider, genai_request_timestamp=at)
-            nanos = usd_to_nanos(calc.total_price)
-        return Price(nanos, SOURCE_CATALOG, model, u.provider or _otel_provider_name(provider.id))
+        return provider, info, provider_name or _otel_provider_name(provider.id)
 
     def _lookup(self, model: str, provider_id: str | None) -> tuple[Any, Any] | None:
         key = (model, provider_id)

@@ -196,8 +196,29 @@ def _tree_rss_kb(pid: int) -> int:
     return total
 
 
+def _postgres_cpu_s() -> float | None:
+    """CPU seconds used so far by every `postgres` process on this machine (a local server's
+    backends, WAL writer, checkpointer…), from /proc; None if none is visible."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, seen = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
+        if name.startswith("postgres"):
+            fields = rest.split()
+            # utime, stime, and cutime, cstime: the exited backends' time, added to the
+            # postmaster's when it reaps them (a living process's is only in its own).
+            total += sum(int(f) for f in fields[11:15])
+            seen = True
+    return total / ticks if seen else None
+
+
 def run_child(url: str, folder: Path, label: str, jobs: int | None) -> None:
     load_before = os.getloadavg()
+    server_before = _postgres_cpu_s() if label == "postgresql" else None
     args = [sys.executable, __file__, "--child", url, str(folder)]
     if jobs is not None:
         args += ["--jobs", str(jobs)]
@@ -216,6 +237,12 @@ def run_child(url: str, folder: Path, label: str, jobs: int | None) -> None:
     if proc.returncode:
         sys.exit(f"{label}: ingest failed ({proc.returncode}):\n{err}")
     r = json.loads(out.strip().splitlines()[-1])
+    server_after = _postgres_cpu_s() if server_before is not None else None
+    server = (
+        f", PostgreSQL server {server_after - server_before:.1f} (its local processes)"
+        if server_before is not None and server_after is not None
+        else ""
+    )
     bound = r["writer_rss_mb"] + r["workers"] * r["worker_rss_mb"]
     print(
         f"{label:>10}: {r['spans']:,} spans in {r['seconds']:.1f} s = "
@@ -223,7 +250,7 @@ def run_child(url: str, folder: Path, label: str, jobs: int | None) -> None:
         f"requests, {r['workers']} decode workers); peak RSS of all its processes: "
         f"{peak[0] / 1024:.0f} MB sampled, {bound:.0f} MB upper bound (writer "
         f"{r['writer_rss_mb']:.0f} MB, largest worker {r['worker_rss_mb']:.0f} MB); CPU s: "
-        f"writer {r['cpu_writer_s']:.1f}, workers {r['cpu_workers_s']:.1f}; load average "
+        f"writer {r['cpu_writer_s']:.1f}, workers {r['cpu_workers_s']:.1f}{server}; load average "
         f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}"
     )
 

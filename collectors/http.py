@@ -51,6 +51,7 @@ class SettingNames:
     key: str  # e.g. collectors.openai.admin_key
     base_url: str  # e.g. collectors.openai.base_url
     key_hint: str = ""  # what kind of key the API wants, for the 401/403 message
+    credential: str = "the admin key"  # what a 401/403 refused, in its message
 
 
 class _Retry(Exception):
@@ -141,7 +142,8 @@ class ApiClient:
         if status in (401, 403):
             verb = "refused" if status == 401 else "does not allow this with"
             raise CollectorError(
-                f"{where}: {status}, the API {verb} the admin key ({_api_message(response)}); "
+                f"{where}: {status}, the API {verb} {self.settings.credential} "
+                f"({_api_message(response)}); "
                 f"fix {self.settings.key}{self.settings.key_hint}"
             )
         if status == 404:

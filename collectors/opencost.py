@@ -82,7 +82,13 @@ class OpenCostCollector(Collector[OpenCostCollectorConfig, str, DayRows]):
         config = run.config
         today = self.now().date()
         first = _start(checkpoint, run.since, config, today)
-        names = SettingNames("collectors.opencost.base_url", "collectors.opencost.base_url")
+        names = SettingNames(
+            "collectors.opencost.base_url",
+            "collectors.opencost.base_url",
+            " (OpenCost takes no key: point it at a URL this worker may read, e.g. the "
+            "in-cluster service or a proxy that adds the credentials)",
+            credential="this request",
+        )
         client = ApiClient(
             config.base_url,
             {},

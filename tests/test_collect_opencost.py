@@ -91,3 +91,24 @@ def test_an_answer_that_is_not_opencost_fails_the_run(engine: Engine) -> None:
         outcome = collect(engine, url)
     assert not outcome.ok and "collectors.opencost.base_url" in (outcome.error or "")
     assert lines(engine) == []
+
+
+def test_a_refused_request_says_opencost_takes_no_key(engine: Engine) -> None:
+    """OpenCost has no key: a 401 from a proxy in front of it names the URL, not an admin key."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.servers import serve
+
+    async def refused(_request: Any) -> JSONResponse:
+        return JSONResponse({"error": "login required"}, status_code=401)
+
+    with serve(Starlette(routes=[Route("/allocation", refused)])) as url:
+        outcome = collect(engine, url)
+    assert not outcome.ok
+    error = outcome.error or ""
+    assert "401, the API refused this request" in error
+    assert "admin key" not in error
+    assert "collectors.opencost.base_url (OpenCost takes no key" in error
+    assert lines(engine) == []

@@ -242,3 +242,58 @@ def test_small_inputs_are_decoded_in_process(
     monkeypatch.setattr(ingest, "_parallel", no_workers)
     result = ingest_paths(sqlite_engine, Settings(), [files])  # well under 4 MB
     assert result.spans > 0
+
+
+def test_batches_share_transactions_and_give_the_same_warehouse(
+    sqlite_engine: Engine, files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a transaction per batch and with several batches per transaction, the same rows and
+    counts; the grouped run commits more than once (COMMIT_SPANS reached)."""
+    monkeypatch.setattr(ingest, "BATCH_SPANS", 150)
+    monkeypatch.setattr(ingest, "COMMIT_SPANS", 1)  # a commit after every batch
+    each = ingest_paths(sqlite_engine, Settings(), [files], jobs=1)
+    expected = _dump(sqlite_engine)
+    _wipe(sqlite_engine)
+    commits: list[int] = []
+    real_commit = ingest._Writer.commit
+
+    def counting(self: Any) -> None:
+        commits.append(1)
+        real_commit(self)
+
+    monkeypatch.setattr(ingest._Writer, "commit", counting)
+    monkeypatch.setattr(ingest, "COMMIT_SPANS", 600)
+    monkeypatch.setattr(ingest, "COMMIT_SECONDS", 3600.0)  # counts only, however slow the machine
+    grouped = ingest_paths(sqlite_engine, Settings(), [files], jobs=1)
+    assert _dump(sqlite_engine) == expected
+    assert _counts(grouped) == _counts(each)
+    assert 1 < len(commits) < grouped.spans // 150
+    with sqlite_engine.connect() as conn:  # the page cache is set back when the ingest ends
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -2000
+
+
+def test_a_failing_write_rolls_back_its_transaction_and_a_rerun_completes(
+    sqlite_engine: Engine, files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest_paths(sqlite_engine, Settings(), [files], jobs=1)
+    expected = _dump(sqlite_engine)
+    _wipe(sqlite_engine)
+    monkeypatch.setattr(ingest, "BATCH_SPANS", 150)
+    monkeypatch.setattr(ingest, "COMMIT_SECONDS", 3600.0)
+    real_load = ingest.Intake.load
+    loads: list[int] = []
+
+    def failing(self: Any, session: Any, batch: Any, source: str, spans: int) -> Any:
+        loads.append(1)
+        if len(loads) == 4:
+            raise RuntimeError("disk full")
+        return real_load(self, session, batch, source, spans)
+
+    monkeypatch.setattr(ingest.Intake, "load", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest_paths(sqlite_engine, Settings(), [files], jobs=1)
+    # The three batches before it shared its transaction: nothing of them half-stored.
+    assert _dump(sqlite_engine)["llm_calls"] == []
+    monkeypatch.undo()
+    ingest_paths(sqlite_engine, Settings(), [files], jobs=1)
+    assert _dump(sqlite_engine) == expected

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from operator import itemgetter
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Connection, Table, and_, case, column, func, or_, select
@@ -180,17 +179,25 @@ def _param_order(dialect: Dialect, name: str) -> tuple[int, ...]:
 
 def _convert(dialect: Dialect, name: str, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Rows with every value as the driver takes it, in its order, but the write time."""
-    procs = _converters(dialect, name)[:-1]
-    convert = [(i, p) for i, p in enumerate(procs) if p is not None]
-    order = _param_order(dialect, name)[:-1]
-    pick = tuple if order == tuple(range(len(order))) else itemgetter(*order)
-    out = []
-    for row in rows:
-        values = list(row)
-        for i, proc in convert:
-            values[i] = proc(values[i])
-        out.append(pick(values))
-    return out
+    return list(map(_row_converter(dialect, name), rows))
+
+
+_ROW_CONVERTERS: dict[tuple[str, str], Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {}
+
+
+def _row_converter(dialect: Dialect, name: str) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """One row's conversion as a single expression, `lambda r: (r[0], p2(r[2]), …)`, built
+    once per dialect and table: it runs for every stored row, and one tuple display costs
+    far less than a loop over the columns."""
+    key = (dialect.name, name)
+    if key not in _ROW_CONVERTERS:
+        procs = _converters(dialect, name)[:-1]
+        order = _param_order(dialect, name)[:-1]
+        names = {f"p{i}": p for i, p in enumerate(procs) if p is not None}
+        items = [f"p{i}(r[{i}])" if procs[i] is not None else f"r[{i}]" for i in order]
+        source = f"lambda r: ({', '.join(items)},)"
+        _ROW_CONVERTERS[key] = eval(source, names)  # noqa: S307 (built from column indexes)
+    return _ROW_CONVERTERS[key]
 
 
 def _stamped(dialect: Dialect, name: str, rows: list[tuple[Any, ...]], now: datetime) -> Any:
