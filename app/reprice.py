@@ -16,6 +16,7 @@ from typing import cast
 from sqlalchemy import Engine, Table, and_, bindparam, select, tuple_, update
 
 from app.pricing import Pricer
+from app.rollups.dirty import mark_traces
 from app.settings import Settings
 from app.traces.usage import Usage, pricing_model
 from app.warehouse.engine import session_scope
@@ -94,6 +95,7 @@ def reprice(
                         ),
                         updates,
                     )
+                    mark_traces(session.connection(), [str(u["t"]) for u in updates])
                 calls += len(rows)
                 changed += len(updates)
                 last = (rows[-1].trace_id, rows[-1].span_id)

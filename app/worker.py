@@ -205,6 +205,7 @@ def run_collector(
                 _refresh_true_up(engine, name, outcome)
             if outcome.ok and settings.gpu_pools:
                 _refresh_gpu(engine, name, settings)
+            _refresh_rollups(engine, name)
     except Exception:
         # Not even recorded (the warehouse unreachable?): the log is all there is.
         log.exception("worker: %s run could not start or be recorded", name)
@@ -253,6 +254,19 @@ def _refresh_gpu(engine: Engine, name: str, settings: Settings) -> None:
         return
     if result is not None and not result.busy:
         log.info("worker: %s: GPU allocation refreshed, %d day(s)", name, result.days)
+
+
+def _refresh_rollups(engine: Engine, name: str) -> None:
+    """After any collector run (a failed one may have loaded batches): the days it touched."""
+    from app.rollups.refresh import refresh
+
+    try:
+        result = refresh(engine)
+    except Exception:
+        log.exception("worker: %s: rollup refresh failed; reports read the base tables", name)
+        return
+    if result.days:
+        log.info("worker: %s: rollups of %d day(s) rebuilt", name, result.days)
 
 
 def _heartbeat() -> None:

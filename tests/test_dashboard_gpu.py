@@ -78,10 +78,9 @@ def nanos(rows: list[AllocationRow]) -> dict[str, int]:
 
 
 def shown_usd(frame: Any, column: str) -> dict[str, Decimal]:
-    """A table's display floats back to exact cents-and-below: the stored nano-dollars,
-    rounded to 9 places, must come back unchanged."""
+    """A table's money column (exact decimals) as the stored nano-dollars, 9 places."""
     return {
-        str(k): Decimal(repr(v)).quantize(Decimal("0.000000001"))
+        str(k): Decimal(str(v)).quantize(Decimal("0.000000001"))
         for k, v in zip(frame[frame.columns[0]], frame[column], strict=True)
     }
 
@@ -105,7 +104,7 @@ def test_pools_allocation_and_idle(monkeypatch: pytest.MonkeyPatch, engine: Engi
     }
     pools = frame_of(at, "Pool")
     assert list(pools["Pool"]) == ["llama-70b", "embed", "(unassigned)"]
-    assert list(pools["Idle (USD)"]) == [98.17, 4.5, 0.0]
+    assert list(pools["Idle (USD)"]) == [Decimal("98.17"), Decimal("4.5"), 0]
     assert list(pools["Utilisation"])[1] == 0.5
     by_endpoint = frame_of(at, "Endpoint")
     assert list(by_endpoint["Endpoint"]) == ["/search", "/chat", "/embed"]

@@ -28,6 +28,7 @@ from sqlalchemy import Engine, func, select
 
 from app.gpu.allocate import refresh, refresh_stale
 from app.gpu.report import allocation_rows, pool_rows
+from app.rollups.dirty import mark_traces
 from app.settings import Settings
 from app.warehouse.engine import session_scope
 from app.warehouse.tables import LlmCall, Request
@@ -98,6 +99,8 @@ def add_call(
                 ingested_at=datetime.now(UTC),
             )
         )
+        session.flush()  # written by hand, not by load_batch: its day's rollups are stale
+        mark_traces(session.connection(), [trace])
 
 
 def add_cost(

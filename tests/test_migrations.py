@@ -136,3 +136,33 @@ def test_no_float_column_in_the_migrated_database(engine: Engine) -> None:
         if _is_float(column["type"])
     ]
     assert not floats, floats
+
+
+def test_0009_marks_the_days_of_an_existing_warehouse_for_the_rollups(engine: Engine) -> None:
+    """Upgrading a warehouse that already holds requests: their days are marked dirty, and the
+    first refresh builds their rollups (until then, reports read the base tables)."""
+    from datetime import UTC, date, datetime
+
+    from sqlalchemy import select
+
+    from app.reports.unit_costs import Scope, cost_query
+    from app.rollups.refresh import dirty_days, refresh
+    from app.warehouse.engine import session_scope
+    from app.warehouse.tables import Request
+    from app.warehouse.tables_rollup import rollup_daily
+
+    command.downgrade(alembic_config(engine), "0008")
+    assert "rollup_dirty" not in inspect(engine).get_table_names()
+    with session_scope(engine) as session:
+        for trace, day in (("a", 20), ("b", 20), ("c", 21)):
+            when = datetime(2025, 11, day, 12, tzinfo=UTC)
+            session.add(Request(trace_id=trace, started_at=when, root_key="0", updated_at=when))
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == [date(2025, 11, 20), date(2025, 11, 21)]
+        assert "rollup" not in str(cost_query(conn, [], Scope()))
+    assert refresh(engine).days == 2
+    with engine.connect() as conn:
+        counts = conn.execute(select(rollup_daily.c.day, rollup_daily.c.requests)).all()
+        assert sorted(counts) == [(date(2025, 11, 20), 2), (date(2025, 11, 21), 1)]
+        assert "rollup_daily" in str(cost_query(conn, [], Scope()))

@@ -29,6 +29,7 @@ from typer.testing import CliRunner, Result
 
 from app.cli import app
 from app.reports.reconcile import COLUMNS, ReconRow, reconcile, reconcile_records
+from app.rollups.dirty import mark_traces
 from app.warehouse.engine import session_scope
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_billing import BilledCost
@@ -89,6 +90,8 @@ def add_call(
                 ingested_at=when,
             )
         )
+        session.flush()  # written by hand, not by load_batch: its day's rollups are stale
+        mark_traces(session.connection(), [trace])
 
 
 def add_line(

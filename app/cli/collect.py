@@ -93,8 +93,10 @@ def collect(
             failed = failed or not outcome.ok
         # New calls or bills: their GPU pools' hours are allocated again.
         from app.cli.gpu import bring_up_to_date
+        from app.rollups.refresh import refresh as refresh_rollups
 
         bring_up_to_date(engine, settings)
+        refresh_rollups(engine)  # and the days they touched are added up again
     finally:
         engine.dispose()
     if failed:

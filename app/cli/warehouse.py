@@ -41,9 +41,11 @@ def ingest_traces(
 ) -> None:
     """Load OTLP trace files; re-loading the same spans changes nothing."""
     from app.ingest import ingest_paths
+    from app.rollups.refresh import refresh as refresh_rollups
 
     settings, engine = ctx_of(ctx).warehouse()
     result = ingest_paths(engine, settings, paths, progress=True, jobs=jobs)
+    refresh_rollups(engine)  # the days just loaded, added up for the reports and dashboard
     typer.echo(
         f"{result.files} file(s), {result.spans} spans: {result.requests_new} new requests, "
         f"{result.calls_new} new LLM calls ({result.calls_duplicate} already stored), "

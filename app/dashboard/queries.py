@@ -1,8 +1,9 @@
 """Queries the dashboard needs beyond `app.reports.unit_costs`, aggregated in SQL.
 
-Every cost figure here is built from `unit_cost_query`, so it follows the same counting rules as
-the report (a request's UTC day and dimensions decide; calls follow their request). Only one row
-per group or per day comes back; nothing here reads every request into memory.
+Every cost figure here is built from `cost_query` (the rollups, or the base tables), so it
+follows the same counting rules as the report (a request's UTC day and dimensions decide; calls
+follow their request). Only one row per group or per day comes back; nothing here reads every
+request into memory.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from decimal import Decimal
 from sqlalchemy import Engine, func, inspect, literal, select
 
 from app.money import nanos_to_usd, per_thousand
-from app.reports.unit_costs import COLUMNS, Scope, unit_cost_query
+from app.reports.unit_costs import COLUMNS, Scope, cost_query, freshen
+from app.rollups.query import clean, option_query
 from app.warehouse.engine import check_connection
 from app.warehouse.tables import CollectorRun, LlmCall, Request
+from app.warehouse.tables_rollup import rollup_daily
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +62,20 @@ def has_warehouse(engine: Engine) -> bool:
 
 def data_bounds(engine: Engine) -> DataBounds | None:
     """The first and last request time, or None when the warehouse holds no request."""
-    query = select(
-        func.min(Request.started_at), func.max(Request.started_at), func.count(Request.trace_id)
+    # Two subqueries: SQLite reads a min() or a max() from the index only when it is alone.
+    bounds = select(
+        select(func.min(Request.started_at)).scalar_subquery(),
+        select(func.max(Request.started_at)).scalar_subquery(),
     )
     with engine.connect() as conn:
-        first, last, count = conn.execute(query).one()
+        first, last = conn.execute(bounds).one()
+        if first is None:
+            return None
+        # Counting millions of requests takes a while: the rollups know, when they are clean.
+        counted = select(func.sum(rollup_daily.c.requests))
+        if not clean(conn, None, None):
+            counted = select(func.count(Request.trace_id))
+        count = conn.execute(counted).scalar()
     if not count:
         return None
     return DataBounds(first=first, last=last, requests=int(count))
@@ -71,10 +83,10 @@ def data_bounds(engine: Engine) -> DataBounds | None:
 
 def daily_unit_costs(engine: Engine, scope: Scope) -> list[DailyRow]:
     """One row per UTC day of the scope that has requests, oldest first."""
-    day = func.date(Request.started_at).label("day")
-    query = unit_cost_query([], scope).add_columns(day).group_by(day).order_by(day)
+    freshen(engine)
     with engine.connect() as conn:
-        result = conn.execute(query).mappings().all()
+        query = cost_query(conn, [], scope, by_day=True)
+        result = conn.execute(query.order_by(query.selected_columns.day)).mappings().all()
     return [
         DailyRow(
             day=_as_date(r["day"]),
@@ -101,6 +113,11 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
     Model and provider values come from calls; endpoint, user and team from requests (with or
     without calls). Ties are broken by the value so the order is stable between reruns.
     """
+    freshen(engine)
+    with engine.connect() as conn:
+        if not scope.filters and clean(conn, scope.since, scope.until):
+            rolled = option_query(dim, scope.since, scope.until, limit)
+            return [str(v) for v in conn.execute(rolled).scalars()]
     column = COLUMNS[dim]  # NULL users/teams are no option: a filter matches stored values
     cost = func.coalesce(func.sum(LlmCall.cost_nanousd), literal(0))
     query = select(column).select_from(Request)

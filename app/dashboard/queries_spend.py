@@ -1,9 +1,9 @@
 """Spend over time and between periods, aggregated in SQL.
 
-Every figure is built from `app.reports.unit_costs.unit_cost_query`, so it follows the report's
-counting rules: a request's UTC day decides where it falls, calls follow their request, a model
-or provider group counts only its own calls. Only one row per (day, group) or per group comes
-back; rows are never read one by one.
+Every figure is built from `app.reports.unit_costs.cost_query` (the rollups, or the base
+tables), so it follows the report's counting rules: a request's UTC day decides where it falls,
+calls follow their request, a model or provider group counts only its own calls. Only one row
+per (day, group) or per group comes back; rows are never read one by one.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine
 
 from app.money import nanos_to_usd, per_thousand
 from app.reports.reconcile import ReconRow, as_date, reconcile
-from app.reports.unit_costs import Scope, UnitCostRow, unit_cost_query, unit_costs
-from app.warehouse.tables import Request
+from app.reports.unit_costs import Scope, UnitCostRow, cost_query, unit_costs
 
 OTHER = "(other)"
 
@@ -42,12 +41,10 @@ def spend_by_day(engine: Engine, dim: str, scope: Scope, top: int = 8) -> list[D
     leaders = [r.group[dim] for r in unit_costs(engine, [dim], scope, limit=top)]
     if not leaders:
         return []
-    day = func.date(Request.started_at)
-    by_group = unit_cost_query([dim], scope).add_columns(day.label("day"))
-    group_col = by_group.selected_columns[dim]
-    by_group = by_group.where(group_col.in_(leaders)).group_by(day)
-    totals = unit_cost_query([], scope).add_columns(day.label("day")).group_by(day)
     with engine.connect() as conn:
+        by_group = cost_query(conn, [dim], scope, by_day=True)
+        by_group = by_group.where(by_group.selected_columns[dim].in_(leaders))
+        totals = cost_query(conn, [], scope, by_day=True)
         grouped = conn.execute(by_group).mappings().all()
         daily = conn.execute(totals).mappings().all()
     out: list[DaySpend] = []

@@ -1,7 +1,7 @@
 """Unit-cost rows as tables for `st.dataframe`.
 
-Money columns are floats *for display only*, so the grid sorts them as numbers; the sums and
-ratios behind them were computed exactly (`Decimal`, integer nano-dollars) before conversion.
+Money columns are exact decimals (`MONEY`: polars Decimal(38, 9), the nano-dollar), so the grid
+sorts them as numbers and the CSV and Parquet downloads carry the exact amounts, never a float.
 Values are shown as plain cells, never as HTML or markdown.
 """
 
@@ -18,6 +18,7 @@ import streamlit as st
 from app.dashboard.formatting import money_text
 from app.reports.unit_costs import UnitCostRow
 
+MONEY = pl.Decimal(38, 9)  # exact to the nano-dollar, as stored
 SPEND = "Spend (USD)"
 PRICED_COST = "Token cost (USD)"  # tokens × price (a name with "token" reads as a secret to ruff)
 GPU_COST = "GPU cost (USD)"
@@ -49,13 +50,13 @@ def unit_cost_frame(rows: Sequence[UnitCostRow], dims: Sequence[str]) -> pl.Data
     data["LLM calls"] = [r.llm_calls for r in rows]
     data["Input tokens"] = [r.input_tokens for r in rows]
     data["Output tokens"] = [r.output_tokens for r in rows]
-    data[SPEND] = [float(r.cost_usd) for r in rows]
-    data[PRICED_COST] = [float(r.token_cost_usd) for r in rows]
-    data[GPU_COST] = [float(r.gpu_cost_usd) for r in rows]
-    data[PER_1K] = [_float_or_none(r) for r in rows]
+    data[SPEND] = [r.cost_usd for r in rows]
+    data[PRICED_COST] = [r.token_cost_usd for r in rows]
+    data[GPU_COST] = [r.gpu_cost_usd for r in rows]
+    data[PER_1K] = [r.cost_per_1k_requests for r in rows]
     data["Unpriced calls"] = [r.unpriced_calls for r in rows]
     schema: dict[str, Any] = {title(d): pl.String for d in dims}
-    schema |= {SPEND: pl.Float64, PRICED_COST: pl.Float64, GPU_COST: pl.Float64, PER_1K: pl.Float64}
+    schema |= {SPEND: MONEY, PRICED_COST: MONEY, GPU_COST: MONEY, PER_1K: MONEY}
     return pl.DataFrame(data, schema_overrides=schema)
 
 
@@ -144,8 +145,3 @@ def money_column(label: str, help: str | None = None, *, precise: bool = False) 
 
 def count_column(label: str, help: str | None = None) -> Any:
     return st.column_config.NumberColumn(label, format="localized", help=help)
-
-
-def _float_or_none(row: UnitCostRow) -> float | None:
-    per_1k = row.cost_per_1k_requests
-    return None if per_1k is None else float(per_1k)

@@ -15,6 +15,7 @@ from app.demo.catalog import DEMO_PRICE_OVERRIDES, DEMO_USER_TEAMS
 from app.demo.gpu import load_demo_gpu
 from app.demo.run import generate_demo
 from app.ingest import ingest_paths
+from app.rollups.refresh import refresh as refresh_rollups
 from app.settings import AttributionConfig, PriceOverride, PricingConfig, Settings
 from app.warehouse.tables import Request
 
@@ -67,6 +68,7 @@ def load_demo(
         engine, settings, start=summary.start, end=summary.end, seed=seed, progress=progress
     )
     gpu = load_demo_gpu(engine, settings, start=summary.start, end=summary.end, out_dir=out_dir)
+    refresh_rollups(engine)
     return (
         f"demo: {summary.requests} requests ({summary.requests_without_llm} without an LLM call),"
         f" {summary.llm_calls} LLM calls, {summary.users} users in {summary.teams} teams, "

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from app.gpu.pools import CostLine, PoolHours, hour_floor, pool_hours
 from app.money import split_exact
+from app.rollups.dirty import mark_allocated
 from app.settings import GpuPoolConfig, Settings
 from app.settings.models import UNASSIGNED_POOL
 from app.warehouse.checkpoints import read_checkpoint, write_checkpoint
@@ -243,6 +244,9 @@ def _replace_day(
     end: datetime,
     result: AllocationResult,
 ) -> None:
+    # The rollups count GPU shares on their requests' days: those of the shares replaced here,
+    # and (below) of the new ones.
+    mark_allocated(session.connection(), start, end)
     session.execute(
         delete(GpuAllocation).where(GpuAllocation.hour >= start, GpuAllocation.hour < end)
     )
@@ -306,6 +310,7 @@ def _replace_day(
         session.execute(insert(GpuPoolHour), hour_rows)
     if allocation_rows:
         session.execute(insert(GpuAllocation), allocation_rows)
+        mark_allocated(session.connection(), start, end)
 
 
 def _capacity(pool: GpuPoolConfig | None) -> int | None:

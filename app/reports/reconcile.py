@@ -26,7 +26,7 @@ out rather than shown as unbilled every day.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -132,7 +132,8 @@ def normalize(provider: str, model: str | None) -> str:
 def reconcile(engine: Engine, since: date, until: date | None = None) -> Reconciliation:
     """The reconciliation of the UTC days `since` (inclusive) to `until` (exclusive)."""
     billed_anywhere = billed_provider_names(engine)
-    traced = [g for g in traced_groups(engine, since, until) if g.provider in billed_anywhere]
+    # Only providers that bill: none, and the calls are not even read.
+    traced = traced_groups(engine, since, until, sorted(billed_anywhere)) if billed_anywhere else []
     estimated: dict[Key, int] = defaultdict(int)
     for group in traced:
         estimated[group.key] += group.cost_nanousd
@@ -167,8 +168,11 @@ def reconcile(engine: Engine, since: date, until: date | None = None) -> Reconci
     return Reconciliation(rows=rows, unpriced_calls=unpriced, traced=traced)
 
 
-def traced_groups(engine: Engine, since: date, until: date | None) -> list[TracedGroup]:
-    """Priced cost and unpriced calls per provider, served model and the calls' UTC day."""
+def traced_groups(
+    engine: Engine, since: date, until: date | None, providers: Sequence[str] | None = None
+) -> list[TracedGroup]:
+    """Priced cost and unpriced calls per provider, served model and the calls' UTC day (of
+    `providers` only, when given)."""
     day, model = func.date(LlmCall.started_at), served_model()
     query = (
         select(
@@ -181,6 +185,8 @@ def traced_groups(engine: Engine, since: date, until: date | None) -> list[Trace
         .where(*_call_window(since, until))
         .group_by(day, LlmCall.provider, model)
     )
+    if providers is not None:
+        query = query.where(LlmCall.provider.in_(list(providers)))
     with engine.connect() as conn:
         result = conn.execute(query).all()
     return [TracedGroup(as_date(d), str(p), str(m), int(c), int(u)) for d, p, m, c, u in result]

@@ -16,7 +16,9 @@ With `Scope(true_up=True)` (`pricing.true_up`), a call's cost is its trued-up co
 that its provider's model-day adds up to the bill (`app.warehouse.tables_trueup`); calls of a
 day without a bill keep their estimate, and `trued_up_calls` counts those that were scaled.
 
-Aggregation runs in SQL; only one row per group comes back.
+Aggregation runs in SQL; only one row per group comes back. `cost_query` answers from the
+daily rollups (`app.rollups.query`) when they can answer exactly and the days of the scope are
+clean, else from the base tables with `unit_cost_query`: the same columns, the same numbers.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal, select
 from sqlalchemy.sql import Select
 
 from app.money import nanos_to_usd, per_thousand
+from app.rollups.query import clean, rollup_query
+from app.rollups.refresh import refresh_if_dirty
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
@@ -153,16 +157,42 @@ def unit_cost_query(dims: Sequence[str], scope: Scope) -> Select[Any]:
     return query
 
 
+def cost_query(
+    conn: Connection, dims: Sequence[str], scope: Scope, *, by_day: bool = False
+) -> Select[Any]:
+    """`unit_cost_query` from the rollups when they answer it exactly and the scope's days are
+    clean, else from the base tables. `by_day` adds the request's UTC day (`day`) to the
+    grouping."""
+    query = rollup_query(
+        dims, scope.filters, scope.since, scope.until, true_up=scope.true_up, by_day=by_day
+    )
+    if query is not None and clean(conn, scope.since, scope.until):
+        return query
+    query = unit_cost_query(dims, scope)
+    if by_day:
+        day = func.date(Request.started_at)
+        query = query.add_columns(day.label("day")).group_by(day)
+    return query
+
+
+def freshen(engine: Engine) -> None:
+    """Rebuild the dirty days of the rollups now (when only a few are, and no other process is
+    at it), so that the next queries can read them."""
+    refresh_if_dirty(engine)
+
+
 def unit_costs(
     engine: Engine, dims: Sequence[str], scope: Scope = Scope(), limit: int | None = None
 ) -> list[UnitCostRow]:
     """One row per group, most expensive first (ties broken by the group's values); with
     `limit`, only the `limit` most expensive groups, cut in SQL."""
-    query = unit_cost_query(dims, scope)
-    if limit is not None:
-        cols = query.selected_columns
-        query = query.order_by(cols.cost_nanousd.desc(), *(cols[d] for d in dims)).limit(limit)
+    freshen(engine)
     with engine.connect() as conn:
+        query = cost_query(conn, dims, scope)
+        if limit is not None:
+            cols = query.selected_columns
+            order = (cols.cost_nanousd.desc(), *(cols[d] for d in dims))
+            query = query.order_by(*order).limit(limit)
         result = conn.execute(query).mappings().all()
     rows = [
         UnitCostRow(

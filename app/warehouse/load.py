@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from app.rollups.dirty import marks_rollups
 from app.traces.attribution import RequestFacts, with_mapped_team
 from app.traces.batch import Batch, CallRow, DriverRows
 from app.warehouse.tables import Base, LlmCall, Request
@@ -58,6 +59,7 @@ class LoadCounts:
     calls_duplicate: int
 
 
+@marks_rollups  # the days of the batch's requests: their rollups are stale
 def load_batch(session: Session, batch: Batch, user_teams: dict[str, str]) -> LoadCounts:
     """Write one batch (its requests merged, its new calls inserted) in the session's
     transaction. The one place a batch of spans is written, whatever brought it."""

@@ -296,5 +296,6 @@ from app.warehouse import (  # noqa: E402, F401
     tables_billing,
     tables_gpu,
     tables_killswitch,
+    tables_rollup,
     tables_trueup,
 )

@@ -124,13 +124,18 @@ def _pool_frame(pools: list[PoolRow]) -> pl.DataFrame:
             "Hours": [p.hours for p in pools],
             "Busy hours": [p.busy_hours for p in pools],
             "Calls": [p.calls for p in pools],
-            "Cost (USD)": [float(p.usd("cost_nanousd")) for p in pools],  # display only
-            "Credits (USD)": [float(p.usd("credits_nanousd")) for p in pools],
-            "Allocated (USD)": [float(p.usd("allocated_nanousd")) for p in pools],
-            "Idle (USD)": [float(p.usd("idle_nanousd")) for p in pools],
+            "Cost (USD)": [p.usd("cost_nanousd") for p in pools],
+            "Credits (USD)": [p.usd("credits_nanousd") for p in pools],
+            "Allocated (USD)": [p.usd("allocated_nanousd") for p in pools],
+            "Idle (USD)": [p.usd("idle_nanousd") for p in pools],
             "Utilisation": [None if p.utilisation is None else float(p.utilisation) for p in pools],
         },
-        schema_overrides={"Utilisation": pl.Float64},
+        schema_overrides={
+            "Utilisation": pl.Float64,  # a ratio, not money
+            **dict.fromkeys(
+                ("Cost (USD)", "Credits (USD)", "Allocated (USD)", "Idle (USD)"), tables.MONEY
+            ),
+        },
     )
 
 
@@ -203,9 +208,9 @@ def _allocation_frame(rows: list[AllocationRow], dim: str) -> pl.DataFrame:
             tables.title(dim): [r.group[dim] for r in rows],
             "Requests": [r.requests for r in rows],
             "Calls": [r.calls for r in rows],
-            "GPU cost (USD)": [float(r.gpu_cost_usd) for r in rows],  # display only
+            "GPU cost (USD)": [r.gpu_cost_usd for r in rows],
         },
-        schema_overrides={tables.title(dim): pl.String, "GPU cost (USD)": pl.Float64},
+        schema_overrides={tables.title(dim): pl.String, "GPU cost (USD)": tables.MONEY},
     )
 
 

@@ -17,6 +17,7 @@ from app.dashboard import charts, charts_spend, data, loaders, tables
 from app.dashboard.formatting import count_text, local_time_text, money_text
 from app.dashboard.queries_alerts import BudgetLine
 from app.dashboard.shell import NO_MATCH, Context, page
+from app.money import nanos_to_usd
 from app.reports.unit_costs import UnitCostRow
 
 MOVERS = 10
@@ -197,16 +198,21 @@ def _movers(ctx: Context) -> None:
     frame = pl.DataFrame(
         {
             tables.title(dim): [m.group for m in movers],
-            "Spend before (USD)": [float(m.cost_before_nanousd) / 1e9 for m in movers],
-            "Spend now (USD)": [float(m.cost_now_nanousd) / 1e9 for m in movers],
-            "Change (USD)": [float(m.change_usd) for m in movers],
+            "Spend before (USD)": [nanos_to_usd(m.cost_before_nanousd) for m in movers],
+            "Spend now (USD)": [nanos_to_usd(m.cost_now_nanousd) for m in movers],
+            "Change (USD)": [m.change_usd for m in movers],
             "Change (%)": [
                 None if m.change_ratio is None else float(m.change_ratio) * 100 for m in movers
             ],
             "Cost / 1k before": [_f(m.per_1k_before) for m in movers],
             "Cost / 1k now": [_f(m.per_1k_now) for m in movers],
         },
-        schema_overrides={tables.title(dim): pl.String},
+        schema_overrides={
+            tables.title(dim): pl.String,
+            "Spend before (USD)": tables.MONEY,
+            "Spend now (USD)": tables.MONEY,
+            "Change (USD)": tables.MONEY,
+        },
     )
     tables.show_frame(
         frame,

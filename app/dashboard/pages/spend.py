@@ -8,6 +8,8 @@ lines with no trace counterpart, so the gaps add up to billed − estimated.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import polars as pl
 import streamlit as st
 
@@ -110,8 +112,8 @@ def _detail(ctx: Context) -> pl.DataFrame:
     assert ctx.url is not None
     rows = loaders.reconcile_rows(ctx.url, ctx.selection.since, ctx.selection.until)
 
-    def usd(value: int | None) -> float | None:
-        return None if value is None else float(nanos_to_usd(value))
+    def usd(value: int | None) -> Decimal | None:
+        return None if value is None else nanos_to_usd(value)
 
     return pl.DataFrame(
         {
@@ -131,9 +133,9 @@ def _detail(ctx: Context) -> pl.DataFrame:
         schema_overrides={
             "Model": pl.String,
             "Line item": pl.String,
-            "Estimated (USD)": pl.Float64,
-            "Billed (USD)": pl.Float64,
-            "Difference (USD)": pl.Float64,
+            "Estimated (USD)": tables.MONEY,
+            "Billed (USD)": tables.MONEY,
+            "Difference (USD)": tables.MONEY,
         },
     )
 

@@ -1,0 +1,224 @@
+"""The unit-cost query answered from the daily rollups, when they can answer it exactly.
+
+`rollup_query` returns the same columns as `app.reports.unit_costs.unit_cost_query` (the
+dimensions, `requests`, `llm_calls`, tokens, `cost_nanousd`, `unpriced_calls`, token and GPU
+cost), or None when only the base tables can answer. The counting rules decide:
+
+- no model or provider among the dimensions and filters: every request counts; the table is
+  `rollup_daily`, or when a user is grouped or filtered on `rollup_daily_user_totals` (or
+  `rollup_daily_users` when the endpoint is asked too);
+- a user *and* a model or provider: `rollup_daily_user_calls`, with the same counting as
+  `rollup_daily_calls` (below) but no call sets;
+- a model or provider: only the calls of the group count, and the requests that made one. The
+  distinct requests add up exactly when each group holds one model (grouped, or filtered on one
+  value) with any provider (`requests_model`), one provider with any model
+  (`requests_provider`), or one of each (`requests`). Several models (or providers) in one group
+  without being a dimension (a filter on two models, say) would count a request that called
+  both twice: grouped by endpoint or team only, the requests then come from
+  `rollup_daily_call_sets` (each request once); grouped by a model, provider or user, None, and
+  the caller reads the base tables.
+- `true_up`: the trued-up cost is per call: None.
+
+Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select, true
+
+from app.warehouse.tables_rollup import (
+    PAIR_MID,
+    PAIR_START,
+    rollup_daily,
+    rollup_daily_call_sets,
+    rollup_daily_calls,
+    rollup_daily_user_calls,
+    rollup_daily_user_totals,
+    rollup_daily_users,
+    rollup_dirty,
+)
+
+MISSING = "(none)"
+CALL_DIMENSIONS = frozenset({"model", "provider"})
+_COLUMN_NAMES = {
+    "endpoint": "endpoint",
+    "user": "user_id",
+    "team": "team",
+    "model": "model",
+    "provider": "provider",
+}
+
+
+def rollup_query(
+    dims: Sequence[str],
+    filters: Mapping[str, Sequence[str]] | None,
+    since: date | None,
+    until: date | None,
+    *,
+    true_up: bool = False,
+    by_day: bool = False,
+) -> Select[Any] | None:
+    """The rollups' answer to the unit-cost query, or None when they cannot answer exactly.
+    `by_day` adds the UTC day as a column `day` and a grouping."""
+    if true_up:
+        return None
+    chosen = {d: list(v) for d, v in (filters or {}).items() if v}
+    used = set(dims) | set(chosen)
+    call_level = bool(used & CALL_DIMENSIONS)
+    if "user" in used:
+        if call_level:
+            table = rollup_daily_user_calls
+        else:
+            table = rollup_daily_users if "endpoint" in used else rollup_daily_user_totals
+    else:
+        table = rollup_daily_calls if call_level else rollup_daily
+    t = table.c
+    requests = t.requests
+    if call_level:
+        one_model = "model" in dims or len(chosen.get("model", ())) == 1
+        one_provider = "provider" in dims or len(chosen.get("provider", ())) == 1
+        if one_model and one_provider:
+            requests = t.requests
+        elif one_model and "provider" not in used:
+            requests = t.requests_model
+        elif one_provider and "model" not in used:
+            requests = t.requests_provider
+        elif not CALL_DIMENSIONS.intersection(dims) and table is rollup_daily_calls:
+            return _by_call_sets(dims, chosen, since, until, by_day)
+        else:
+            return None
+    group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
+    token_cost = func.coalesce(func.sum(t.token_cost_nanousd), 0)
+    gpu_cost = func.coalesce(func.sum(t.gpu_cost_nanousd), 0)
+    query = select(
+        *group_cols,
+        func.coalesce(func.sum(requests), 0).label("requests"),
+        func.coalesce(func.sum(t.llm_calls), 0).label("llm_calls"),
+        func.coalesce(func.sum(t.input_tokens), 0).label("input_tokens"),
+        func.coalesce(func.sum(t.output_tokens), 0).label("output_tokens"),
+        (token_cost + gpu_cost).label("cost_nanousd"),
+        func.coalesce(func.sum(t.unpriced_calls), 0).label("unpriced_calls"),
+        token_cost.label("token_cost_nanousd"),
+        gpu_cost.label("gpu_cost_nanousd"),
+    )
+    conds: list[ColumnElement[bool]] = []
+    if since is not None:
+        conds.append(t.day >= since)
+    if until is not None:
+        conds.append(t.day < until)
+    for dim, values in chosen.items():
+        conds.append(t[_COLUMN_NAMES[dim]].in_(values))
+    if conds:
+        query = query.where(*conds)
+    groups: list[Any] = list(group_cols)
+    if by_day:
+        query = query.add_columns(t.day.label("day"))
+        groups.append(t.day)
+    if groups:
+        query = query.group_by(*groups)
+    return query
+
+
+def _by_call_sets(
+    dims: Sequence[str],
+    chosen: Mapping[str, Sequence[str]],
+    since: date | None,
+    until: date | None,
+    by_day: bool,
+) -> Select[Any]:
+    """Several models or providers in one group (by endpoint or team, or none): the calls' sums
+    from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
+    pairs holds one that the filters accept, each counted once), joined by group."""
+    calls, sets = rollup_daily_calls.c, rollup_daily_call_sets.c
+    models, providers = chosen.get("model", ()), chosen.get("provider", ())
+    if models and providers:
+        wanted = [PAIR_START + m + PAIR_MID + p + PAIR_START for m in models for p in providers]
+    elif models:
+        wanted = [PAIR_START + m + PAIR_MID for m in models]
+    else:
+        wanted = [PAIR_MID + p + PAIR_START for p in providers]
+    parts = []
+    for t, counted in ((calls, False), (sets, True)):
+        groups: list[Any] = [
+            func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims
+        ]
+        if by_day:
+            groups.append(t.day.label("day"))
+        conds: list[ColumnElement[bool]] = []
+        if since is not None:
+            conds.append(t.day >= since)
+        if until is not None:
+            conds.append(t.day < until)
+        for dim, values in chosen.items():
+            if not counted or dim not in CALL_DIMENSIONS:
+                conds.append(t[_COLUMN_NAMES[dim]].in_(list(values)))
+        if counted:
+            conds.append(or_(*(sets.pairs.contains(w, autoescape=True) for w in wanted)))
+            sums: list[Any] = [func.sum(sets.requests).label("requests")]
+        else:
+            sums = [
+                func.sum(t[name]).label(name)
+                for name in (
+                    "llm_calls",
+                    "input_tokens",
+                    "output_tokens",
+                    "unpriced_calls",
+                    "token_cost_nanousd",
+                    "gpu_cost_nanousd",
+                )
+            ]
+        query = select(*groups, *sums).where(*conds)
+        parts.append((query.group_by(*groups) if groups else query).subquery())
+    m, r = parts
+    keys = [*dims, *(["day"] if by_day else [])]
+    on = and_(true(), *(m.c[k] == r.c[k] for k in keys))
+    token_cost = func.coalesce(m.c.token_cost_nanousd, 0)
+    gpu_cost = func.coalesce(m.c.gpu_cost_nanousd, 0)
+    return select(
+        *(m.c[d] for d in dims),
+        func.coalesce(r.c.requests, 0).label("requests"),
+        func.coalesce(m.c.llm_calls, 0).label("llm_calls"),
+        func.coalesce(m.c.input_tokens, 0).label("input_tokens"),
+        func.coalesce(m.c.output_tokens, 0).label("output_tokens"),
+        (token_cost + gpu_cost).label("cost_nanousd"),
+        func.coalesce(m.c.unpriced_calls, 0).label("unpriced_calls"),
+        token_cost.label("token_cost_nanousd"),
+        gpu_cost.label("gpu_cost_nanousd"),
+        *([m.c.day] if by_day else []),
+    ).select_from(m.join(r, on))
+
+
+def clean(conn: Connection, since: date | None, until: date | None) -> bool:
+    """Whether no day in [since, until) waits for a rebuild."""
+    d = rollup_dirty.c.day
+    query = select(d).limit(1)
+    if since is not None:
+        query = query.where(d >= since)
+    if until is not None:
+        query = query.where(d < until)
+    return conn.execute(query).first() is None
+
+
+def option_query(dim: str, since: date | None, until: date | None, limit: int) -> Select[Any]:
+    """The values of `dim` in the range, most expensive (token cost) first, as
+    `app.dashboard.queries.filter_options` lists them from the base tables."""
+    table = (
+        rollup_daily_user_totals
+        if dim == "user"
+        else rollup_daily_calls
+        if dim in CALL_DIMENSIONS
+        else rollup_daily
+    )
+    t = table.c
+    column = t[_COLUMN_NAMES[dim]]
+    conds: list[ColumnElement[bool]] = [column.is_not(None)]
+    if since is not None:
+        conds.append(t.day >= since)
+    if until is not None:
+        conds.append(t.day < until)
+    cost = func.coalesce(func.sum(t.token_cost_nanousd), literal(0))
+    return select(column).where(*conds).group_by(column).order_by(cost.desc(), column).limit(limit)

@@ -1,0 +1,272 @@
+"""Rebuild the rollups of the dirty days, one UTC day per transaction.
+
+A day is rebuilt whole from the base tables, never patched: its marks are deleted, its rollup
+rows deleted and written again, in one transaction, so a refresh that fails changes nothing and
+running it twice gives the same rows. One pass reads the requests of the day (the
+`requests.started_at` index) with their calls and GPU shares (by primary key) into a temporary
+table, one row per request and (model, provider); each rollup is a GROUP BY of that table.
+
+One refresh at a time per warehouse (named lock `rollup-refresh`); a refresh that finds the lock
+held returns at once (`busy`), and the marks it did not handle stay for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Date,
+    Engine,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateTable
+
+from app.warehouse.locks import named_lock
+from app.warehouse.tables import LlmCall, Request
+from app.warehouse.tables_gpu import GpuAllocation
+from app.warehouse.tables_rollup import (
+    PAIR_MID,
+    PAIR_START,
+    ROLLUPS,
+    rollup_daily,
+    rollup_daily_calls,
+    rollup_daily_user_calls,
+    rollup_daily_user_totals,
+    rollup_daily_users,
+    rollup_dirty,
+)
+from app.warehouse.tables_rollup import (
+    rollup_daily_call_sets as SETS,
+)
+
+log = logging.getLogger("spendguard.rollups")
+
+LOCK = "rollup-refresh"
+MAX_PASSES = 3  # days marked while refreshing are taken in the next pass, a few times at most
+# Readers rebuild up to this many days before they read; more (a migrated warehouse, a re-price
+# of months) is the worker's and `ingest`'s work, and readers use the base tables meanwhile.
+LAZY_MAX_DAYS = 7
+_SUMMED = (
+    "llm_calls",
+    "input_tokens",
+    "output_tokens",
+    "token_cost_nanousd",
+    "gpu_cost_nanousd",
+    "unpriced_calls",
+)
+
+
+@dataclass(slots=True)
+class RefreshResult:
+    days: int = 0
+    seconds: float = 0.0
+    busy: bool = False  # another process was refreshing: nothing done here
+
+
+def dirty_days(conn: Connection) -> list[date]:
+    rows = conn.execute(select(rollup_dirty.c.day).distinct().order_by(rollup_dirty.c.day))
+    return [_as_date(d) for d in rows.scalars()]
+
+
+def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> RefreshResult:
+    """Rebuild every dirty day; `busy` when another refresh holds the lock."""
+    result = RefreshResult()
+    started = time.perf_counter()
+    with named_lock(engine, LOCK) as held:
+        if not held:
+            result.busy = True
+            return result
+        for _ in range(MAX_PASSES):
+            with engine.connect() as conn:
+                days = dirty_days(conn)
+            if not days:
+                break
+            for day in days:
+                rebuild_day(engine, day)
+                result.days += 1
+                if progress is not None:
+                    progress(day)
+    result.seconds = time.perf_counter() - started
+    if result.days:
+        log.info("rollups: %d day(s) rebuilt in %.2f s", result.days, result.seconds)
+    return result
+
+
+def refresh_if_dirty(engine: Engine, max_days: int | None = LAZY_MAX_DAYS) -> RefreshResult | None:
+    """The lazy refresh of readers: a no-op (one cheap query) when nothing is dirty, and when
+    more than `max_days` days are."""
+    with engine.connect() as conn:
+        days = dirty_days(conn)
+    if not days or (max_days is not None and len(days) > max_days):
+        return None
+    try:
+        return refresh(engine)
+    except SQLAlchemyError as exc:  # a reader still answers, from the base tables
+        log.warning("rollups: lazy refresh failed (%s); reading the base tables", exc)
+        return None
+
+
+def rebuild_day(engine: Engine, day: date) -> None:
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # One day is a small slice of llm_calls: fetch it by primary key, never by scanning
+            # the table (the default page cost makes the planner prefer a hash join of all of
+            # it); JIT compiles for longer than these queries run.
+            conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+            conn.exec_driver_sql("SET LOCAL jit = off")
+            # A day's requests × models grouped and sorted in memory, not in batches on disk.
+            conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+        conn.execute(delete(rollup_dirty).where(rollup_dirty.c.day == day))
+        for table in ROLLUPS:
+            conn.execute(delete(table).where(table.c.day == day))
+        conn.execute(CreateTable(_day_pairs, if_not_exists=True))
+        conn.execute(delete(_day_pairs))
+        pairs = _pairs(day)
+        conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
+        for table in ROLLUPS:
+            conn.execute(
+                _sets_insert(day, conn.dialect.name) if table is SETS else _insert(table, day)
+            )
+
+
+# The day being rebuilt, one row per request and (model, provider) it called (one row with
+# NULLs for a request without calls): read from the base tables once, summed four ways.
+_day_pairs = Table(
+    "rollup_day_pairs",
+    MetaData(),
+    Column("trace_id", String(32)),
+    Column("user_id", String(256)),
+    Column("endpoint", String(512)),
+    Column("team", String(256)),
+    Column("model", String(256)),
+    Column("provider", String(64)),
+    *(Column(name, BigInteger) for name in _SUMMED),
+    Column("is_first", Integer),  # the request's first row: counts the request once
+    Column("is_first_provider", Integer),  # its first provider for this model
+    Column("is_first_model", Integer),  # its first model for this provider
+    prefixes=["TEMPORARY"],
+)
+
+
+def _pairs(day: date) -> Select[Any]:
+    """The rows of `_day_pairs` for one day, with the flags that keep distinct counts exact."""
+    r, c, g = Request, LlmCall, GpuAllocation
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    per_pair = (
+        select(
+            r.trace_id,
+            r.user_id,
+            r.endpoint,
+            r.team,
+            c.model,
+            c.provider,
+            func.count(c.span_id).label("llm_calls"),
+            func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
+            func.coalesce(func.sum(c.cost_nanousd), 0).label("token_cost_nanousd"),
+            func.coalesce(func.sum(g.gpu_cost_nanousd), 0).label("gpu_cost_nanousd"),
+            (func.count(c.span_id) - func.count(c.cost_nanousd)).label("unpriced_calls"),
+        )
+        .select_from(r)
+        .outerjoin(c, c.trace_id == r.trace_id)
+        .outerjoin(g, and_(g.trace_id == c.trace_id, g.span_id == c.span_id))
+        .where(r.started_at >= start, r.started_at < start + timedelta(days=1))
+        .group_by(r.trace_id, r.user_id, r.endpoint, r.team, c.model, c.provider)
+        .subquery("pairs")
+    )
+    p = per_pair.c
+    first = func.row_number().over(partition_by=p.trace_id, order_by=(p.model, p.provider))
+    first_provider = func.min(p.provider).over(partition_by=(p.trace_id, p.model))
+    first_model = func.min(p.model).over(partition_by=(p.trace_id, p.provider))
+    return select(
+        *p,
+        case((first == 1, 1), else_=0).label("is_first"),
+        case((p.provider == first_provider, 1), else_=0).label("is_first_provider"),
+        case((p.model == first_model, 1), else_=0).label("is_first_model"),
+    )
+
+
+def _sets_insert(day: date, dialect: str) -> Any:
+    """`rollup_daily_call_sets` of the day: each request's pairs as one text, counted. The
+    pairs' order in the text is whatever the aggregate gives: the same set in two orders is
+    two rows, and each request is still counted once."""
+    f = _day_pairs.c
+    piece = f.model + literal(PAIR_MID) + f.provider + literal(PAIR_START)
+    joined = (
+        func.string_agg(piece, literal(""))
+        if dialect == "postgresql"
+        else func.group_concat(piece, literal(""))
+    )
+    per_request = (
+        select(f.endpoint, f.team, (literal(PAIR_START) + joined).label("pairs"))
+        .where(f.model.is_not(None))
+        .group_by(f.trace_id, f.endpoint, f.team)
+        .subquery("per_request")
+    )
+    r = per_request.c
+    query = select(
+        literal(day, Date).label("day"), r.endpoint, r.team, r.pairs, func.count().label("requests")
+    ).group_by(r.endpoint, r.team, r.pairs)
+    return insert(SETS).from_select([c.name for c in query.selected_columns], query)
+
+
+def _insert(table: Table, day: date) -> Any:
+    """One rollup's rows of the day, summed from `_day_pairs`."""
+    f = _day_pairs.c
+    names = {
+        rollup_daily: ("endpoint", "team"),
+        rollup_daily_calls: ("endpoint", "team", "model", "provider"),
+        rollup_daily_users: ("user_id", "endpoint", "team"),
+        rollup_daily_user_totals: ("user_id", "team"),
+        rollup_daily_user_calls: ("user_id", "endpoint", "team", "model", "provider"),
+    }[table]
+    keys = [f[n] for n in names]
+    if "model" in names:  # only calls: a request counts where it made one
+        counts = [
+            func.count().label("requests"),
+            func.sum(f.is_first_provider).label("requests_model"),
+            func.sum(f.is_first_model).label("requests_provider"),
+        ]
+        where = [f.model.is_not(None)]
+    else:  # every request, once
+        counts = [func.sum(f.is_first).label("requests")]
+        where = []
+    query = (
+        select(
+            literal(day, Date).label("day"),
+            *keys,
+            *counts,
+            *(func.sum(f[name]).label(name) for name in _SUMMED),
+        )
+        .where(*where)
+        .group_by(*keys)
+    )
+    return insert(table).from_select([c.name for c in query.selected_columns], query)
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])

@@ -1,0 +1,150 @@
+"""Daily rollups of `requests` and `llm_calls` (with their GPU share), and the days to rebuild.
+
+Each rollup row sums one UTC day (the *request's* day, as every report counts) of one key. The
+rows are additive over their keys: summing any of their columns over days or keys gives the
+base tables' answer exactly (integer nano-dollars, integer counts), which is what lets the
+dashboard and `report unit-costs` read a few thousand rollup rows instead of millions of calls.
+
+- `rollup_daily` (day, endpoint, team): every request of the key, with or without calls.
+- `rollup_daily_calls` (day, endpoint, team, model, provider): the calls of the key, and
+  distinct-request counts that stay exact when summed (ARCHITECTURE: by model, a request
+  counts once per model it called):
+    `requests`           requests that made a call of this model *and* provider;
+    `requests_model`     of those, each counted only at its first provider for the model, so
+                         summing over providers counts each request once per model;
+    `requests_provider`  likewise each counted only at its first model for the provider.
+- `rollup_daily_call_sets` (day, endpoint, team, pairs): how many requests called exactly this set
+  of (model, provider) pairs, so that a filter on several models (or providers) counts each
+  request once: the requests whose set holds one of them.
+- `rollup_daily_users` (day, user, endpoint, team) and `rollup_daily_user_totals` (day, user,
+  team): every request of the key, like `rollup_daily`.
+- `rollup_daily_user_calls` (day, user, endpoint, team, model, provider): `rollup_daily_calls` by
+  user too, for questions about users *and* models (big: nearly a row per user's call group,
+  read through its (model, day) and (user, day) indexes).
+
+NULL user, team, model and provider are stored as NULL, as in the base tables, so filters
+match exactly the same rows. The tables have no primary key: a day is always replaced whole
+(`app.rollups.refresh`), never merged row by row.
+
+`rollup_dirty` lists the days whose rollup rows are stale: written by whatever changes the base
+tables (`load_batch`, a trigger on `requests` for a request that moved to another day,
+`reprice`, the GPU allocation, the true-up) and emptied by the refresh, which deletes exactly
+the marks it saw, in the transaction that rebuilds their day, so a mark written meanwhile by a
+concurrent writer survives for the next refresh.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Date, Index, Integer, String, Table, Text
+
+from app.warehouse.tables import Base
+
+_metadata = Base.metadata
+
+
+def _measures(*extra: str) -> list[Column[int]]:
+    """The summed columns: distinct-request counts first, then calls, tokens and money."""
+    names = (
+        *extra,
+        "llm_calls",
+        "input_tokens",
+        "output_tokens",
+        "token_cost_nanousd",
+        "gpu_cost_nanousd",
+        "unpriced_calls",
+    )
+    return [Column(n, BigInteger, nullable=False) for n in names]
+
+
+rollup_daily = Table(
+    "rollup_daily",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    *_measures("requests"),
+    Index(None, "day"),
+)
+
+rollup_daily_calls = Table(
+    "rollup_daily_calls",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    Column("model", String(256), nullable=False),
+    Column("provider", String(64), nullable=False),
+    *_measures("requests", "requests_model", "requests_provider"),
+    Index(None, "day"),
+)
+
+# A request's (model, provider) pairs as one text: PAIR_START + model + PAIR_MID + provider, for
+# each pair, then PAIR_START. Control characters no model or provider name holds.
+PAIR_START, PAIR_MID = "\x1f", "\x1e"
+
+rollup_daily_call_sets = Table(
+    "rollup_daily_call_sets",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    Column("pairs", Text, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Index(None, "day"),
+)
+
+rollup_daily_users = Table(
+    "rollup_daily_users",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("user_id", String(256)),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    *_measures("requests"),
+    Index(None, "day"),
+    Index(None, "user_id", "day"),
+    Index(None, "endpoint", "day"),
+)
+
+rollup_daily_user_totals = Table(
+    "rollup_daily_user_totals",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("user_id", String(256)),
+    Column("team", String(256)),
+    *_measures("requests"),
+    Index(None, "day"),
+    Index(None, "user_id", "day"),
+)
+
+rollup_daily_user_calls = Table(
+    "rollup_daily_user_calls",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("user_id", String(256)),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    Column("model", String(256), nullable=False),
+    Column("provider", String(64), nullable=False),
+    *_measures("requests", "requests_model", "requests_provider"),
+    Index(None, "day"),
+    Index(None, "model", "day"),
+    Index(None, "user_id", "day"),
+)
+
+rollup_dirty = Table(
+    "rollup_dirty",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("day", Date, nullable=False),
+    Index(None, "day"),
+)
+
+ROLLUPS = (
+    rollup_daily,
+    rollup_daily_calls,
+    rollup_daily_call_sets,
+    rollup_daily_users,
+    rollup_daily_user_totals,
+    rollup_daily_user_calls,
+)

@@ -1,0 +1,343 @@
+"""The daily rollups answer every unit-cost question exactly as the base tables do.
+
+Random traces arrive in random batches and orders (through `load_batch`, both of its row
+forms), roots late and on another day, then maybe a re-price and a GPU allocation; after a
+refresh, every question the rollups accept is asked of both, on SQLite and PostgreSQL. Plus the
+bookkeeping: what marks a day, a refresh that runs twice, the lock, the migration's seeding.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, delete, func, select
+
+from app.gpu.allocate import refresh as allocate
+from app.reports.unit_costs import Scope, cost_query, unit_cost_query, unit_costs
+from app.reprice import reprice
+from app.rollups.dirty import mark_all
+from app.rollups.query import rollup_query
+from app.rollups.refresh import LOCK, dirty_days, refresh
+from app.settings import PriceOverride, Settings
+from app.traces.attribution import RequestFacts
+from app.traces.batch import Batch, CallRow
+from app.warehouse.engine import session_scope
+from app.warehouse.load import load_batch, prepare
+from app.warehouse.locks import named_lock
+from app.warehouse.tables import LlmCall, Request
+from app.warehouse.tables_gpu import GpuAllocation, GpuCost, GpuPoolHour
+from app.warehouse.tables_rollup import ROLLUPS, rollup_dirty
+
+DAY = date(2025, 11, 20)
+T0 = datetime(2025, 11, 20, tzinfo=UTC)
+MODELS = ("m1", "m2", "llama")
+PROVIDERS = ("p1", "p2")
+POOL = {"name": "gpu", "match": {"tag": {"gpu-pool": "gpu"}}, "models": ["llama"]}
+OVERRIDES = [
+    PriceOverride(provider=p, model=m, input_per_mtok="0.50", output_per_mtok="1.25")
+    for p in PROVIDERS
+    for m in ("m1", "m2")
+]
+DIMS = [
+    (),
+    ("endpoint",),
+    ("user",),
+    ("team",),
+    ("model",),
+    ("provider",),
+    ("endpoint", "model"),
+    ("model", "provider"),
+    ("user", "model"),
+    ("team", "provider"),
+    ("endpoint", "team", "user"),
+]
+FILTERS: list[dict[str, list[str]]] = [
+    {},
+    {"model": ["m1"]},
+    {"provider": ["p2"]},
+    {"model": ["m1"], "provider": ["p1"]},
+    {"model": ["m1", "m2"]},
+    {"provider": ["p1", "p2"], "endpoint": ["/a", "(none)"]},
+    {"model": ["m1", "llama"], "provider": ["p1", "p2"]},
+    {"endpoint": ["/a"]},
+    {"user": ["u1", "u2"]},
+    {"team": ["t1"], "model": ["llama"]},
+]
+RANGES = [(None, None), (DAY, DAY + timedelta(days=1)), (DAY + timedelta(days=1), None)]
+
+
+def _facts(trace: str, at: datetime, root: bool, endpoint: str, user: str | None) -> RequestFacts:
+    # A root candidate ("0…") beats any other ("5…"), whenever it arrives (see load.py).
+    key = ("0" if root else "5") + at.isoformat()
+    team = None if user is None else f"t{int(user[1:]) % 2}"
+    return RequestFacts(
+        trace_id=trace,
+        started_at=at,
+        root_key=key,
+        root_span_id="r" if root else None,
+        endpoint=endpoint if root else "(none)",
+        service=None,
+        duration_ms=None,
+        user_id=user,
+        user_key=None if user is None else key,
+        team=team,
+        team_key=None if team is None else key,
+    )
+
+
+@st.composite
+def traffic(draw: Any) -> dict[str, Any]:
+    traces = []
+    for t in range(draw(st.integers(1, 8))):
+        trace = f"{t:032x}"
+        first = T0 + timedelta(minutes=draw(st.integers(0, 3 * 24 * 60 - 1)))
+        calls = [
+            CallRow(
+                trace,
+                f"{s:016x}",
+                first + timedelta(seconds=s),
+                draw(st.integers(0, 5000)),
+                draw(st.sampled_from(PROVIDERS)),
+                draw(st.sampled_from(MODELS)),
+                None,
+                None,
+                None,
+                "otel-genai",
+                draw(st.integers(0, 10**6)),
+                0,
+                0,
+                draw(st.integers(0, 10**5)),
+                0,
+                draw(st.one_of(st.none(), st.integers(0, 10**9))),
+                "catalog",
+            )
+            for s in range(draw(st.integers(0, 3)))
+        ]
+        user = draw(st.sampled_from([None, "u1", "u2", "u3"]))
+        pieces: list[Any] = [_facts(trace, first, False, "", user), *calls]
+        if draw(st.booleans()):  # a root, maybe late, maybe a day earlier or later
+            shift = timedelta(hours=draw(st.integers(-30, 30)))
+            endpoint = draw(st.sampled_from(["/a", "/b"]))
+            pieces.append(_facts(trace, first + shift, True, endpoint, user))
+        traces.append(pieces)
+    pieces = [p for trace in traces for p in trace]
+    order = draw(st.permutations(range(len(pieces))))
+    cuts = sorted(draw(st.lists(st.integers(0, len(pieces)), max_size=3)))
+    return {
+        "pieces": [pieces[i] for i in order],
+        "cuts": cuts,
+        "prepared": draw(st.booleans()),
+        "reprice": draw(st.booleans()),
+        "gpu": draw(st.booleans()),
+        "reloads": draw(st.booleans()),
+    }
+
+
+def _load(engine: Engine, pieces: list[Any], cuts: list[int], prepared: bool) -> None:
+    bounds = [0, *cuts, len(pieces)]
+    for lo, hi in itertools.pairwise(bounds):
+        batch = Batch()
+        for piece in pieces[lo:hi]:
+            if isinstance(piece, RequestFacts):
+                old = batch.requests.get(piece.trace_id)
+                if old is None or piece.root_key < old.root_key:
+                    batch.requests[piece.trace_id] = piece
+            else:
+                batch.calls[(piece.trace_id, piece.span_id)] = piece
+                if piece.trace_id not in batch.requests:  # every span brings its trace's facts
+                    at = piece.started_at
+                    batch.requests[piece.trace_id] = _facts(piece.trace_id, at, False, "", None)
+        if not batch.requests:
+            continue
+        with session_scope(engine) as session:
+            if prepared:
+                prepare(session.get_bind().dialect, batch, {})
+            load_batch(session, batch, {})
+
+
+def _allocate_gpu(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        for day in range(4):
+            start = T0 + timedelta(days=day - 1)
+            session.add(
+                GpuCost(
+                    source="focus",
+                    source_key="test",
+                    slice_key=start.date().isoformat(),
+                    period_start=start,
+                    period_end=start + timedelta(days=1),
+                    charge_category="usage",
+                    tags='{"gpu-pool":"gpu"}',
+                    amount_nano=24 * 10**9 + 7,
+                    currency="USD",
+                    fetched_at=datetime.now(UTC),
+                )
+            )
+    allocate(engine, Settings(gpu_pools=[POOL]), DAY - timedelta(days=1), DAY + timedelta(days=3))  # type: ignore[list-item]
+
+
+def _empty(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        for table in (GpuAllocation, GpuPoolHour, GpuCost, LlmCall, Request):
+            session.execute(delete(table))
+        for rollup in (*ROLLUPS, rollup_dirty):
+            session.execute(delete(rollup))
+
+
+def _rows(engine: Engine, query: Any) -> list[tuple[tuple[str, Any], ...]]:
+    """The rows of a unit-cost query, comparable across the two paths (days as text, sums as
+    int), without the empty groups `unit_costs` drops too."""
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    out = []
+    for r in rows:
+        if not r["requests"]:
+            continue
+        norm = {
+            k: str(v)[:10] if k == "day" else v if isinstance(v, str) else int(v)
+            for k, v in r.items()
+        }
+        out.append(tuple(sorted(norm.items())))
+    return sorted(out)
+
+
+def _base(dims: tuple[str, ...], scope: Scope, by_day: bool) -> Any:
+    query = unit_cost_query(dims, scope)
+    if by_day:
+        day = func.date(Request.started_at)
+        query = query.add_columns(day.label("day")).group_by(day)
+    return query
+
+
+def assert_rollups_answer_like_the_base_tables(engine: Engine, rnd: random.Random) -> int:
+    """Every grouping, each with a filter, a range and a daily split drawn at random."""
+    asked = 0
+    for dims in DIMS:
+        filters, (since, until) = rnd.choice(FILTERS), rnd.choice(RANGES)
+        by_day = rnd.random() < 0.5
+        rolled = rollup_query(dims, filters, since, until, by_day=by_day)
+        if rolled is None:  # users × models, or a group of several models or providers
+            several = len(filters.get("model", filters.get("provider", []))) > 1
+            assert several and {"model", "provider", "user"} & {*dims, *filters}
+            continue
+        expected = _rows(engine, _base(dims, Scope(since, until, filters), by_day))
+        assert _rows(engine, rolled) == expected, (dims, filters, since, until, by_day)
+        asked += 1
+    return asked
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(traffic(), st.randoms(use_true_random=False))
+def test_rollups_equal_the_base_tables(
+    engine: Engine, case: dict[str, Any], rnd: random.Random
+) -> None:
+    _empty(engine)
+    _load(engine, case["pieces"], case["cuts"], case["prepared"])
+    if case["reloads"]:  # the same spans again: nothing changes
+        _load(engine, case["pieces"], [], not case["prepared"])
+    if case["reprice"]:
+        refresh(engine)  # so the re-price's own marks are what keeps the rollups right
+        reprice(engine, Settings(pricing={"overrides": OVERRIDES}), None)
+    if case["gpu"]:
+        refresh(engine)
+        _allocate_gpu(engine)
+    result = refresh(engine)
+    assert not result.busy
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+    assert assert_rollups_answer_like_the_base_tables(engine, rnd) > 0
+
+
+def _day_rows(engine: Engine) -> list[list[tuple[Any, ...]]]:
+    out = []
+    with engine.connect() as conn:
+        for table in ROLLUPS:
+            rows = conn.execute(select(table)).all()
+            out.append(sorted(tuple(str(v) for v in r) for r in rows))
+    return out
+
+
+def test_refresh_is_idempotent_and_a_late_root_marks_the_day_it_leaves(engine: Engine) -> None:
+    trace = "a" * 32
+    evening = T0 + timedelta(hours=23)
+    call = CallRow(trace, "1" * 16, evening, 10, "p1", "m1", None, None, None, "otel-genai",
+                   100, 0, 0, 10, 0, 1234, "catalog")  # fmt: skip
+    _load(engine, [call], [], False)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == [DAY]
+    refresh(engine)
+    before = _day_rows(engine)
+    with engine.begin() as conn:
+        mark_all(conn)
+    assert refresh(engine).days == 1
+    assert _day_rows(engine) == before
+
+    # The root arrives: it started the day before, on /a. Both days are rebuilt.
+    _load(engine, [_facts(trace, evening - timedelta(days=1), True, "/a", "u1")], [], False)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == [DAY - timedelta(days=1), DAY]
+    refresh(engine)
+    [row] = unit_costs(engine, ["endpoint"], Scope(DAY - timedelta(days=1), DAY))
+    assert (row.group, row.requests, row.cost_nanousd) == ({"endpoint": "/a"}, 1, 1234)
+    assert unit_costs(engine, ["endpoint"], Scope(DAY, DAY + timedelta(days=1))) == []
+
+
+def test_a_refresh_elsewhere_leaves_the_marks_and_readers_use_the_base_tables(
+    engine: Engine,
+) -> None:
+    call = CallRow("b" * 32, "1" * 16, T0, 10, "p1", "m1", None, None, None, "otel-genai",
+                   100, 0, 0, 10, 0, 99, "catalog")  # fmt: skip
+    _load(engine, [call], [], False)
+    with named_lock(engine, LOCK):
+        assert refresh(engine).busy
+        # Dirty and locked: the report reads the base tables, with the same answer.
+        [row] = unit_costs(engine, ["model"])
+        assert (row.requests, row.cost_nanousd) == (1, 99)
+        with engine.connect() as conn:
+            assert "rollup" not in str(cost_query(conn, ["model"], Scope()))
+    [row] = unit_costs(engine, ["model"])  # refreshed on the way
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+        assert "rollup_daily_calls" in str(cost_query(conn, ["model"], Scope()))
+    assert (row.requests, row.cost_nanousd) == (1, 99)
+
+
+def test_readers_leave_a_long_rebuild_to_the_worker(engine: Engine) -> None:
+    rng = random.Random(7)
+    calls = [
+        CallRow(f"{i:032x}", "1" * 16, T0 + timedelta(days=i), 10, "p1", "m1", None, None,
+                None, "otel-genai", rng.randint(0, 99), 0, 0, 1, 0, 5, "catalog")
+        for i in range(9)
+    ]  # fmt: skip
+    _load(engine, calls, [], False)
+    [row] = unit_costs(engine, [])  # nine dirty days: too many for a reader, read the base
+    assert row.requests == 9
+    with engine.connect() as conn:
+        assert len(dirty_days(conn)) == 9
+    assert refresh(engine).days == 9
+
+
+def test_the_trace_ids_of_a_batch_in_every_row_form(engine: Engine) -> None:
+    """load_batch marks the days of its traces whichever form its rows took: request facts,
+    or driver rows prepared in a decode worker (COPY rows on PostgreSQL: 500 rows or more)."""
+    from app.rollups.dirty import batch_trace_ids
+
+    ids = [f"{i:032x}" for i in range(600)]
+    batch = Batch(requests={t: _facts(t, T0, True, "/a", "u1") for t in ids})
+    assert batch_trace_ids(batch, engine.dialect) == ids
+    prepare(engine.dialect, batch, {})
+    assert batch.rows is not None and not batch.requests
+    assert batch_trace_ids(batch, engine.dialect) == ids
+    with session_scope(engine) as session:
+        load_batch(session, batch, {})
+    with engine.connect() as conn:
+        assert dirty_days(conn) == [DAY]
