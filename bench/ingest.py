@@ -156,6 +156,12 @@ def ingest(url: str, folder: Path, jobs: int | None) -> None:
     t0 = time.perf_counter()
     result = ingest_paths(engine, Settings(), [folder], jobs=jobs)
     dt = time.perf_counter() - t0
+    # What `spendguard ingest` does next: add the loaded days up into the daily rollups.
+    from app.rollups.refresh import refresh
+
+    t1 = time.perf_counter()
+    refresh(engine)
+    rollup_s = time.perf_counter() - t1
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     workers = default_jobs() if jobs is None else jobs
@@ -163,6 +169,7 @@ def ingest(url: str, folder: Path, jobs: int | None) -> None:
         json.dumps(
             {
                 "seconds": dt,
+                "rollup_s": rollup_s,
                 "spans": result.spans,
                 "calls": result.calls_new,
                 "requests": result.requests_new,
@@ -251,7 +258,8 @@ def run_child(url: str, folder: Path, label: str, jobs: int | None) -> None:
         f"{peak[0] / 1024:.0f} MB sampled, {bound:.0f} MB upper bound (writer "
         f"{r['writer_rss_mb']:.0f} MB, largest worker {r['worker_rss_mb']:.0f} MB); CPU s: "
         f"writer {r['cpu_writer_s']:.1f}, workers {r['cpu_workers_s']:.1f}{server}; load average "
-        f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}"
+        f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; then the daily rollups "
+        f"of the loaded days (`spendguard ingest` does it) took {r['rollup_s']:.1f} s"
     )
 
 
