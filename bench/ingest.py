@@ -156,14 +156,14 @@ def ingest(url: str, folder: Path, jobs: int | None) -> None:
     t0 = time.perf_counter()
     result = ingest_paths(engine, Settings(), [folder], jobs=jobs)
     dt = time.perf_counter() - t0
+    own = resource.getrusage(resource.RUSAGE_SELF)  # the ingest's, before the refresh below
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     # What `spendguard ingest` does next: add the loaded days up into the daily rollups.
     from app.rollups.refresh import refresh
 
     t1 = time.perf_counter()
     refresh(engine)
     rollup_s = time.perf_counter() - t1
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     workers = default_jobs() if jobs is None else jobs
     print(
         json.dumps(
@@ -246,7 +246,8 @@ def run_child(url: str, folder: Path, label: str, jobs: int | None) -> None:
     r = json.loads(out.strip().splitlines()[-1])
     server_after = _postgres_cpu_s() if server_before is not None else None
     server = (
-        f", PostgreSQL server {server_after - server_before:.1f} (its local processes)"
+        f", PostgreSQL server {server_after - server_before:.1f} "
+        "(its local processes, the rollup refresh included)"
         if server_before is not None and server_after is not None
         else ""
     )
