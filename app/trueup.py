@@ -22,12 +22,13 @@ from fractions import Fraction
 from sqlalchemy import Engine, and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from app.reports.reconcile import Key, TracedGroup, as_date, midnight, reconcile
+from app.reports.reconcile import Key, TracedGroup, midnight, reconcile
 from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_billing import BilledCost
 from app.warehouse.tables_trueup import MAX_TERM, TrueUpFactor, factor_join, scaled_cost
+from app.warehouse.types import as_date
 
 BILLING_COLLECTORS = frozenset({"openai", "anthropic"})  # collector name = provider name
 

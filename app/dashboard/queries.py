@@ -21,6 +21,7 @@ from app.rollups.query import clean, option_query
 from app.warehouse.engine import check_connection
 from app.warehouse.tables import CollectorRun, LlmCall, Request
 from app.warehouse.tables_rollup import rollup_daily
+from app.warehouse.types import as_date
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ def daily_unit_costs(engine: Engine, scope: Scope) -> list[DailyRow]:
         result = conn.execute(query.order_by(query.selected_columns.day)).mappings().all()
     return [
         DailyRow(
-            day=_as_date(r["day"]),
+            day=as_date(r["day"]),
             requests=int(r["requests"]),
             llm_calls=int(r["llm_calls"]),
             cost_nanousd=int(r["cost_nanousd"]),
@@ -130,15 +131,6 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
     query = query.where(*conds).group_by(column).order_by(cost.desc(), column).limit(limit)
     with engine.connect() as conn:
         return [str(v) for v in conn.execute(query).scalars()]
-
-
-def _as_date(value: object) -> date:
-    # date() of a timestamp is text on SQLite and a date on PostgreSQL.
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
 
 
 def last_reprice(engine: Engine) -> datetime | None:

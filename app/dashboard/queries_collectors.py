@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import Engine, func, select
 
-from app.reports.reconcile import as_date
 from app.warehouse.tables import CollectorRun, Request
 from app.warehouse.tables_billing import BilledCost
+from app.warehouse.types import as_date
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INTERNAL = frozenset({"reprice"})  # recorded in collector_runs, but not a data source

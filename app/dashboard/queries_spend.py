@@ -16,8 +16,9 @@ from decimal import Decimal
 from sqlalchemy import Engine
 
 from app.money import nanos_to_usd, per_thousand
-from app.reports.reconcile import ReconRow, as_date, reconcile
+from app.reports.reconcile import ReconRow, reconcile
 from app.reports.unit_costs import Scope, UnitCostRow, cost_query, unit_costs
+from app.warehouse.types import as_date
 
 OTHER = "(other)"
 

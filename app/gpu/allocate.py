@@ -48,6 +48,7 @@ from app.warehouse.locks import named_lock
 from app.warehouse.runs import finish_run, start_run
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_gpu import GpuAllocation, GpuCost, GpuPoolHour
+from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.gpu")
 
@@ -141,7 +142,7 @@ def refresh_stale(engine: Engine, settings: Settings) -> AllocationResult | None
                 query = select(func.date(LlmCall.started_at)).where(recent).distinct()
                 if calls_after:
                     query = query.where(LlmCall.ingested_at > _parse(calls_after))
-                days.update(_as_date(d) for d in conn.execute(query).scalars())
+                days.update(as_date(d) for d in conn.execute(query).scalars())
             if last_cost is not None and costs_after != _iso(last_cost):
                 query = select(GpuCost.period_start, GpuCost.period_end)
                 if costs_after:
@@ -358,14 +359,6 @@ def _day(value: Any) -> date:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.astimezone(UTC).date() if value.tzinfo else value.date()  # type: ignore[no-any-return]
-
-
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
 
 
 def _iso(value: Any) -> str:

@@ -15,6 +15,7 @@ from app.money import nanos_to_usd
 from app.settings.models import UNASSIGNED_POOL
 from app.warehouse.tables import CollectorRun, LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuPoolHour
+from app.warehouse.types import as_date
 
 MISSING = "(none)"
 BREAKDOWNS: dict[str, Any] = {
@@ -252,7 +253,7 @@ def daily_split(
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    return [DailySplit(_as_date(d), int(a or 0), int(i or 0), int(u or 0)) for d, a, i, u in rows]
+    return [DailySplit(as_date(d), int(a or 0), int(i or 0), int(u or 0)) for d, a, i, u in rows]
 
 
 def hour_bounds(engine: Engine) -> tuple[datetime, datetime] | None:
@@ -262,11 +263,3 @@ def hour_bounds(engine: Engine) -> tuple[datetime, datetime] | None:
             select(func.min(GpuPoolHour.hour), func.max(GpuPoolHour.hour))
         ).one()
     return None if first is None else (first, last)
-
-
-def _as_date(value: object) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])

@@ -38,6 +38,7 @@ from app.money import format_usd, nanos_to_usd
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_billing import BilledCost
 from app.warehouse.tables_trueup import served_model
+from app.warehouse.types import as_date
 from collectors.billing_common import normalize_billed_model
 
 COLUMNS = (
@@ -234,15 +235,6 @@ def reconcile_record(row: ReconRow) -> dict[str, Any]:
 
 def reconcile_records(rows: Iterable[ReconRow]) -> list[dict[str, Any]]:
     return [reconcile_record(r) for r in rows]
-
-
-def as_date(value: object) -> date:
-    # date() of a timestamp is text on SQLite and a date on PostgreSQL.
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value))
 
 
 def midnight(day: date) -> datetime:

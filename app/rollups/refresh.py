@@ -48,6 +48,7 @@ from app.warehouse.tables_rollup import (
     PAIR_MID,
     PAIR_START,
     ROLLUPS,
+    SUMMED,
     rollup_daily,
     rollup_daily_calls,
     rollup_daily_user_calls,
@@ -58,6 +59,7 @@ from app.warehouse.tables_rollup import (
 from app.warehouse.tables_rollup import (
     rollup_daily_call_sets as SETS,
 )
+from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.rollups")
 
@@ -66,14 +68,6 @@ MAX_PASSES = 3  # days marked while refreshing are taken in the next pass, a few
 # Readers rebuild up to this many days before they read; more (a migrated warehouse, a re-price
 # of months) is the worker's and `ingest`'s work, and readers use the base tables meanwhile.
 LAZY_MAX_DAYS = 7
-_SUMMED = (
-    "llm_calls",
-    "input_tokens",
-    "output_tokens",
-    "token_cost_nanousd",
-    "gpu_cost_nanousd",
-    "unpriced_calls",
-)
 
 
 @dataclass(slots=True)
@@ -85,7 +79,7 @@ class RefreshResult:
 
 def dirty_days(conn: Connection) -> list[date]:
     rows = conn.execute(select(rollup_dirty.c.day).distinct().order_by(rollup_dirty.c.day))
-    return [_as_date(d) for d in rows.scalars()]
+    return [as_date(d) for d in rows.scalars()]
 
 
 def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> RefreshResult:
@@ -160,7 +154,7 @@ _day_pairs = Table(
     Column("team", String(256)),
     Column("model", String(256)),
     Column("provider", String(64)),
-    *(Column(name, BigInteger) for name in _SUMMED),
+    *(Column(name, BigInteger) for name in SUMMED),
     Column("is_first", Integer),  # the request's first row: counts the request once
     Column("is_first_provider", Integer),  # its first provider for this model
     Column("is_first_model", Integer),  # its first model for this provider
@@ -256,17 +250,9 @@ def _insert(table: Table, day: date) -> Any:
             literal(day, Date).label("day"),
             *keys,
             *counts,
-            *(func.sum(f[name]).label(name) for name in _SUMMED),
+            *(func.sum(f[name]).label(name) for name in SUMMED),
         )
         .where(*where)
         .group_by(*keys)
     )
     return insert(table).from_select([c.name for c in query.selected_columns], query)
-
-
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])

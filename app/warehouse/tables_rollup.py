@@ -42,18 +42,20 @@ from app.warehouse.tables import Base
 _metadata = Base.metadata
 
 
+# The call measures every rollup sums (after its own distinct-request counts).
+SUMMED = (
+    "llm_calls",
+    "input_tokens",
+    "output_tokens",
+    "token_cost_nanousd",
+    "gpu_cost_nanousd",
+    "unpriced_calls",
+)
+
+
 def _measures(*extra: str) -> list[Column[int]]:
     """The summed columns: distinct-request counts first, then calls, tokens and money."""
-    names = (
-        *extra,
-        "llm_calls",
-        "input_tokens",
-        "output_tokens",
-        "token_cost_nanousd",
-        "gpu_cost_nanousd",
-        "unpriced_calls",
-    )
-    return [Column(n, BigInteger, nullable=False) for n in names]
+    return [Column(n, BigInteger, nullable=False) for n in (*extra, *SUMMED)]
 
 
 rollup_daily = Table(
