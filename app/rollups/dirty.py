@@ -2,14 +2,26 @@
 
 A mark is a plain INSERT into `rollup_dirty` (never an upsert): concurrent writers never wait
 on each other's marks, and the refresh deletes only the marks it saw (see
-`app.warehouse.tables_rollup`). The day marked is the *request's* UTC day as stored after the
-write, read back from `requests`, since that is where the rollups count a call; a request that
-moves to another day also marks the day it left (the trigger of migration 0009).
+`app.warehouse.tables_rollup`). The day marked is the *request's* UTC day, since that is where
+the rollups count a call. A batch's merge leaves each request on the day it was stored on or
+on the day of the batch's candidate (`app.warehouse.load`), and a request that moves leaves a
+day that must be rebuilt too; so a batch marks:
+
+- on PostgreSQL, the stored days read back after the write, and the days requests leave, by the
+  trigger of migration 0009 (under READ COMMITTED a read before the write could miss another
+  writer's move committed in between);
+- on SQLite, the stored days of the batch's traces read *before* the write, and its candidates'
+  days (known without reading). The read is an INSERT … SELECT, which takes the database's one
+  write lock before it reads, so no other writer can move a request between the read and the
+  write; it costs a failed index probe per new trace, where reading back costs a row fetch
+  per trace, and SQLite's upsert is much slower on a table with a trigger (migration 0010
+  drops it there).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -61,31 +73,67 @@ def mark_all(conn: Connection) -> None:
     conn.execute(insert(rollup_dirty).from_select(["day"], days))
 
 
+def mark_stored_sqlite(conn: Connection, trace_ids: Sequence[str]) -> None:
+    """SQLite: mark the days these traces' requests are stored on now, in one statement (the
+    ids as one JSON array: no SQL text to build per batch)."""
+    if trace_ids:
+        conn.exec_driver_sql(
+            "INSERT INTO rollup_dirty (day) SELECT DISTINCT date(r.started_at) "
+            "FROM json_each(?) AS j JOIN requests AS r ON r.trace_id = j.value",
+            (json.dumps(trace_ids),),
+        )
+
+
 def batch_trace_ids(batch: Any, dialect: Dialect) -> list[str]:
     """The trace ids of a loaded `app.traces.batch.Batch`, whichever form its rows took."""
     if batch.requests:
         return list(batch.requests)
+    return [str(v) for v in _row_values(batch, dialect, "trace_id")]
+
+
+def batch_days(batch: Any, dialect: Dialect) -> set[date]:
+    """The UTC days of a batch's request candidates (their `started_at`), whichever form its
+    rows took: datetimes, or SQLite's stored text."""
+    if batch.requests:
+        return {facts.started_at.date() for facts in batch.requests.values()}
+    days: set[date] = set()
+    for text in {str(v)[:10] for v in _row_values(batch, dialect, "started_at")}:
+        days.add(date.fromisoformat(text))
+    return days
+
+
+def _row_values(batch: Any, dialect: Dialect, name: str) -> list[Any]:
+    """One column of the batch's driver rows (SQLite's or PostgreSQL's COPY rows)."""
     rows: Sequence[tuple[Any, ...]] = batch.rows.requests if batch.rows is not None else ()
     if not rows:
         return []
     from app.warehouse import load  # the driver's column order, known to load.py only
 
-    index = 0
+    index = load.REQUEST_COLUMNS.index(name)
     if dialect.name == "sqlite":  # the compiled statement's order; COPY's is the columns'
-        order = load._param_order(dialect, "requests")
-        index = order.index(load.REQUEST_COLUMNS.index("trace_id"))
-    return [str(row[index]) for row in rows]
+        index = load._param_order(dialect, "requests").index(index)
+    if name == "started_at" and dialect.name != "sqlite":
+        return [row[index].isoformat() for row in rows]  # naive UTC datetimes
+    return [row[index] for row in rows]
 
 
 def marks_rollups(load_batch: F) -> F:
-    """Wraps `load_batch(session, batch, …)`: after the batch is written, in the same
-    transaction, the days of its traces' requests are marked dirty."""
+    """Wraps `load_batch(session, batch, …)`: in the same transaction, the days of the batch's
+    requests are marked dirty (how: the module's docstring)."""
 
     @functools.wraps(load_batch)
     def wrapper(session: Session, batch: Any, *args: Any, **kwargs: Any) -> Any:
-        ids = batch_trace_ids(batch, session.get_bind().dialect)
-        counts = load_batch(session, batch, *args, **kwargs)
-        mark_traces(session.connection(), ids)
+        conn = session.connection()
+        dialect = conn.dialect
+        ids = batch_trace_ids(batch, dialect)
+        if dialect.name == "sqlite":
+            days = batch_days(batch, dialect)  # before the write: `prepare` may empty them
+            mark_stored_sqlite(conn, ids)
+            counts = load_batch(session, batch, *args, **kwargs)
+            mark_days(conn, days)
+        else:
+            counts = load_batch(session, batch, *args, **kwargs)
+            mark_traces(conn, ids)
         return counts
 
     return wrapper  # type: ignore[return-value]
