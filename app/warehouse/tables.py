@@ -55,11 +55,13 @@ class Request(Base):
     team_key: Mapped[str | None] = mapped_column(String(48))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
+    # Every index costs the ingest (random trace ids: each insert touches each index). By user
+    # or team, the dashboard and reports read the rollups (`tables_rollup`); rules and the
+    # rollup refresh scan a time window (started_at). Migration 0010 dropped (user_id,
+    # started_at) and (team, started_at).
     __table_args__ = (
         Index(None, "started_at"),
         Index(None, "endpoint", "started_at"),
-        Index(None, "user_id", "started_at"),
-        Index(None, "team", "started_at"),
     )
 
 
@@ -92,10 +94,11 @@ class LlmCall(Base):
     price_source: Mapped[str] = mapped_column(String(32))
     ingested_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
+    # (model, started_at): the GPU allocation's calls of a pool's models in an hour. By
+    # provider, reports read the rollups or a time window; migration 0010 dropped that index.
     __table_args__ = (
         Index(None, "started_at"),
         Index(None, "model", "started_at"),
-        Index(None, "provider", "started_at"),
     )
 
 
