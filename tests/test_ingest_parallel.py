@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -233,13 +234,60 @@ def test_a_failing_worker_stops_the_ingest_and_loses_nothing(
     assert _dump(sqlite_engine) == expected
 
 
+def test_a_worker_killed_in_the_middle_of_sending_a_batch_stops_the_ingest(
+    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer is busy (its first write takes 2 s), so the worker's next batch fills the
+    pipe and waits half-sent; then the worker is killed (as by the OOM killer). The writer must
+    read end-of-file and stop with the worker's error, not wait for the rest of the message."""
+    rng = random.Random(3)
+    lines = []
+    for n in range(0, 6000, 500):
+        pairs = [_trace(rng, n + i) for i in range(500)]
+        lines.append(_line([s for c, root in pairs for s in (*c, root)]))
+    (tmp_path / "big.jsonl").write_text("".join(lines))
+    (tmp_path / "small.jsonl").write_text(lines[0])
+    monkeypatch.setattr(ingest, "BATCH_SPANS", 5000)  # about 500 kB a batch: more than a pipe
+    real = ingest.file_batches
+
+    def batches(intake: Any, path: Path) -> Any:
+        for number, batch in enumerate(real(intake, path)):
+            yield batch
+            if path.name == "big.jsonl" and os.getpid() != PARENT and number == 1:
+                time.sleep(0.5)  # the sender is stuck in the middle of this batch
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    real_write = ingest._Writer.write
+    slow = [True]
+
+    def busy_write(self: Any, batch: Any, path: Path) -> None:
+        if slow.pop() if slow else False:
+            time.sleep(2)
+        real_write(self, batch, path)
+
+    monkeypatch.setattr(ingest, "file_batches", batches)
+    monkeypatch.setattr(ingest._Writer, "write", busy_write)
+
+    def hung(*_: Any) -> None:
+        raise AssertionError("the ingest hung on the dead worker's half-sent batch")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        with pytest.raises(IngestWorkerError, match="died with exit code -9"):
+            ingest_paths(sqlite_engine, Settings(), [tmp_path], jobs=2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_small_inputs_are_decoded_in_process(
     sqlite_engine: Engine, files: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_workers(*args: Any) -> None:
         raise AssertionError("worker processes started for a small input")
 
-    monkeypatch.setattr(ingest, "_parallel", no_workers)
+    monkeypatch.setattr(ingest, "run_workers", no_workers)
     result = ingest_paths(sqlite_engine, Settings(), [files])  # well under 4 MB
     assert result.spans > 0
 
