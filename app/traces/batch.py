@@ -97,8 +97,6 @@ _ROUTES = ("http.route", "url.path", "http.target")
 _HEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
 _HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
 _ZERO32, _ZERO16 = "0" * 32, "0" * 16
-# `attribution._rank` by (is a SERVER span, has no parent).
-_RANKS = {(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 5}
 
 
 def utc_from_ns(ns: int) -> datetime:
@@ -321,8 +319,11 @@ class BatchBuilder:
             team = _first_attr(attrs, resource, self._team_names)
         else:
             user = team = None
-        rank = _RANKS[kind == KIND_SERVER, parent is None]
-        duration = max(0, end - start) // 1_000_000
+        if parent is None:  # `attribution._rank`
+            rank = 0 if kind == KIND_SERVER else 2
+        else:
+            rank = 1 if kind == KIND_SERVER else 5
+        duration = (end - start) // 1_000_000 if end > start else 0
         call = None
         if usage is not None:
             started_at = utc_from_ns(start)

@@ -133,7 +133,9 @@ def _open(path: Path, compression: str) -> IO[bytes]:
             path.open("rb"), read_across_frames=True
         )
         return cast(IO[bytes], io.BufferedReader(cast(io.RawIOBase, reader), _CHUNK))
-    return path.open("rb")
+    # A big buffer: a Collector's lines are often hundreds of kB (a whole export each), which
+    # the default 8 kB buffer reads in pieces and joins.
+    return path.open("rb", buffering=_CHUNK)
 
 
 def _zstd_framed(path: Path) -> bool:
