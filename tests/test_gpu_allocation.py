@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from app.gpu.allocate import refresh, refresh_stale
+from app.gpu.allocate import SETTLE, refresh, refresh_stale
 from app.gpu.report import allocation_rows, pool_rows
 from app.rollups.dirty import mark_traces
 from app.settings import Settings
@@ -71,6 +71,7 @@ def add_call(
     tokens: int = 0,
     endpoint: str = "/chat",
     user: str = "u-1",
+    ingested_at: datetime | None = None,
 ) -> None:
     with session_scope(engine) as session:
         session.add(
@@ -96,7 +97,7 @@ def add_call(
                 output_tokens=0,
                 cost_nanousd=0,
                 price_source="override",
-                ingested_at=datetime.now(UTC),
+                ingested_at=ingested_at or datetime.now(UTC),
             )
         )
         session.flush()  # written by hand, not by load_batch: its day's rollups are stale
@@ -238,7 +239,12 @@ def test_refreshing_again_changes_nothing_and_new_calls_or_bills_are_picked_up(
     assert refresh_stale(engine, SETTINGS) is not None
     before = (shares(engine), [(r.pool, r.cost_nanousd, r.idle_nanousd) for r in pool_rows(engine)])
     refresh(engine, SETTINGS, DAY, NEXT)
-    assert refresh_stale(engine, SETTINGS) is None  # nothing new
+    # Within SETTLE of the newest rows their days are allocated again (a late commit could
+    # still come), with the same result; after it, nothing is left to do.
+    assert refresh_stale(engine, SETTINGS) is not None
+    later = datetime.now(UTC) + SETTLE
+    assert refresh_stale(engine, SETTINGS, now=later) is not None
+    assert refresh_stale(engine, SETTINGS, now=later) is None  # nothing new
     assert (
         shares(engine),
         [(r.pool, r.cost_nanousd, r.idle_nanousd) for r in pool_rows(engine)],
@@ -256,6 +262,23 @@ def test_refreshing_again_changes_nothing_and_new_calls_or_bills_are_picked_up(
     unbounded = Settings(gpu_pools=[POOLS[0], {**POOLS[1], "capacity_per_hour": None}])  # type: ignore[arg-type]
     refresh_stale(engine, unbounded)
     assert shares(engine)["e"] == usd("1.20") and shares(engine)["f"] == usd("1.80")
+
+
+def test_a_call_committed_after_a_refresh_with_an_older_stamp_is_allocated(
+    engine: Engine,
+) -> None:
+    """A writer stamps its calls when it writes them and may commit seconds later (the ingest
+    groups batches in one transaction): a refresh in between sees newer stamps from another
+    writer. The late call must still be allocated."""
+    hand_made_day(engine)
+    written = datetime.now(UTC)
+    add_call(engine, "8" * 32, at(2, 10), "llama-3.1-70b", ms=10, ingested_at=written)
+    assert refresh_stale(engine, SETTINGS) is not None  # the newest stamp it sees: `written`
+    # Committed now, with the stamp it got when it was written, before that refresh's newest.
+    late = written - timedelta(seconds=1)
+    add_call(engine, "7" * 32, at(3, 15), "llama-3.1-70b", ms=10, ingested_at=late)
+    assert refresh_stale(engine, SETTINGS) is not None
+    assert shares(engine)["7"] == usd("98.17")
 
 
 def test_no_pool_configured_keeps_the_bill_unassigned(engine: Engine) -> None:

@@ -54,6 +54,12 @@ log = logging.getLogger("spendguard.gpu")
 
 DAY = timedelta(days=1)
 RUN_NAME = "gpu_allocation"  # its runs in collector_runs, its watermark in checkpoints
+# A writer stamps its rows (`ingested_at`, `fetched_at`) when it writes them, not when it
+# commits: the ingest holds a transaction open for up to a few seconds (app.ingest), and API
+# replicas stamp by their own clocks. Rows committed after a refresh can so carry a stamp older
+# than the newest it saw. The watermark stays this far behind the clock, so those rows are
+# still found; the days of recent rows are re-allocated meanwhile (the same result again).
+SETTLE = timedelta(minutes=5)
 LOCK = "gpu-allocation"
 
 
@@ -108,9 +114,13 @@ def refresh(
     return result
 
 
-def refresh_stale(engine: Engine, settings: Settings) -> AllocationResult | None:
+def refresh_stale(
+    engine: Engine, settings: Settings, *, now: datetime | None = None
+) -> AllocationResult | None:
     """Refresh the days whose calls or bills changed since the last refresh (or all days with
-    a bill when `gpu_pools` changed); None when there was nothing to do."""
+    a bill when `gpu_pools` changed); None when there was nothing to do. `now`: the clock
+    (before anything is read), for `SETTLE`."""
+    settled = (now or datetime.now(UTC)) - SETTLE - timedelta(microseconds=1)
     pools = settings.gpu_pools
     digest = pools_digest(pools)
     with session_scope(engine) as session:
@@ -138,12 +148,12 @@ def refresh_stale(engine: Engine, settings: Settings) -> AllocationResult | None
             if first is not None:  # pools removed or renamed: their hours go
                 days.update(_days(_day(first), _day(last) + DAY))
         else:
-            if last_call is not None and calls_after != _iso(last_call):
+            if _newer(last_call, calls_after):
                 query = select(func.date(LlmCall.started_at)).where(recent).distinct()
                 if calls_after:
                     query = query.where(LlmCall.ingested_at > _parse(calls_after))
                 days.update(as_date(d) for d in conn.execute(query).scalars())
-            if last_cost is not None and costs_after != _iso(last_cost):
+            if _newer(last_cost, costs_after):
                 query = select(GpuCost.period_start, GpuCost.period_end)
                 if costs_after:
                     query = query.where(GpuCost.fetched_at > _parse(costs_after))
@@ -164,8 +174,8 @@ def refresh_stale(engine: Engine, settings: Settings) -> AllocationResult | None
             "watermark",
             json.dumps(
                 {
-                    "calls": _iso(last_call) if last_call else calls_after,
-                    "costs": _iso(last_cost) if last_cost else costs_after,
+                    "calls": _settled(last_call, settled) if last_call else calls_after,
+                    "costs": _settled(last_cost, settled) if last_cost else costs_after,
                     "pools": digest,
                 }
             ),
@@ -371,3 +381,13 @@ def _iso(value: Any) -> str:
 
 def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _newer(last: Any, mark: str | None) -> bool:
+    """Whether the newest stamp is past the watermark (rows may have come since)."""
+    return last is not None and (not mark or _parse(_iso(last)) > _parse(mark))
+
+
+def _settled(last: Any, settled: datetime) -> str:
+    """The next watermark: the newest stamp seen, but no later than `SETTLE` ago."""
+    return _iso(min(_parse(_iso(last)), settled))
