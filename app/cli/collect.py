@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy import Engine, func, select
@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 from app.cli.root import app, choose, ctx_of, parse_day
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import CollectorRun
-from collectors import registry
-from collectors.base import RunOutcome
+
+if TYPE_CHECKING:
+    from collectors.base import RunOutcome
 
 STATUS_COLUMNS = [
     "collector",
@@ -55,6 +56,7 @@ def collect(
 ) -> None:
     """Run collectors once, now (exit 1 if any run failed), or show their recent runs."""
     from app.reports.render import FORMATS, render_records
+    from collectors import registry  # every collector's client library: only when asked
 
     choose(fmt, FORMATS, "--format")
     day = parse_day(since, "--since")

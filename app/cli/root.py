@@ -23,7 +23,6 @@ from sqlalchemy import Engine
 from app.errors import SpendguardError
 from app.settings import Settings, load_settings
 from app.warehouse.engine import make_engine
-from app.warehouse.migrate import upgrade
 
 app = typer.Typer(
     name="spendguard",
@@ -61,6 +60,8 @@ class Context:
         """Settings and a migrated warehouse engine."""
         settings = self.settings()
         engine = make_engine(settings.database.url)
+        from app.warehouse.migrate import upgrade  # alembic: only when a command migrates
+
         upgrade(engine)
         return settings, engine
 
