@@ -39,15 +39,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def mark_traces(conn: Connection, trace_ids: Iterable[str]) -> None:
-    """Mark the stored days of these traces' requests."""
+    """Mark the stored days of these traces' requests, in one statement whose ids are one
+    parameter (a JSON array on SQLite, an array on PostgreSQL): no SQL text built per call."""
     ids = list(dict.fromkeys(trace_ids))
-    for i in range(0, len(ids), _CHUNK):
-        days = (
-            select(func.date(Request.started_at))
-            .where(Request.trace_id.in_(ids[i : i + _CHUNK]))
-            .distinct()
+    if not ids:
+        return
+    name = conn.dialect.name
+    if name == "sqlite":
+        conn.exec_driver_sql(
+            "INSERT INTO rollup_dirty (day) SELECT DISTINCT date(r.started_at) "
+            "FROM json_each(?) AS j JOIN requests AS r ON r.trace_id = j.value",
+            (json.dumps(ids),),
         )
-        conn.execute(insert(rollup_dirty).from_select(["day"], days))
+    elif name == "postgresql":
+        conn.exec_driver_sql(
+            "INSERT INTO rollup_dirty (day) SELECT DISTINCT started_at::date FROM requests "
+            "WHERE trace_id = ANY(%s)",
+            (ids,),
+        )
+    else:
+        for i in range(0, len(ids), _CHUNK):
+            days = (
+                select(func.date(Request.started_at))
+                .where(Request.trace_id.in_(ids[i : i + _CHUNK]))
+                .distinct()
+            )
+            conn.execute(insert(rollup_dirty).from_select(["day"], days))
 
 
 def mark_days(conn: Connection, days: Iterable[date]) -> None:
@@ -71,17 +88,6 @@ def mark_all(conn: Connection) -> None:
     """Mark every day with requests (a full rebuild)."""
     days = select(func.date(Request.started_at)).distinct()
     conn.execute(insert(rollup_dirty).from_select(["day"], days))
-
-
-def mark_stored_sqlite(conn: Connection, trace_ids: Sequence[str]) -> None:
-    """SQLite: mark the days these traces' requests are stored on now, in one statement (the
-    ids as one JSON array: no SQL text to build per batch)."""
-    if trace_ids:
-        conn.exec_driver_sql(
-            "INSERT INTO rollup_dirty (day) SELECT DISTINCT date(r.started_at) "
-            "FROM json_each(?) AS j JOIN requests AS r ON r.trace_id = j.value",
-            (json.dumps(trace_ids),),
-        )
 
 
 def batch_trace_ids(batch: Any, dialect: Dialect) -> list[str]:
@@ -128,7 +134,7 @@ def marks_rollups(load_batch: F) -> F:
         ids = batch_trace_ids(batch, dialect)
         if dialect.name == "sqlite":
             days = batch_days(batch, dialect)  # before the write: `prepare` may empty them
-            mark_stored_sqlite(conn, ids)
+            mark_traces(conn, ids)  # where they are now: a request may leave its day
             counts = load_batch(session, batch, *args, **kwargs)
             mark_days(conn, days)
         else:
