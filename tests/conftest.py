@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from app.rollups.refresh import wait_for_background
 from app.warehouse.engine import make_engine
 from app.warehouse.migrate import upgrade
 from tests.warehouses import (
@@ -96,12 +97,14 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
     if request.param == "sqlite":
         template: SqliteTemplate = request.getfixturevalue("sqlite_template")
         yield template.copy_to(tmp_path / "warehouse.db")
+        wait_for_background()
         return
     schemas: PostgresSchemas = request.getfixturevalue("postgres_schemas")
     schema = schemas.checkout()
     try:
         yield schema_url(POSTGRES_URL, schema)
     finally:
+        wait_for_background()  # a dashboard's rollup rebuild must not outlive its warehouse
         schemas.checkin(schema)
 
 

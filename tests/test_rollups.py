@@ -17,12 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, func, select
 
+from app.dashboard.queries import data_bounds, filter_options
 from app.gpu.allocate import refresh as allocate
-from app.reports.unit_costs import Scope, cost_query, unit_cost_query, unit_costs
+from app.reports.unit_costs import COLUMNS, Scope, cost_query, unit_cost_query, unit_costs
 from app.reprice import reprice
 from app.rollups.dirty import mark_all
 from app.rollups.query import rollup_query
-from app.rollups.refresh import LOCK, dirty_days, refresh
+from app.rollups.refresh import LOCK, dirty_days, refresh, refresh_in_background
 from app.settings import PriceOverride, Settings
 from app.traces.attribution import RequestFacts
 from app.traces.batch import Batch, CallRow
@@ -291,23 +292,90 @@ def test_refresh_is_idempotent_and_a_late_root_marks_the_day_it_leaves(engine: E
     assert unit_costs(engine, ["endpoint"], Scope(DAY, DAY + timedelta(days=1))) == []
 
 
-def test_a_refresh_elsewhere_leaves_the_marks_and_readers_use_the_base_tables(
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(traffic(), st.integers(0, 100), st.booleans(), st.randoms(use_true_random=False))
+def test_dirty_days_are_read_from_the_base_tables_and_added_to_the_rollups(
+    engine: Engine, case: dict[str, Any], held: int, reprice_after: bool, rnd: random.Random
+) -> None:
+    """Part of the traffic is rolled up, the rest (and maybe a re-price) only marks its days:
+    every answer, filter list and count still equals the base tables'."""
+    _empty(engine)
+    pieces = case["pieces"]
+    cut = held * len(pieces) // 100
+    _load(engine, pieces[:cut], [], case["prepared"])
+    refresh(engine)
+    _load(engine, pieces[cut:], case["cuts"], case["prepared"])
+    if reprice_after:
+        reprice(engine, Settings(pricing={"overrides": OVERRIDES}), None)
+    with engine.connect() as conn:
+        dirty = dirty_days(conn)
+    for dims in DIMS:
+        filters, (since, until) = rnd.choice(FILTERS), rnd.choice(RANGES)
+        by_day = rnd.random() < 0.5
+        scope = Scope(since, until, filters)
+        with engine.connect() as conn:
+            query = cost_query(conn, dims, scope, by_day=by_day)
+        expected = _rows(engine, _base(dims, scope, by_day))
+        assert _rows(engine, query) == expected, (dims, filters, since, until, by_day, dirty)
+    for dim in ("endpoint", "user", "team", "model", "provider"):
+        since, until = rnd.choice(RANGES)
+        listed = filter_options(engine, dim, Scope(since, until))
+        with engine.connect() as conn:
+            base = filter_options_from_base(conn, dim, Scope(since, until))
+        assert listed == base, (dim, since, until, dirty)
+    bounds = data_bounds(engine)
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(Request)).scalar_one()
+    assert (bounds.requests if bounds else 0) == count
+    with engine.connect() as conn:
+        assert dirty_days(conn) == dirty  # readers never rebuilt anything themselves
+
+
+def filter_options_from_base(conn: Any, dim: str, scope: Scope) -> list[str]:
+    """`filter_options` from the base tables only (the rollups' way must list the same)."""
+    column = COLUMNS[dim]
+    cost = func.coalesce(func.sum(LlmCall.cost_nanousd), 0)
+    join_on = LlmCall.trace_id == Request.trace_id
+    query = select(column).select_from(Request)
+    if dim in {"model", "provider"}:
+        query = query.join(LlmCall, join_on)
+    else:
+        query = query.outerjoin(LlmCall, join_on)
+    query = query.where(*scope.conditions(), column.is_not(None)).group_by(column)
+    return [str(v) for v in conn.execute(query.order_by(cost.desc(), column)).scalars()]
+
+
+def test_readers_read_dirty_days_from_the_base_tables_and_rebuild_in_the_background(
     engine: Engine,
 ) -> None:
     call = CallRow("b" * 32, "1" * 16, T0, 10, "p1", "m1", None, None, None, "otel-genai",
                    100, 0, 0, 10, 0, 99, "catalog")  # fmt: skip
     _load(engine, [call], [], False)
     with named_lock(engine, LOCK):
-        assert refresh(engine).busy
-        # Dirty and locked: the report reads the base tables, with the same answer.
+        # Another process is refreshing: the background one finds the lock held and leaves
+        # the marks; the report adds the dirty day from the base tables.
+        thread = refresh_in_background(engine)
+        assert thread is not None
+        thread.join(timeout=30)
         [row] = unit_costs(engine, ["model"])
         assert (row.requests, row.cost_nanousd) == (1, 99)
         with engine.connect() as conn:
-            assert "rollup" not in str(cost_query(conn, ["model"], Scope()))
-    [row] = unit_costs(engine, ["model"])  # refreshed on the way
+            assert dirty_days(conn) == [DAY]
+            sql = str(cost_query(conn, ["model"], Scope()))
+        assert "rollup_daily_calls" in sql and "llm_calls" in sql and "UNION ALL" in sql
+    thread = refresh_in_background(engine)
+    assert thread is not None
+    thread.join(timeout=30)
+    assert refresh_in_background(engine) is None  # nothing dirty: no thread
     with engine.connect() as conn:
         assert dirty_days(conn) == []
-        assert "rollup_daily_calls" in str(cost_query(conn, ["model"], Scope()))
+        sql = str(cost_query(conn, ["model"], Scope()))
+    assert "rollup_daily_calls" in sql and "UNION" not in sql
+    [row] = unit_costs(engine, ["model"])
     assert (row.requests, row.cost_nanousd) == (1, 99)
 
 
@@ -319,7 +387,8 @@ def test_readers_leave_a_long_rebuild_to_the_worker(engine: Engine) -> None:
         for i in range(9)
     ]  # fmt: skip
     _load(engine, calls, [], False)
-    [row] = unit_costs(engine, [])  # nine dirty days: too many for a reader, read the base
+    assert refresh_in_background(engine) is None  # nine dirty days: too many for a reader
+    [row] = unit_costs(engine, [])
     assert row.requests == 9
     with engine.connect() as conn:
         assert len(dirty_days(conn)) == 9

@@ -48,6 +48,12 @@ def scope(since: date, until: date, filters: Filters = ()) -> Scope:
     )
 
 
+def freshen(url: str) -> None:
+    """Start rebuilding the rollups' dirty days in the background (not cached: one small query
+    per run); pages read those days from the base tables meanwhile."""
+    queries.freshen(engine(url))
+
+
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def has_warehouse(url: str) -> bool:
     return queries.has_warehouse(engine(url))

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Engine, func, inspect, literal, select
+from sqlalchemy import Engine, func, inspect, literal, select, union_all
 
 from app.money import nanos_to_usd, per_thousand
-from app.reports.unit_costs import COLUMNS, Scope, cost_query, freshen
-from app.rollups.query import clean, option_query
+from app.reports.unit_costs import COLUMNS, Scope, cost_query, on_days
+from app.rollups.query import dirty_in, option_costs
+from app.rollups.refresh import refresh_in_background
 from app.warehouse.engine import check_connection
 from app.warehouse.tables import CollectorRun, LlmCall, Request
 from app.warehouse.tables_rollup import rollup_daily
@@ -72,19 +73,29 @@ def data_bounds(engine: Engine) -> DataBounds | None:
         first, last = conn.execute(bounds).one()
         if first is None:
             return None
-        # Counting millions of requests takes a while: the rollups know, when they are clean.
-        counted = select(func.sum(rollup_daily.c.requests))
-        if not clean(conn, None, None):
-            counted = select(func.count(Request.trace_id))
-        count = conn.execute(counted).scalar()
+        # Counting millions of requests takes a while: the rollups know, but for the days
+        # waiting for a rebuild, counted from the base tables.
+        dirty = dirty_in(conn, None, None)
+        rolled = select(func.coalesce(func.sum(rollup_daily.c.requests), 0))
+        if dirty:
+            rolled = rolled.where(rollup_daily.c.day.not_in(dirty))
+        count = conn.execute(rolled).scalar_one()
+        if dirty:
+            live = select(func.count(Request.trace_id)).where(on_days(dirty))
+            count += conn.execute(live).scalar_one()
     if not count:
         return None
     return DataBounds(first=first, last=last, requests=int(count))
 
 
+def freshen(engine: Engine) -> None:
+    """Have the rollups' dirty days rebuilt in the background (`refresh_in_background`); the
+    queries here don't wait for it."""
+    refresh_in_background(engine)
+
+
 def daily_unit_costs(engine: Engine, scope: Scope) -> list[DailyRow]:
     """One row per UTC day of the scope that has requests, oldest first."""
-    freshen(engine)
     with engine.connect() as conn:
         query = cost_query(conn, [], scope, by_day=True)
         result = conn.execute(query.order_by(query.selected_columns.day)).mappings().all()
@@ -114,23 +125,29 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
     Model and provider values come from calls; endpoint, user and team from requests (with or
     without calls). Ties are broken by the value so the order is stable between reruns.
     """
-    freshen(engine)
-    with engine.connect() as conn:
-        if not scope.filters and clean(conn, scope.since, scope.until):
-            rolled = option_query(dim, scope.since, scope.until, limit)
-            return [str(v) for v in conn.execute(rolled).scalars()]
     column = COLUMNS[dim]  # NULL users/teams are no option: a filter matches stored values
     cost = func.coalesce(func.sum(LlmCall.cost_nanousd), literal(0))
-    query = select(column).select_from(Request)
+    query = select(column.label("value"), cost.label("cost")).select_from(Request)
     join_on = LlmCall.trace_id == Request.trace_id
     if dim in {"model", "provider"}:
         query = query.join(LlmCall, join_on)
     else:
         query = query.outerjoin(LlmCall, join_on)
-    conds = [*scope.conditions(), column.is_not(None)]
-    query = query.where(*conds).group_by(column).order_by(cost.desc(), column).limit(limit)
+    query = query.where(*scope.conditions(), column.is_not(None)).group_by(column)
     with engine.connect() as conn:
-        return [str(v) for v in conn.execute(query).scalars()]
+        if not scope.filters:
+            # The rollups, and for the days waiting for a rebuild the base tables.
+            dirty = dirty_in(conn, scope.since, scope.until)
+            rolled = option_costs(dim, scope.since, scope.until, skip_days=dirty)
+            if dirty:
+                parts = union_all(rolled, query.where(on_days(dirty))).subquery("parts")
+                summed = func.sum(parts.c.cost)
+                query = select(parts.c.value, summed.label("cost")).group_by(parts.c.value)
+            else:
+                query = rolled
+        ranked = query.subquery("ranked")
+        top = select(ranked.c.value).order_by(ranked.c.cost.desc(), ranked.c.value).limit(limit)
+        return [str(v) for v in conn.execute(top).scalars()]
 
 
 def last_reprice(engine: Engine) -> datetime | None:

@@ -63,6 +63,7 @@ def start() -> Context:
             data.has_warehouse.clear(url)  # look again on the next run, not after the TTL
             return _remember(_empty(settings, identity, "no_schema"))
         bounds = data.data_bounds(url)
+        data.freshen(url)
     except (SpendguardError, SQLAlchemyError) as exc:
         detail = str(exc).splitlines()[0] if isinstance(exc, SQLAlchemyError) else str(exc)
         return _remember(_failed(settings, detail, identity))

@@ -17,24 +17,35 @@ that its provider's model-day adds up to the bill (`app.warehouse.tables_trueup`
 day without a bill keep their estimate, and `trued_up_calls` counts those that were scaled.
 
 Aggregation runs in SQL; only one row per group comes back. `cost_query` answers from the
-daily rollups (`app.rollups.query`) when they can answer exactly and the days of the scope are
-clean, else from the base tables with `unit_cost_query`: the same columns, the same numbers.
+daily rollups (`app.rollups.query`) when they can answer exactly (the days waiting for a rebuild
+from the base tables, added), else from the base tables with `unit_cost_query`: the same
+columns, the same numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, case, func, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.sql import Select
 
 from app.money import nanos_to_usd, per_thousand
-from app.rollups.query import clean, rollup_query
-from app.rollups.refresh import refresh_if_dirty
+from app.rollups.query import dirty_in, rollup_query
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
@@ -160,14 +171,53 @@ def unit_cost_query(dims: Sequence[str], scope: Scope) -> Select[Any]:
 def cost_query(
     conn: Connection, dims: Sequence[str], scope: Scope, *, by_day: bool = False
 ) -> Select[Any]:
-    """`unit_cost_query` from the rollups when they answer it exactly and the scope's days are
-    clean, else from the base tables. `by_day` adds the request's UTC day (`day`) to the
-    grouping."""
-    query = rollup_query(
+    """`unit_cost_query`, from the rollups when they answer it exactly, else from the base
+    tables. `by_day` adds the request's UTC day (`day`) to the grouping.
+
+    Days waiting for a rebuild (new spans, a re-price) are read from the base tables and added
+    to the rollups' answer for the others: a request belongs to one UTC day, so the per-day
+    parts add up exactly, and a reader never waits for a rebuild nor scans more than those
+    days (`spendguard ingest` and the worker rebuild them)."""
+    rolled = rollup_query(
         dims, scope.filters, scope.since, scope.until, true_up=scope.true_up, by_day=by_day
     )
-    if query is not None and clean(conn, scope.since, scope.until):
-        return query
+    if rolled is None:
+        return _base_query(dims, scope, by_day)
+    dirty = dirty_in(conn, scope.since, scope.until)
+    if not dirty:
+        return rolled
+    rolled = rollup_query(
+        dims,
+        scope.filters,
+        scope.since,
+        scope.until,
+        true_up=scope.true_up,
+        by_day=by_day,
+        skip_days=dirty,
+    )
+    assert rolled is not None  # the same question, fewer days
+    live = _base_query(dims, scope, by_day).where(on_days(dirty))
+    parts = union_all(rolled, live).subquery("parts")
+    keys = [parts.c[d] for d in (*dims, *(["day"] if by_day else []))]
+    sums = [func.coalesce(func.sum(parts.c[m]), 0).label(m) for m in MEASURES]
+    query = select(*keys[: len(dims)], *sums, *keys[len(dims) :])
+    return query.group_by(*keys) if keys else query
+
+
+# The summed columns of `unit_cost_query` (and of the rollups' answer), in their order.
+MEASURES = (
+    "requests",
+    "llm_calls",
+    "input_tokens",
+    "output_tokens",
+    "cost_nanousd",
+    "unpriced_calls",
+    "token_cost_nanousd",
+    "gpu_cost_nanousd",
+)
+
+
+def _base_query(dims: Sequence[str], scope: Scope, by_day: bool) -> Select[Any]:
     query = unit_cost_query(dims, scope)
     if by_day:
         day = func.date(Request.started_at)
@@ -175,10 +225,21 @@ def cost_query(
     return query
 
 
-def freshen(engine: Engine) -> None:
-    """Rebuild the dirty days of the rollups now (when only a few are, and no other process is
-    at it), so that the next queries can read them."""
-    refresh_if_dirty(engine)
+def on_days(days: Sequence[date]) -> ColumnElement[bool]:
+    """Requests that started on one of `days` (UTC), as time ranges (consecutive days merged)
+    that the index on `started_at` can serve."""
+    ranges: list[list[date]] = []
+    for day in sorted(days):
+        if ranges and ranges[-1][1] == day:
+            ranges[-1][1] = day + timedelta(days=1)
+        else:
+            ranges.append([day, day + timedelta(days=1)])
+    return or_(
+        *(
+            and_(Request.started_at >= _midnight(lo), Request.started_at < _midnight(hi))
+            for lo, hi in ranges
+        )
+    )
 
 
 def unit_costs(
@@ -186,7 +247,6 @@ def unit_costs(
 ) -> list[UnitCostRow]:
     """One row per group, most expensive first (ties broken by the group's values); with
     `limit`, only the `limit` most expensive groups, cut in SQL."""
-    freshen(engine)
     with engine.connect() as conn:
         query = cost_query(conn, dims, scope)
         if limit is not None:

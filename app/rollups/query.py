@@ -24,7 +24,7 @@ Days are the requests' UTC days, as the report's `since`/`until` bounds are whol
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -41,6 +41,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily_users,
     rollup_dirty,
 )
+from app.warehouse.types import as_date
 
 MISSING = "(none)"
 CALL_DIMENSIONS = frozenset({"model", "provider"})
@@ -61,9 +62,11 @@ def rollup_query(
     *,
     true_up: bool = False,
     by_day: bool = False,
+    skip_days: Collection[date] = (),
 ) -> Select[Any] | None:
     """The rollups' answer to the unit-cost query, or None when they cannot answer exactly.
-    `by_day` adds the UTC day as a column `day` and a grouping."""
+    `by_day` adds the UTC day as a column `day` and a grouping; `skip_days` are left out (the
+    dirty days, which the caller reads from the base tables)."""
     if true_up:
         return None
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
@@ -88,7 +91,7 @@ def rollup_query(
         elif one_provider and "model" not in used:
             requests = t.requests_provider
         elif not CALL_DIMENSIONS.intersection(dims) and table is rollup_daily_calls:
-            return _by_call_sets(dims, chosen, since, until, by_day)
+            return _by_call_sets(dims, chosen, since, until, by_day, skip_days)
         else:
             return None
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
@@ -105,11 +108,7 @@ def rollup_query(
         token_cost.label("token_cost_nanousd"),
         gpu_cost.label("gpu_cost_nanousd"),
     )
-    conds: list[ColumnElement[bool]] = []
-    if since is not None:
-        conds.append(t.day >= since)
-    if until is not None:
-        conds.append(t.day < until)
+    conds = day_conditions(t.day, since, until, skip_days)
     for dim, values in chosen.items():
         conds.append(t[_COLUMN_NAMES[dim]].in_(values))
     if conds:
@@ -129,6 +128,7 @@ def _by_call_sets(
     since: date | None,
     until: date | None,
     by_day: bool,
+    skip_days: Collection[date],
 ) -> Select[Any]:
     """Several models or providers in one group (by endpoint or team, or none): the calls' sums
     from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
@@ -148,11 +148,7 @@ def _by_call_sets(
         ]
         if by_day:
             groups.append(t.day.label("day"))
-        conds: list[ColumnElement[bool]] = []
-        if since is not None:
-            conds.append(t.day >= since)
-        if until is not None:
-            conds.append(t.day < until)
+        conds = day_conditions(t.day, since, until, skip_days)
         for dim, values in chosen.items():
             if not counted or dim not in CALL_DIMENSIONS:
                 conds.append(t[_COLUMN_NAMES[dim]].in_(list(values)))
@@ -192,20 +188,39 @@ def _by_call_sets(
     ).select_from(m.join(r, on))
 
 
+def day_conditions(
+    day: Any, since: date | None, until: date | None, skip_days: Collection[date] = ()
+) -> list[ColumnElement[bool]]:
+    """A rollup's days in [since, until), but `skip_days`."""
+    conds: list[ColumnElement[bool]] = []
+    if since is not None:
+        conds.append(day >= since)
+    if until is not None:
+        conds.append(day < until)
+    if skip_days:
+        conds.append(day.not_in(sorted(skip_days)))
+    return conds
+
+
+def dirty_in(conn: Connection, since: date | None, until: date | None) -> list[date]:
+    """The days in [since, until) that wait for a rebuild, oldest first."""
+    d = rollup_dirty.c.day
+    query = select(d).distinct().where(*day_conditions(d, since, until)).order_by(d)
+    return [as_date(v) for v in conn.execute(query).scalars()]
+
+
 def clean(conn: Connection, since: date | None, until: date | None) -> bool:
     """Whether no day in [since, until) waits for a rebuild."""
     d = rollup_dirty.c.day
-    query = select(d).limit(1)
-    if since is not None:
-        query = query.where(d >= since)
-    if until is not None:
-        query = query.where(d < until)
+    query = select(d).where(*day_conditions(d, since, until)).limit(1)
     return conn.execute(query).first() is None
 
 
-def option_query(dim: str, since: date | None, until: date | None, limit: int) -> Select[Any]:
-    """The values of `dim` in the range, most expensive (token cost) first, as
-    `app.dashboard.queries.filter_options` lists them from the base tables."""
+def option_costs(
+    dim: str, since: date | None, until: date | None, skip_days: Collection[date] = ()
+) -> Select[Any]:
+    """The values of `dim` in the range (but `skip_days`) with their token cost, as columns
+    `value` and `cost`: what `app.dashboard.queries.filter_options` orders its list by."""
     table = (
         rollup_daily_user_totals
         if dim == "user"
@@ -215,10 +230,6 @@ def option_query(dim: str, since: date | None, until: date | None, limit: int) -
     )
     t = table.c
     column = t[_COLUMN_NAMES[dim]]
-    conds: list[ColumnElement[bool]] = [column.is_not(None)]
-    if since is not None:
-        conds.append(t.day >= since)
-    if until is not None:
-        conds.append(t.day < until)
+    conds = [column.is_not(None), *day_conditions(t.day, since, until, skip_days)]
     cost = func.coalesce(func.sum(t.token_cost_nanousd), literal(0))
-    return select(column).where(*conds).group_by(column).order_by(cost.desc(), column).limit(limit)
+    return select(column.label("value"), cost.label("cost")).where(*conds).group_by(column)

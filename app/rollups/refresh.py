@@ -13,6 +13,7 @@ held returns at once (`busy`), and the marks it did not handle stay for the next
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,6 @@ from sqlalchemy import (
     literal,
     select,
 )
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 
 from app.warehouse.locks import named_lock
@@ -65,8 +65,7 @@ log = logging.getLogger("spendguard.rollups")
 
 LOCK = "rollup-refresh"
 MAX_PASSES = 3  # days marked while refreshing are taken in the next pass, a few times at most
-# Readers rebuild up to this many days before they read; more (a migrated warehouse, a re-price
-# of months) is the worker's and `ingest`'s work, and readers use the base tables meanwhile.
+# Readers start a rebuild of up to this many days (and read them from the base tables meanwhile).
 LAZY_MAX_DAYS = 7
 
 
@@ -106,18 +105,47 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
     return result
 
 
-def refresh_if_dirty(engine: Engine, max_days: int | None = LAZY_MAX_DAYS) -> RefreshResult | None:
-    """The lazy refresh of readers: a no-op (one cheap query) when nothing is dirty, and when
-    more than `max_days` days are."""
-    with engine.connect() as conn:
-        days = dirty_days(conn)
-    if not days or (max_days is not None and len(days) > max_days):
-        return None
+def refresh_in_background(engine: Engine, max_days: int = LAZY_MAX_DAYS) -> threading.Thread | None:
+    """Start a refresh in a thread of this process when a few days (at most `max_days`) are
+    dirty and no refresh started here is still running; the thread, or None. Readers call it
+    and do not wait: they read the dirty days from the base tables meanwhile. More days than
+    that (a migrated warehouse, a re-price of months) are `spendguard ingest`'s and the
+    worker's work."""
+    key = engine.url.render_as_string(hide_password=False)
+    with _BACKGROUND_LOCK:
+        running = _BACKGROUND.get(key)
+        if running is not None and running.is_alive():
+            return None
+        with engine.connect() as conn:
+            days = dirty_days(conn)
+        if not days or len(days) > max_days:
+            return None
+        thread = threading.Thread(
+            target=_refresh_logged, args=(engine,), name="rollup-refresh", daemon=True
+        )
+        _BACKGROUND[key] = thread
+        thread.start()
+        return thread
+
+
+_BACKGROUND: dict[str, threading.Thread] = {}
+_BACKGROUND_LOCK = threading.Lock()
+
+
+def wait_for_background(timeout: float = 60.0) -> None:
+    """Wait for the background refreshes started in this process (tests, before they reset
+    a warehouse under a refresh)."""
+    with _BACKGROUND_LOCK:
+        threads = list(_BACKGROUND.values())
+    for thread in threads:
+        thread.join(timeout)
+
+
+def _refresh_logged(engine: Engine) -> None:
     try:
-        return refresh(engine)
-    except SQLAlchemyError as exc:  # a reader still answers, from the base tables
-        log.warning("rollups: lazy refresh failed (%s); reading the base tables", exc)
-        return None
+        refresh(engine)
+    except Exception:  # a thread has nobody to raise to; the marks stay for the next refresh
+        log.exception("rollups: background refresh failed; the dirty days stay marked")
 
 
 def rebuild_day(engine: Engine, day: date) -> None:
