@@ -20,6 +20,8 @@ cost), or None when only the base tables can answer. The counting rules decide:
 - `true_up`: the trued-up cost is per call: None.
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
+`skip_days` leaves days out: `app.reports.unit_costs.cost_query` reads the days waiting for a
+rebuild (`dirty_in`) from the base tables instead and adds the two answers.
 """
 
 from __future__ import annotations
