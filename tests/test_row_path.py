@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from app.pricing import Pricer
 from app.settings import AttributionConfig, PriceOverride
 from app.settings.models import UsageFamilyConfig
-from app.traces.batch import Batch, BatchBuilder, utc_from_ns
+from app.traces.batch import Batch, BatchBuilder
 from app.traces.otlp_json import decode_json, decode_json_deferred
 from app.traces.spans import Span
+from app.traces.trace_lists import utc_from_ns
 from app.traces.usage import families_from_config
 
 CFG = AttributionConfig(

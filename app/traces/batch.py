@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
-from msgspec import UNSET
 
 from app.errors import InputError
 from app.pricing import SOURCE_UNPRICED, Price, Pricer
@@ -22,8 +20,7 @@ from app.traces.attribution import (
     merge,
 )
 from app.traces.decoded import Decoded, Rejected
-from app.traces.otlp_fast import FastDocument, Unsure, scopes_of
-from app.traces.otlp_fast import attributes as fast_attributes
+from app.traces.otlp_fast import HEX16, HEX32, ZERO16, ZERO32, FastDocument, Unsure, span_rows
 from app.traces.otlp_json import (
     LAST_NS,
     _attributes,
@@ -33,6 +30,14 @@ from app.traces.otlp_json import (
     walk,
 )
 from app.traces.spans import KIND_SERVER, AttrValue, Span
+from app.traces.trace_lists import (
+    NONE4,
+    ROOT_KEY,
+    START,
+    first_attr,
+    merge_into,
+    utc_from_ns,
+)
 from app.traces.usage import BUILTIN_FAMILIES, Usage, UsageFamily, extract_usage, usage_of
 
 
@@ -88,20 +93,7 @@ class Batch:
         return sum(1 for c in self.calls.values() if c.price_source == SOURCE_UNPRICED)
 
 
-# The row path keeps a trace's facts as a list, changed in place as its spans come:
-# [start_ns, root_key, root_span_id, endpoint, service, duration_ms, user_id, user_key, team,
-# team_key] — RequestFacts without the trace id, with the start in nanoseconds.
-_START, _ROOT_KEY, _USER, _USER_KEY, _TEAM, _TEAM_KEY = 0, 1, 6, 7, 8, 9
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROUTES = ("http.route", "url.path", "http.target")
-_HEX32 = re.compile(r"[0-9a-f]{32}").fullmatch
-_HEX16 = re.compile(r"[0-9a-f]{16}").fullmatch
-_ZERO32, _ZERO16 = "0" * 32, "0" * 16
-
-
-def utc_from_ns(ns: int) -> datetime:
-    """`Span.started_at` of a start in nanoseconds (same value, one operation)."""
-    return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
 class BatchBuilder:
@@ -167,7 +159,7 @@ class BatchBuilder:
         instead, whole, from its text. A span whose token counts are bad goes to `add`, as on
         the row path, to be quarantined with the same reason."""
         try:
-            rows = self._fast_rows(document)
+            rows = span_rows(document)
         except Unsure:
             self.add_json(batch, resource_spans_of(orjson.loads(document.data), "document"))
             return
@@ -182,45 +174,6 @@ class BatchBuilder:
                 )
                 batch.spans += 1
                 self.add(batch, span)
-
-    @staticmethod
-    def _fast_rows(document: FastDocument) -> list[tuple[Any, ...]]:
-        """`_fold`'s arguments (but the batch) for each span of a typed document, checked as
-        `_row` checks them; `Unsure` for anything it would not take."""
-        rows: list[tuple[Any, ...]] = []
-        append = rows.append
-        for rs in document.resource_spans:
-            res = rs.resource
-            resource = fast_attributes(res.attributes) if res is not None else {}
-            for ss in scopes_of(rs):
-                for sp in ss.spans or ():
-                    trace_id = sp.trace_id
-                    if type(trace_id) is not str or _HEX32(trace_id) is None or trace_id == _ZERO32:
-                        raise Unsure
-                    span_id = sp.span_id
-                    if type(span_id) is not str or _HEX16(span_id) is None or span_id == _ZERO16:
-                        raise Unsure
-                    parent = sp.parent_span_id or None
-                    if parent is not None and (_HEX16(parent) is None or parent == _ZERO16):
-                        raise Unsure
-                    start = sp.start_time_unix_nano
-                    end = sp.end_time_unix_nano
-                    try:
-                        if type(start) is str:
-                            start = int(start)
-                        if end is UNSET:
-                            end = start
-                        elif type(end) is str:
-                            end = int(end)
-                    except ValueError:
-                        raise Unsure from None
-                    if start <= 0 or start > LAST_NS:  # type: ignore[operator]
-                        raise Unsure
-                    attrs = fast_attributes(sp.attributes)
-                    append(
-                        (trace_id, span_id, parent, start, end, sp.kind, sp.name, attrs, resource)
-                    )
-        return rows
 
     def add_json(self, batch: Batch, resource_spans: list[Any]) -> None:
         """The spans of a deferred JSON document (`decode_json_deferred`); call `finish` after."""
@@ -255,13 +208,13 @@ class BatchBuilder:
         # The common shapes inline (lowercase hex ids, decimal-string or integer times); the
         # decoder's helpers for anything else, and the Span path if they refuse it.
         trace_id = get("traceId")
-        if type(trace_id) is not str or _HEX32(trace_id) is None or trace_id == _ZERO32:
+        if type(trace_id) is not str or HEX32(trace_id) is None or trace_id == ZERO32:
             trace_id = _hex_id(trace_id, 32, "traceId", "")
         span_id = get("spanId")
-        if type(span_id) is not str or _HEX16(span_id) is None or span_id == _ZERO16:
+        if type(span_id) is not str or HEX16(span_id) is None or span_id == ZERO16:
             span_id = _hex_id(span_id, 16, "spanId", "")
         parent = get("parentSpanId") or None
-        if parent and (type(parent) is not str or _HEX16(parent) is None or parent == _ZERO16):
+        if parent and (type(parent) is not str or HEX16(parent) is None or parent == ZERO16):
             _hex_id(parent, 16, "parentSpanId", "")
         start = get("startTimeUnixNano", 0)
         end = get("endTimeUnixNano", start)
@@ -315,8 +268,8 @@ class BatchBuilder:
             service = resource.get("service.name")
             self._service = str(service) if service is not None else None
         if self._resource_who or not self._who.isdisjoint(attrs):
-            user = _first_attr(attrs, resource, self._user_names)
-            team = _first_attr(attrs, resource, self._team_names)
+            user = first_attr(attrs, resource, self._user_names)
+            team = first_attr(attrs, resource, self._team_names)
         else:
             user = team = None
         if parent is None:  # `attribution._rank`
@@ -335,9 +288,9 @@ class BatchBuilder:
         if rank == 5 and user is None and team is None:
             # Not a root candidate and no user or team: only the earliest start can matter.
             if state is None:
-                traces[trace_id] = [start, NO_ROOT_KEY, None, NO_ENDPOINT, None, None, *_NONE4]
-            elif state[_ROOT_KEY] == NO_ROOT_KEY and start < state[_START]:
-                state[_START] = start
+                traces[trace_id] = [start, NO_ROOT_KEY, None, NO_ENDPOINT, None, None, *NONE4]
+            elif state[ROOT_KEY] == NO_ROOT_KEY and start < state[START]:
+                state[START] = start
         else:
             key = f"{rank}:{start:020d}:{span_id}"
             user_key = key if user else None
@@ -360,7 +313,7 @@ class BatchBuilder:
             if state is None:
                 traces[trace_id] = new
             else:
-                _merge_into(state, new)
+                merge_into(state, new)
         batch.spans += 1
         if call is not None:
             batch.calls[(trace_id, span_id)] = call
@@ -397,18 +350,18 @@ class BatchBuilder:
             state is not None
             and span.parent_span_id is not None
             and span.kind != KIND_SERVER
-            and _first_attr(span.attributes, span.resource, self._user_names) is None
-            and _first_attr(span.attributes, span.resource, self._team_names) is None
+            and first_attr(span.attributes, span.resource, self._user_names) is None
+            and first_attr(span.attributes, span.resource, self._team_names) is None
         ):
-            if state[_ROOT_KEY] == NO_ROOT_KEY and span.start_ns < state[_START]:
-                state[_START] = span.start_ns
+            if state[ROOT_KEY] == NO_ROOT_KEY and span.start_ns < state[START]:
+                state[START] = span.start_ns
             return
         facts = facts_from_span(span, cfg)
         new = [span.start_ns, *facts[2:]]
         if state is None:
             traces[span.trace_id] = new
         else:
-            _merge_into(state, new)
+            merge_into(state, new)
 
     @staticmethod
     def _call(
@@ -438,34 +391,3 @@ class BatchBuilder:
             price.cost_nanousd,
             price.source,
         )
-
-
-_NONE4 = (None, None, None, None)
-
-
-def _first_attr(
-    attrs: dict[str, AttrValue], resource: dict[str, AttrValue], names: tuple[str, ...]
-) -> str | None:
-    """`attribution._first_attr` without a `Span`: a span attribute, else the resource's."""
-    for name in names:
-        value = attrs[name] if name in attrs else resource.get(name)
-        if value not in (None, ""):
-            return str(value)
-    return None
-
-
-def _merge_into(a: list[Any], b: list[Any]) -> None:
-    """`attribution.merge(a, b)` on the row path's lists, into `a`."""
-    if a[_ROOT_KEY] <= b[_ROOT_KEY]:
-        if a[_ROOT_KEY] == NO_ROOT_KEY:
-            a[_START] = min(a[_START], b[_START])
-    else:
-        start = b[_START] if b[_ROOT_KEY] != NO_ROOT_KEY else min(a[_START], b[_START])
-        a[0:6] = b[0:6]
-        a[_START] = start
-    ka, kb = a[_USER_KEY], b[_USER_KEY]
-    if kb is not None and (ka is None or kb < ka):
-        a[_USER], a[_USER_KEY] = b[_USER], kb
-    ka, kb = a[_TEAM_KEY], b[_TEAM_KEY]
-    if kb is not None and (ka is None or kb < ka):
-        a[_TEAM], a[_TEAM_KEY] = b[_TEAM], kb
