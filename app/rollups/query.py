@@ -14,10 +14,13 @@ cost), or None when only the base tables can answer. The counting rules decide:
   value) with any provider (`requests_model`), one provider with any model
   (`requests_provider`), or one of each (`requests`). Several models (or providers) in one group
   without being a dimension (a filter on two models, say) would count a request that called
-  both twice: grouped by endpoint or team only, the requests then come from
-  `rollup_daily_call_sets` (each request once); grouped by a model, provider or user, None, and
-  the caller reads the base tables.
-- `true_up`: the trued-up cost is per call: None.
+  both twice: the calls' sums still come from the tables above, the requests from a call-set
+  rollup, joined by group. Grouped by endpoint or team only, `rollup_daily_call_sets` (the
+  requests whose set holds a pair that the filters accept, each once); grouped or filtered by
+  user, model or provider, `rollup_daily_user_call_sets` (`_first_accepted` keeps, of each
+  request, one row per group: its first accepted pair, in the filters' order).
+- `true_up`: the trued-up cost is per call: None. This is the only question the rollups leave
+  to the base tables.
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
 """
@@ -28,7 +31,23 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    Integer,
+    Select,
+    Table,
+    and_,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from app.warehouse.tables_rollup import (
     PAIR_MID,
@@ -36,6 +55,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily,
     rollup_daily_call_sets,
     rollup_daily_calls,
+    rollup_daily_user_call_sets,
     rollup_daily_user_calls,
     rollup_daily_user_totals,
     rollup_daily_users,
@@ -87,10 +107,8 @@ def rollup_query(
             requests = t.requests_model
         elif one_provider and "model" not in used:
             requests = t.requests_provider
-        elif not CALL_DIMENSIONS.intersection(dims) and table is rollup_daily_calls:
-            return _by_call_sets(dims, chosen, since, until, by_day)
         else:
-            return None
+            return _by_call_sets(table, dims, chosen, since, until, by_day)
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
     token_cost = func.coalesce(func.sum(t.token_cost_nanousd), 0)
     gpu_cost = func.coalesce(func.sum(t.gpu_cost_nanousd), 0)
@@ -124,56 +142,42 @@ def rollup_query(
 
 
 def _by_call_sets(
+    calls_table: Table,
     dims: Sequence[str],
     chosen: Mapping[str, Sequence[str]],
     since: date | None,
     until: date | None,
     by_day: bool,
 ) -> Select[Any]:
-    """Several models or providers in one group (by endpoint or team, or none): the calls' sums
-    from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
-    pairs holds one that the filters accept, each counted once), joined by group."""
-    calls, sets = rollup_daily_calls.c, rollup_daily_call_sets.c
-    models, providers = chosen.get("model", ()), chosen.get("provider", ())
-    if models and providers:
-        wanted = [PAIR_START + m + PAIR_MID + p + PAIR_START for m in models for p in providers]
-    elif models:
-        wanted = [PAIR_START + m + PAIR_MID for m in models]
+    """Several models or providers in one group: the calls' sums from `calls_table`
+    (`rollup_daily_calls`, or `rollup_daily_user_calls` when a user is asked), the requests from
+    a call-set rollup, joined by group."""
+    calls = calls_table.c
+    sums = [
+        func.sum(calls[name]).label(name)
+        for name in (
+            "llm_calls",
+            "input_tokens",
+            "output_tokens",
+            "unpriced_calls",
+            "token_cost_nanousd",
+            "gpu_cost_nanousd",
+        )
+    ]
+    conds = [calls[_COLUMN_NAMES[d]].in_(list(v)) for d, v in chosen.items()]
+    m = _grouped(calls_table, dims, since, until, by_day, sums, conds)
+    counted: ColumnElement[int]
+    if calls_table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
+        sets = rollup_daily_call_sets
+        counted, accepted = sets.c.requests, [_any_accepted(chosen)]
     else:
-        wanted = [PAIR_MID + p + PAIR_START for p in providers]
-    parts = []
-    for t, counted in ((calls, False), (sets, True)):
-        groups: list[Any] = [
-            func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims
-        ]
-        if by_day:
-            groups.append(t.day.label("day"))
-        conds: list[ColumnElement[bool]] = []
-        if since is not None:
-            conds.append(t.day >= since)
-        if until is not None:
-            conds.append(t.day < until)
-        for dim, values in chosen.items():
-            if not counted or dim not in CALL_DIMENSIONS:
-                conds.append(t[_COLUMN_NAMES[dim]].in_(list(values)))
-        if counted:
-            conds.append(or_(*(sets.pairs.contains(w, autoescape=True) for w in wanted)))
-            sums: list[Any] = [func.sum(sets.requests).label("requests")]
-        else:
-            sums = [
-                func.sum(t[name]).label(name)
-                for name in (
-                    "llm_calls",
-                    "input_tokens",
-                    "output_tokens",
-                    "unpriced_calls",
-                    "token_cost_nanousd",
-                    "gpu_cost_nanousd",
-                )
-            ]
-        query = select(*groups, *sums).where(*conds)
-        parts.append((query.group_by(*groups) if groups else query).subquery())
-    m, r = parts
+        sets = rollup_daily_user_call_sets
+        counted, accepted = _first_accepted(dims, chosen)
+    conds = [
+        sets.c[_COLUMN_NAMES[d]].in_(list(v)) for d, v in chosen.items() if d not in CALL_DIMENSIONS
+    ]
+    requests = [func.sum(counted).label("requests")]
+    r = _grouped(sets, dims, since, until, by_day, requests, [*conds, *accepted])
     keys = [*dims, *(["day"] if by_day else [])]
     on = and_(true(), *(m.c[k] == r.c[k] for k in keys))
     token_cost = func.coalesce(m.c.token_cost_nanousd, 0)
@@ -190,6 +194,132 @@ def _by_call_sets(
         gpu_cost.label("gpu_cost_nanousd"),
         *([m.c.day] if by_day else []),
     ).select_from(m.join(r, on))
+
+
+def _grouped(
+    table: Table,
+    dims: Sequence[str],
+    since: date | None,
+    until: date | None,
+    by_day: bool,
+    sums: Sequence[ColumnElement[Any]],
+    conds: Sequence[ColumnElement[bool]],
+) -> FromClause:
+    """`sums` of `table`'s rows in the range that meet `conds`, by the dimensions (and day)."""
+    t = table.c
+    groups: list[Any] = [
+        func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims
+    ]
+    if by_day:
+        groups.append(t.day.label("day"))
+    where = list(conds)
+    if since is not None:
+        where.append(t.day >= since)
+    if until is not None:
+        where.append(t.day < until)
+    query = select(*groups, *sums).where(*where)
+    return (query.group_by(*groups) if groups else query).subquery()
+
+
+def _any_accepted(chosen: Mapping[str, Sequence[str]]) -> ColumnElement[bool]:
+    """`rollup_daily_call_sets`: the sets that hold a pair the filters accept."""
+    sets = rollup_daily_call_sets.c
+    models, providers = chosen.get("model", ()), chosen.get("provider", ())
+    if models and providers:
+        wanted = [PAIR_START + m + PAIR_MID + p + PAIR_START for m in models for p in providers]
+    elif models:
+        wanted = [PAIR_START + m + PAIR_MID for m in models]
+    else:
+        wanted = [PAIR_MID + p + PAIR_START for p in providers]
+    return or_(*(_position(sets.pairs, literal(w)) > 0 for w in wanted))
+
+
+def _first_accepted(
+    dims: Sequence[str], chosen: Mapping[str, Sequence[str]]
+) -> tuple[ColumnElement[int], list[ColumnElement[bool]]]:
+    """`rollup_daily_user_call_sets`: the count to sum and the conditions that keep, of each
+    request, one row per group, so that it counts once in each group it belongs to.
+
+    The accepted pairs are those whose model and provider the filters take, in the order of the
+    sorted filter values. A row is kept when its pair is accepted and no earlier accepted pair
+    is in its set (every row of a request carries the same set), per group: grouped by model,
+    the earlier pairs *of the row's model*; by provider, of its provider. With a filter on
+    models only, the first accepted model's row of its first provider (`requests_model`); on
+    providers only, likewise (`requests_provider`)."""
+    t = rollup_daily_user_call_sets.c
+    models = sorted(set(chosen.get("model", ())))
+    providers = sorted(set(chosen.get("provider", ())))
+
+    def holds(*parts: str | ColumnElement[str]) -> ColumnElement[bool]:
+        pieces = [literal(part) if isinstance(part, str) else part for part in parts]
+        needle = pieces[0]
+        for piece in pieces[1:]:
+            needle = needle + piece
+        return _position(t.pairs, needle) > 0
+
+    conds: list[ColumnElement[bool]] = []
+    if models:
+        conds.append(t.model.in_(models))
+    if providers:
+        conds.append(t.provider.in_(providers))
+    count: ColumnElement[int] = t.requests
+    if "model" in dims:  # and several providers: the row's model, its first accepted provider
+        first = [
+            and_(
+                t.provider == p,
+                *(~holds(PAIR_START, t.model, PAIR_MID + q + PAIR_START) for q in providers[:i]),
+            )
+            for i, p in enumerate(providers)
+        ]
+    elif "provider" in dims:  # and several models
+        first = [
+            and_(
+                t.model == m,
+                *(~holds(PAIR_START + n + PAIR_MID, t.provider, PAIR_START) for n in models[:i]),
+            )
+            for i, m in enumerate(models)
+        ]
+    elif models and providers:
+        accepted = [(m, p) for m in models for p in providers]
+        first = [
+            and_(
+                t.model == m,
+                t.provider == p,
+                *(~holds(PAIR_START + n + PAIR_MID + q + PAIR_START) for n, q in accepted[:i]),
+            )
+            for i, (m, p) in enumerate(accepted)
+        ]
+    elif models:
+        count = t.requests_model
+        first = [
+            and_(t.model == m, *(~holds(PAIR_START + n + PAIR_MID) for n in models[:i]))
+            for i, m in enumerate(models)
+        ]
+    else:
+        count = t.requests_provider
+        first = [
+            and_(t.provider == p, *(~holds(PAIR_MID + q + PAIR_START) for q in providers[:i]))
+            for i, p in enumerate(providers)
+        ]
+    return count, [*conds, or_(*first)]
+
+
+class _position(FunctionElement[int]):
+    """Where a text first holds another, from 1 (0: nowhere): no LIKE, so no wildcards to
+    escape in model names."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_position)
+def _instr(element: _position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_position, "postgresql")
+def _strpos(element: _position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
 
 
 def clean(conn: Connection, since: date | None, until: date | None) -> bool:
