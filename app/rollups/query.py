@@ -34,11 +34,11 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    FromClause,
     Integer,
     Select,
     Table,
     and_,
+    case,
     func,
     literal,
     or_,
@@ -89,6 +89,7 @@ def rollup_query(
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
+    table: Table
     if "user" in used:
         if call_level:
             table = rollup_daily_user_calls
@@ -96,19 +97,22 @@ def rollup_query(
             table = rollup_daily_users if "endpoint" in used else rollup_daily_user_totals
     else:
         table = rollup_daily_calls if call_level else rollup_daily
-    t = table.c
-    requests = t.requests
+    requests: ColumnElement[int] = table.c.requests
     if call_level:
         one_model = "model" in dims or len(chosen.get("model", ())) == 1
         one_provider = "provider" in dims or len(chosen.get("provider", ())) == 1
         if one_model and one_provider:
-            requests = t.requests
+            requests = table.c.requests
         elif one_model and "provider" not in used:
-            requests = t.requests_model
+            requests = table.c.requests_model
         elif one_provider and "model" not in used:
-            requests = t.requests_provider
+            requests = table.c.requests_provider
+        elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
+            return _by_call_sets(dims, chosen, since, until, by_day)
         else:
-            return _by_call_sets(table, dims, chosen, since, until, by_day)
+            table = rollup_daily_user_call_sets
+            requests = _first_accepted(dims, chosen)
+    t = table.c
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
     token_cost = func.coalesce(func.sum(t.token_cost_nanousd), 0)
     gpu_cost = func.coalesce(func.sum(t.gpu_cost_nanousd), 0)
@@ -142,42 +146,56 @@ def rollup_query(
 
 
 def _by_call_sets(
-    calls_table: Table,
     dims: Sequence[str],
     chosen: Mapping[str, Sequence[str]],
     since: date | None,
     until: date | None,
     by_day: bool,
 ) -> Select[Any]:
-    """Several models or providers in one group: the calls' sums from `calls_table`
-    (`rollup_daily_calls`, or `rollup_daily_user_calls` when a user is asked), the requests from
-    a call-set rollup, joined by group."""
-    calls = calls_table.c
-    sums = [
-        func.sum(calls[name]).label(name)
-        for name in (
-            "llm_calls",
-            "input_tokens",
-            "output_tokens",
-            "unpriced_calls",
-            "token_cost_nanousd",
-            "gpu_cost_nanousd",
-        )
-    ]
-    conds = [calls[_COLUMN_NAMES[d]].in_(list(v)) for d, v in chosen.items()]
-    m = _grouped(calls_table, dims, since, until, by_day, sums, conds)
-    counted: ColumnElement[int]
-    if calls_table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
-        sets = rollup_daily_call_sets
-        counted, accepted = sets.c.requests, [_any_accepted(chosen)]
+    """Several models or providers in one group (by endpoint or team, or none): the calls' sums
+    from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
+    pairs holds one that the filters accept, each counted once), joined by group."""
+    calls, sets = rollup_daily_calls.c, rollup_daily_call_sets.c
+    models, providers = chosen.get("model", ()), chosen.get("provider", ())
+    if models and providers:
+        wanted = [PAIR_START + m + PAIR_MID + p + PAIR_START for m in models for p in providers]
+    elif models:
+        wanted = [PAIR_START + m + PAIR_MID for m in models]
     else:
-        sets = rollup_daily_user_call_sets
-        counted, accepted = _first_accepted(dims, chosen)
-    conds = [
-        sets.c[_COLUMN_NAMES[d]].in_(list(v)) for d, v in chosen.items() if d not in CALL_DIMENSIONS
-    ]
-    requests = [func.sum(counted).label("requests")]
-    r = _grouped(sets, dims, since, until, by_day, requests, [*conds, *accepted])
+        wanted = [PAIR_MID + p + PAIR_START for p in providers]
+    parts = []
+    for t, counted in ((calls, False), (sets, True)):
+        groups: list[Any] = [
+            func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims
+        ]
+        if by_day:
+            groups.append(t.day.label("day"))
+        conds: list[ColumnElement[bool]] = []
+        if since is not None:
+            conds.append(t.day >= since)
+        if until is not None:
+            conds.append(t.day < until)
+        for dim, values in chosen.items():
+            if not counted or dim not in CALL_DIMENSIONS:
+                conds.append(t[_COLUMN_NAMES[dim]].in_(list(values)))
+        if counted:
+            conds.append(or_(*(_position(sets.pairs, literal(w)) > 0 for w in wanted)))
+            sums: list[Any] = [func.sum(sets.requests).label("requests")]
+        else:
+            sums = [
+                func.sum(t[name]).label(name)
+                for name in (
+                    "llm_calls",
+                    "input_tokens",
+                    "output_tokens",
+                    "unpriced_calls",
+                    "token_cost_nanousd",
+                    "gpu_cost_nanousd",
+                )
+            ]
+        query = select(*groups, *sums).where(*conds)
+        parts.append((query.group_by(*groups) if groups else query).subquery())
+    m, r = parts
     keys = [*dims, *(["day"] if by_day else [])]
     on = and_(true(), *(m.c[k] == r.c[k] for k in keys))
     token_cost = func.coalesce(m.c.token_cost_nanousd, 0)
@@ -196,56 +214,16 @@ def _by_call_sets(
     ).select_from(m.join(r, on))
 
 
-def _grouped(
-    table: Table,
-    dims: Sequence[str],
-    since: date | None,
-    until: date | None,
-    by_day: bool,
-    sums: Sequence[ColumnElement[Any]],
-    conds: Sequence[ColumnElement[bool]],
-) -> FromClause:
-    """`sums` of `table`'s rows in the range that meet `conds`, by the dimensions (and day)."""
-    t = table.c
-    groups: list[Any] = [
-        func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims
-    ]
-    if by_day:
-        groups.append(t.day.label("day"))
-    where = list(conds)
-    if since is not None:
-        where.append(t.day >= since)
-    if until is not None:
-        where.append(t.day < until)
-    query = select(*groups, *sums).where(*where)
-    return (query.group_by(*groups) if groups else query).subquery()
+def _first_accepted(dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> Any:
+    """`rollup_daily_user_call_sets`, whose rows the filters narrow to the accepted pairs (those
+    whose model and provider the filters take): the requests of a row when it is the one row,
+    of its request's, that counts the request in its group, else 0.
 
-
-def _any_accepted(chosen: Mapping[str, Sequence[str]]) -> ColumnElement[bool]:
-    """`rollup_daily_call_sets`: the sets that hold a pair the filters accept."""
-    sets = rollup_daily_call_sets.c
-    models, providers = chosen.get("model", ()), chosen.get("provider", ())
-    if models and providers:
-        wanted = [PAIR_START + m + PAIR_MID + p + PAIR_START for m in models for p in providers]
-    elif models:
-        wanted = [PAIR_START + m + PAIR_MID for m in models]
-    else:
-        wanted = [PAIR_MID + p + PAIR_START for p in providers]
-    return or_(*(_position(sets.pairs, literal(w)) > 0 for w in wanted))
-
-
-def _first_accepted(
-    dims: Sequence[str], chosen: Mapping[str, Sequence[str]]
-) -> tuple[ColumnElement[int], list[ColumnElement[bool]]]:
-    """`rollup_daily_user_call_sets`: the count to sum and the conditions that keep, of each
-    request, one row per group, so that it counts once in each group it belongs to.
-
-    The accepted pairs are those whose model and provider the filters take, in the order of the
-    sorted filter values. A row is kept when its pair is accepted and no earlier accepted pair
-    is in its set (every row of a request carries the same set), per group: grouped by model,
-    the earlier pairs *of the row's model*; by provider, of its provider. With a filter on
-    models only, the first accepted model's row of its first provider (`requests_model`); on
-    providers only, likewise (`requests_provider`)."""
+    That row is the first accepted pair of the request's set (every row of a request carries
+    the same set) in the order of the sorted filter values, per group: grouped by model, the
+    first *of the row's model*; by provider, of its provider. With a filter on models only, the
+    first accepted model's row of its first provider (`requests_model`); on providers only,
+    likewise (`requests_provider`)."""
     t = rollup_daily_user_call_sets.c
     models = sorted(set(chosen.get("model", ())))
     providers = sorted(set(chosen.get("provider", ())))
@@ -257,11 +235,6 @@ def _first_accepted(
             needle = needle + piece
         return _position(t.pairs, needle) > 0
 
-    conds: list[ColumnElement[bool]] = []
-    if models:
-        conds.append(t.model.in_(models))
-    if providers:
-        conds.append(t.provider.in_(providers))
     count: ColumnElement[int] = t.requests
     if "model" in dims:  # and several providers: the row's model, its first accepted provider
         first = [
@@ -301,7 +274,7 @@ def _first_accepted(
             and_(t.provider == p, *(~holds(PAIR_MID + q + PAIR_START) for q in providers[:i]))
             for i, p in enumerate(providers)
         ]
-    return count, [*conds, or_(*first)]
+    return case((or_(*first), count), else_=0)
 
 
 class _position(FunctionElement[int]):

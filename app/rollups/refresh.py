@@ -236,7 +236,7 @@ def _sets_insert(day: date, dialect: str) -> Any:
 def _user_sets_insert(day: date, dialect: str) -> Any:
     """`rollup_daily_user_call_sets` of the day: each row of `_day_pairs` with a call, beside its
     request's pairs text (the aggregate over the request's rows, as a window: one text per
-    request whatever its order), counted by key, set and pair."""
+    request whatever its order), summed by key, set and pair."""
     f = _day_pairs.c
     pairs = literal(PAIR_START) + _joined_pairs(dialect).over(partition_by=f.trace_id)
     per_pair = (
@@ -249,6 +249,7 @@ def _user_sets_insert(day: date, dialect: str) -> Any:
             pairs.label("pairs"),
             f.is_first_provider,
             f.is_first_model,
+            *(f[name] for name in SUMMED),
         )
         .where(f.model.is_not(None))
         .subquery("per_pair")
@@ -261,6 +262,7 @@ def _user_sets_insert(day: date, dialect: str) -> Any:
         func.count().label("requests"),
         func.sum(p.is_first_provider).label("requests_model"),
         func.sum(p.is_first_model).label("requests_provider"),
+        *(func.sum(p[name]).label(name) for name in SUMMED),
     ).group_by(*keys)
     return insert(rollup_daily_user_call_sets).from_select(
         [c.name for c in query.selected_columns], query

@@ -1,6 +1,6 @@
-"""rollup_daily_user_call_sets: the requests of each (day, user, endpoint, team) by the set of
-(model, provider) pairs they called, one row per pair of the set, so that a filter on several
-models or providers is answered from the rollups by user, model or provider too (issue 8)
+"""rollup_daily_user_call_sets: rollup_daily_user_calls split by the set of (model, provider)
+pairs the requests called, one row per pair of the set, so that a filter on several models or
+providers is answered from the rollups by user, model or provider too (issue 8)
 
 Every day that already has requests is marked dirty, as 0009 did, so the first refresh fills
 the new table for an existing warehouse (until then, reports read the base tables).
@@ -37,9 +37,13 @@ def upgrade() -> None:
         sa.Column('model', sa.String(length=256), nullable=False),
         sa.Column('provider', sa.String(length=64), nullable=False),
         sa.Column('pairs', sa.Text(), nullable=False),
-        sa.Column('requests', sa.BigInteger(), nullable=False),
-        sa.Column('requests_model', sa.BigInteger(), nullable=False),
-        sa.Column('requests_provider', sa.BigInteger(), nullable=False),
+        *(
+            sa.Column(n, sa.BigInteger(), nullable=False)
+            for n in (
+                'requests', 'requests_model', 'requests_provider', 'llm_calls', 'input_tokens',
+                'output_tokens', 'token_cost_nanousd', 'gpu_cost_nanousd', 'unpriced_calls',
+            )
+        ),
     )
     for name, columns in _INDEXES:
         op.create_index(name, _TABLE, columns)
