@@ -16,11 +16,11 @@ filter change ≤ 1 s).
 
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]
                               [--rebuild-rollups] [--data-dir /work/bench-data]
-                              [--postgres URL] [--drop]
+                              [--postgres URL] [--name sg_bench] [--drop]
 
 `--reuse` keeps a warehouse already generated with the same N (SQLite file
-`<data-dir>/sg_bench_<N>.db`, PostgreSQL database `sg_bench_<N>`); `--drop` deletes them at
-the end.
+`<data-dir>/<name>_<N>.db`, PostgreSQL database `<name>_<N>`); `--drop` deletes them at
+the end. `--name` keeps benches that share a machine (or a PostgreSQL) apart.
 """
 
 from __future__ import annotations
@@ -228,9 +228,9 @@ def count_requests(engine: Engine) -> int:
 # ── the warehouses ───────────────────────────────────────────────────────────────────────────
 
 
-def sqlite_warehouse(data_dir: Path, n: int, reuse: bool) -> tuple[str, bool]:
+def sqlite_warehouse(data_dir: Path, name: str, reuse: bool) -> tuple[str, bool]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / f"sg_bench_{n}.db"
+    path = data_dir / f"{name}.db"
     fresh = not (reuse and path.exists())
     if fresh:
         for suffix in ("", "-wal", "-shm"):
@@ -238,8 +238,7 @@ def sqlite_warehouse(data_dir: Path, n: int, reuse: bool) -> tuple[str, bool]:
     return f"sqlite:///{path}", fresh
 
 
-def postgres_warehouse(admin_url: str, n: int, reuse: bool) -> tuple[str, bool]:
-    name = f"sg_bench_{n}"
+def postgres_warehouse(admin_url: str, name: str, reuse: bool) -> tuple[str, bool]:
     admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         exists = conn.execute(
@@ -254,10 +253,10 @@ def postgres_warehouse(admin_url: str, n: int, reuse: bool) -> tuple[str, bool]:
     return url, fresh
 
 
-def drop_postgres(admin_url: str, n: int) -> None:
+def drop_postgres(admin_url: str, name: str) -> None:
     admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "sg_bench_{n}" WITH (FORCE)'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
 
 
@@ -466,25 +465,27 @@ def main() -> None:
     parser.add_argument(
         "--postgres", default=os.environ.get("SPENDGUARD_BENCH_POSTGRES", DEFAULT_PG)
     )
+    parser.add_argument("--name", default="sg_bench", help="the warehouses' name before _<N>")
     args = parser.parse_args()
     n = args.requests
+    name = f"{args.name}_{n}"
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     print(environment(args.postgres if "postgres" in backends else None))
     for backend in backends:
         print(f"{backend}:", flush=True)
         if backend == "sqlite":
-            url, fresh = sqlite_warehouse(args.data_dir, n, args.reuse)
+            url, fresh = sqlite_warehouse(args.data_dir, name, args.reuse)
         else:
-            url, fresh = postgres_warehouse(args.postgres, n, args.reuse)
+            url, fresh = postgres_warehouse(args.postgres, name, args.reuse)
         try:
             bench(backend, url, fresh, n, args.rebuild_rollups)
         finally:
             if args.drop:
                 if backend == "sqlite":
                     for suffix in ("", "-wal", "-shm"):
-                        Path(f"{args.data_dir}/sg_bench_{n}.db{suffix}").unlink(missing_ok=True)
+                        Path(f"{args.data_dir}/{name}.db{suffix}").unlink(missing_ok=True)
                 else:
-                    drop_postgres(args.postgres, n)
+                    drop_postgres(args.postgres, name)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

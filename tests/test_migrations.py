@@ -140,7 +140,8 @@ def test_no_float_column_in_the_migrated_database(engine: Engine) -> None:
 
 def test_0009_marks_the_days_of_an_existing_warehouse_for_the_rollups(engine: Engine) -> None:
     """Upgrading a warehouse that already holds requests: their days are marked dirty, and the
-    first refresh builds their rollups (until then, reports read the base tables)."""
+    first refresh builds their rollups (until then, reports read those days from the base
+    tables)."""
     from datetime import UTC, date, datetime
 
     from sqlalchemy import select
@@ -160,9 +161,45 @@ def test_0009_marks_the_days_of_an_existing_warehouse_for_the_rollups(engine: En
     upgrade(engine)
     with engine.connect() as conn:
         assert dirty_days(conn) == [date(2025, 11, 20), date(2025, 11, 21)]
-        assert "rollup" not in str(cost_query(conn, [], Scope()))
+        query = cost_query(conn, [], Scope())
+        assert "UNION ALL" in str(query)
+        assert conn.execute(query).mappings().one()["requests"] == 3
     assert refresh(engine).days == 2
     with engine.connect() as conn:
         counts = conn.execute(select(rollup_daily.c.day, rollup_daily.c.requests)).all()
         assert sorted(counts) == [(date(2025, 11, 20), 2), (date(2025, 11, 21), 1)]
-        assert "rollup_daily" in str(cost_query(conn, [], Scope()))
+        query = cost_query(conn, [], Scope())
+        assert "rollup_daily" in str(query) and "UNION" not in str(query)
+        assert conn.execute(query).mappings().one()["requests"] == 3
+
+
+def test_0011_marks_the_days_of_an_existing_warehouse_for_the_user_call_sets(
+    engine: Engine,
+) -> None:
+    """Upgrading a warehouse whose rollups were built without `rollup_daily_user_call_sets`:
+    every day with requests is marked, so the first refresh fills the new table too."""
+    from datetime import UTC, date, datetime
+
+    from sqlalchemy import func, select
+
+    from app.rollups.refresh import dirty_days, refresh
+    from app.warehouse.engine import session_scope
+    from app.warehouse.tables import LlmCall, Request
+    from app.warehouse.tables_rollup import rollup_daily_user_call_sets
+
+    command.downgrade(alembic_config(engine), "0010")
+    assert "rollup_daily_user_call_sets" not in inspect(engine).get_table_names()
+    when = datetime(2025, 11, 20, 12, tzinfo=UTC)
+    with session_scope(engine) as session:
+        session.add(Request(trace_id="a", started_at=when, root_key="0", updated_at=when))
+        session.add(
+            LlmCall(trace_id="a", span_id="1", started_at=when, provider="p", model="m",
+                    family="otel-genai", price_source="catalog", ingested_at=when)
+        )  # fmt: skip
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == [date(2025, 11, 20)]
+    assert refresh(engine).days == 1
+    with engine.connect() as conn:
+        count = select(func.count()).select_from(rollup_daily_user_call_sets)
+        assert conn.execute(count).scalar_one() == 1

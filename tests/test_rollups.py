@@ -56,6 +56,8 @@ DIMS = [
     ("user", "model"),
     ("team", "provider"),
     ("endpoint", "team", "user"),
+    ("user", "provider"),
+    ("endpoint", "provider"),
 ]
 FILTERS: list[dict[str, list[str]]] = [
     {},
@@ -68,6 +70,16 @@ FILTERS: list[dict[str, list[str]]] = [
     {"endpoint": ["/a"]},
     {"user": ["u1", "u2"]},
     {"team": ["t1"], "model": ["llama"]},
+]
+# Several models or providers in one group: each request once per group, by any dimension.
+SEVERAL: list[dict[str, list[str]]] = [
+    {"model": ["m1", "m2"]},
+    {"model": ["m2", "llama", "m1"]},
+    {"provider": ["p2", "p1"]},
+    {"model": ["m1", "m2"], "provider": ["p2"]},
+    {"model": ["llama", "m2"], "provider": ["p1", "p2"]},
+    {"model": ["m1"], "provider": ["p1", "p2"], "user": ["u1", "u3"]},
+    {"model": ["m1", "llama"], "endpoint": ["/b"], "team": ["t1"]},
 ]
 RANGES = [(None, None), (DAY, DAY + timedelta(days=1)), (DAY + timedelta(days=1), None)]
 
@@ -216,19 +228,18 @@ def _base(dims: tuple[str, ...], scope: Scope, by_day: bool) -> Any:
 
 
 def assert_rollups_answer_like_the_base_tables(engine: Engine, rnd: random.Random) -> int:
-    """Every grouping, each with a filter, a range and a daily split drawn at random."""
+    """Every grouping, each with a filter, a range and a daily split drawn at random, and again
+    with a filter on several models or providers. The rollups answer every one of them."""
     asked = 0
     for dims in DIMS:
-        filters, (since, until) = rnd.choice(FILTERS), rnd.choice(RANGES)
-        by_day = rnd.random() < 0.5
-        rolled = rollup_query(dims, filters, since, until, by_day=by_day)
-        if rolled is None:  # users × models, or a group of several models or providers
-            several = len(filters.get("model", filters.get("provider", []))) > 1
-            assert several and {"model", "provider", "user"} & {*dims, *filters}
-            continue
-        expected = _rows(engine, _base(dims, Scope(since, until, filters), by_day))
-        assert _rows(engine, rolled) == expected, (dims, filters, since, until, by_day)
-        asked += 1
+        for filters in (rnd.choice(FILTERS), rnd.choice(SEVERAL)):
+            since, until = rnd.choice(RANGES)
+            by_day = rnd.random() < 0.5
+            rolled = rollup_query(dims, filters, since, until, by_day=by_day)
+            assert rolled is not None, (dims, filters)
+            expected = _rows(engine, _base(dims, Scope(since, until, filters), by_day))
+            assert _rows(engine, rolled) == expected, (dims, filters, since, until, by_day)
+            asked += 1
     return asked
 
 
@@ -256,6 +267,57 @@ def test_rollups_equal_the_base_tables(
     with engine.connect() as conn:
         assert dirty_days(conn) == []
     assert assert_rollups_answer_like_the_base_tables(engine, rnd) > 0
+
+
+def _call(trace: str, span: int, provider: str, model: str, cost: int) -> CallRow:
+    at = T0 + timedelta(hours=1, seconds=span)
+    return CallRow(trace, f"{span:016x}", at, 10, provider, model, None, None, None,
+                   "otel-genai", 100, 0, 0, 10, 0, cost, "catalog")  # fmt: skip
+
+
+def test_several_models_by_user_model_and_provider(engine: Engine) -> None:
+    """A request that called two of the chosen models (one of them from two providers) counts
+    once for its user, once per model it called and once per provider, from the rollups."""
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    at = T0 + timedelta(hours=1)
+    pieces = [
+        _facts(a, at, True, "/a", "u1"),
+        _call(a, 1, "p1", "m1", 1),
+        _call(a, 2, "p1", "m2", 10),
+        _call(a, 3, "p2", "m2", 100),
+        _facts(b, at, True, "/a", "u1"),
+        _call(b, 4, "p2", "m1", 1000),
+        _call(b, 5, "p2", "llama", 10000),
+        _facts(c, at, True, "/b", "u2"),
+        _call(c, 6, "p1", "llama", 100000),
+    ]
+    _load(engine, pieces, [], False)
+    refresh(engine)
+
+    def answer(dims: list[str], filters: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
+        with engine.connect() as conn:
+            assert "rollup_daily" in str(cost_query(conn, dims, Scope(filters=filters)))
+        rolled = rollup_query(dims, filters, None, None)
+        assert _rows(engine, rolled) == _rows(engine, unit_cost_query(dims, Scope(filters=filters)))
+        rows = unit_costs(engine, dims, Scope(filters=filters))
+        return {"/".join(r.group.values()): (r.requests, r.cost_nanousd) for r in rows}
+
+    two = {"model": ["m2", "m1"]}
+    assert answer(["user"], two) == {"u1": (2, 1111)}
+    assert answer(["user", "endpoint"], {**two, "provider": ["p2"]}) == {"u1//a": (2, 1100)}
+    assert answer(["model"], {"provider": ["p1", "p2"], "user": ["u1"]}) == {
+        "m1": (2, 1001),
+        "m2": (1, 110),
+        "llama": (1, 10000),
+    }
+    assert answer(["provider"], two) == {"p1": (1, 11), "p2": (2, 1100)}
+    assert answer(["provider", "user"], {"model": ["llama", "m2"]}) == {
+        "p2/u1": (2, 10100),
+        "p1/u1": (1, 10),
+        "p1/u2": (1, 100000),
+    }
+    assert answer(["team"], {"provider": ["p2", "p1"], "endpoint": ["/a"]}) == {"t1": (2, 11111)}
+    assert answer([], {"model": ["llama", "m1"], "user": ["u1", "u2"]}) == {"": (3, 111001)}
 
 
 def _day_rows(engine: Engine) -> list[list[tuple[Any, ...]]]:

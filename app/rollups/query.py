@@ -14,10 +14,13 @@ cost), or None when only the base tables can answer. The counting rules decide:
   value) with any provider (`requests_model`), one provider with any model
   (`requests_provider`), or one of each (`requests`). Several models (or providers) in one group
   without being a dimension (a filter on two models, say) would count a request that called
-  both twice: grouped by endpoint or team only, the requests then come from
-  `rollup_daily_call_sets` (each request once); grouped by a model, provider or user, None, and
-  the caller reads the base tables.
-- `true_up`: the trued-up cost is per call: None.
+  both twice: the calls' sums still come from the tables above, the requests from a call-set
+  rollup, joined by group. Grouped by endpoint or team only, `rollup_daily_call_sets` (the
+  requests whose set holds a pair that the filters accept, each once); grouped or filtered by
+  user, model or provider, `rollup_daily_user_call_sets` (`_first_accepted` keeps, of each
+  request, one row per group: its first accepted pair, in the filters' order).
+- `true_up`: the trued-up cost is per call: None. This is the only question the rollups leave
+  to the base tables.
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
 `skip_days` leaves days out: `app.reports.unit_costs.cost_query` reads the days waiting for a
@@ -30,7 +33,23 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from app.warehouse.tables_rollup import (
     PAIR_MID,
@@ -38,6 +57,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily,
     rollup_daily_call_sets,
     rollup_daily_calls,
+    rollup_daily_user_call_sets,
     rollup_daily_user_calls,
     rollup_daily_user_totals,
     rollup_daily_users,
@@ -74,6 +94,7 @@ def rollup_query(
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
+    table: Table
     if "user" in used:
         if call_level:
             table = rollup_daily_user_calls
@@ -81,21 +102,22 @@ def rollup_query(
             table = rollup_daily_users if "endpoint" in used else rollup_daily_user_totals
     else:
         table = rollup_daily_calls if call_level else rollup_daily
-    t = table.c
-    requests = t.requests
+    requests: ColumnElement[int] = table.c.requests
     if call_level:
         one_model = "model" in dims or len(chosen.get("model", ())) == 1
         one_provider = "provider" in dims or len(chosen.get("provider", ())) == 1
         if one_model and one_provider:
-            requests = t.requests
+            requests = table.c.requests
         elif one_model and "provider" not in used:
-            requests = t.requests_model
+            requests = table.c.requests_model
         elif one_provider and "model" not in used:
-            requests = t.requests_provider
-        elif not CALL_DIMENSIONS.intersection(dims) and table is rollup_daily_calls:
+            requests = table.c.requests_provider
+        elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
             return _by_call_sets(dims, chosen, since, until, by_day, skip_days)
         else:
-            return None
+            table = rollup_daily_user_call_sets
+            requests = _first_accepted(dims, chosen)
+    t = table.c
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
     token_cost = func.coalesce(func.sum(t.token_cost_nanousd), 0)
     gpu_cost = func.coalesce(func.sum(t.gpu_cost_nanousd), 0)
@@ -155,7 +177,7 @@ def _by_call_sets(
             if not counted or dim not in CALL_DIMENSIONS:
                 conds.append(t[_COLUMN_NAMES[dim]].in_(list(values)))
         if counted:
-            conds.append(or_(*(sets.pairs.contains(w, autoescape=True) for w in wanted)))
+            conds.append(or_(*(_position(sets.pairs, literal(w)) > 0 for w in wanted)))
             sums: list[Any] = [func.sum(sets.requests).label("requests")]
         else:
             sums = [
@@ -188,6 +210,87 @@ def _by_call_sets(
         gpu_cost.label("gpu_cost_nanousd"),
         *([m.c.day] if by_day else []),
     ).select_from(m.join(r, on))
+
+
+def _first_accepted(dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> Any:
+    """`rollup_daily_user_call_sets`, whose rows the filters narrow to the accepted pairs (those
+    whose model and provider the filters take): the requests of a row when it is the one row,
+    of its request's, that counts the request in its group, else 0.
+
+    That row is the first accepted pair of the request's set (every row of a request carries
+    the same set) in the order of the sorted filter values, per group: grouped by model, the
+    first *of the row's model*; by provider, of its provider. With a filter on models only, the
+    first accepted model's row of its first provider (`requests_model`); on providers only,
+    likewise (`requests_provider`)."""
+    t = rollup_daily_user_call_sets.c
+    models = sorted(set(chosen.get("model", ())))
+    providers = sorted(set(chosen.get("provider", ())))
+
+    def holds(*parts: str | ColumnElement[str]) -> ColumnElement[bool]:
+        pieces = [literal(part) if isinstance(part, str) else part for part in parts]
+        needle = pieces[0]
+        for piece in pieces[1:]:
+            needle = needle + piece
+        return _position(t.pairs, needle) > 0
+
+    count: ColumnElement[int] = t.requests
+    if "model" in dims:  # and several providers: the row's model, its first accepted provider
+        first = [
+            and_(
+                t.provider == p,
+                *(~holds(PAIR_START, t.model, PAIR_MID + q + PAIR_START) for q in providers[:i]),
+            )
+            for i, p in enumerate(providers)
+        ]
+    elif "provider" in dims:  # and several models
+        first = [
+            and_(
+                t.model == m,
+                *(~holds(PAIR_START + n + PAIR_MID, t.provider, PAIR_START) for n in models[:i]),
+            )
+            for i, m in enumerate(models)
+        ]
+    elif models and providers:
+        accepted = [(m, p) for m in models for p in providers]
+        first = [
+            and_(
+                t.model == m,
+                t.provider == p,
+                *(~holds(PAIR_START + n + PAIR_MID + q + PAIR_START) for n, q in accepted[:i]),
+            )
+            for i, (m, p) in enumerate(accepted)
+        ]
+    elif models:
+        count = t.requests_model
+        first = [
+            and_(t.model == m, *(~holds(PAIR_START + n + PAIR_MID) for n in models[:i]))
+            for i, m in enumerate(models)
+        ]
+    else:
+        count = t.requests_provider
+        first = [
+            and_(t.provider == p, *(~holds(PAIR_MID + q + PAIR_START) for q in providers[:i]))
+            for i, p in enumerate(providers)
+        ]
+    return case((or_(*first), count), else_=0)
+
+
+class _position(FunctionElement[int]):
+    """Where a text first holds another, from 1 (0: nowhere): no LIKE, so no wildcards to
+    escape in model names."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_position)
+def _instr(element: _position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_position, "postgresql")
+def _strpos(element: _position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
 
 
 def day_conditions(

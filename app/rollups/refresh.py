@@ -51,6 +51,7 @@ from app.warehouse.tables_rollup import (
     SUMMED,
     rollup_daily,
     rollup_daily_calls,
+    rollup_daily_user_call_sets,
     rollup_daily_user_calls,
     rollup_daily_user_totals,
     rollup_daily_users,
@@ -166,9 +167,12 @@ def rebuild_day(engine: Engine, day: date) -> None:
         pairs = _pairs(day)
         conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
         for table in ROLLUPS:
-            conn.execute(
-                _sets_insert(day, conn.dialect.name) if table is SETS else _insert(table, day)
-            )
+            if table is SETS:
+                conn.execute(_sets_insert(day, conn.dialect.name))
+            elif table is rollup_daily_user_call_sets:
+                conn.execute(_user_sets_insert(day, conn.dialect.name))
+            else:
+                conn.execute(_insert(table, day))
 
 
 # The day being rebuilt, one row per request and (model, provider) it called (one row with
@@ -228,17 +232,22 @@ def _pairs(day: date) -> Select[Any]:
     )
 
 
+def _joined_pairs(dialect: str) -> Any:
+    """The aggregate of a request's rows of `_day_pairs` into its pairs' text (without the
+    leading PAIR_START)."""
+    f = _day_pairs.c
+    piece = f.model + literal(PAIR_MID) + f.provider + literal(PAIR_START)
+    if dialect == "postgresql":
+        return func.string_agg(piece, literal(""))
+    return func.group_concat(piece, literal(""))
+
+
 def _sets_insert(day: date, dialect: str) -> Any:
     """`rollup_daily_call_sets` of the day: each request's pairs as one text, counted. The
     pairs' order in the text is whatever the aggregate gives: the same set in two orders is
     two rows, and each request is still counted once."""
     f = _day_pairs.c
-    piece = f.model + literal(PAIR_MID) + f.provider + literal(PAIR_START)
-    joined = (
-        func.string_agg(piece, literal(""))
-        if dialect == "postgresql"
-        else func.group_concat(piece, literal(""))
-    )
+    joined = _joined_pairs(dialect)
     per_request = (
         select(f.endpoint, f.team, (literal(PAIR_START) + joined).label("pairs"))
         .where(f.model.is_not(None))
@@ -250,6 +259,42 @@ def _sets_insert(day: date, dialect: str) -> Any:
         literal(day, Date).label("day"), r.endpoint, r.team, r.pairs, func.count().label("requests")
     ).group_by(r.endpoint, r.team, r.pairs)
     return insert(SETS).from_select([c.name for c in query.selected_columns], query)
+
+
+def _user_sets_insert(day: date, dialect: str) -> Any:
+    """`rollup_daily_user_call_sets` of the day: each row of `_day_pairs` with a call, beside its
+    request's pairs text (the aggregate over the request's rows, as a window: one text per
+    request whatever its order), summed by key, set and pair."""
+    f = _day_pairs.c
+    pairs = literal(PAIR_START) + _joined_pairs(dialect).over(partition_by=f.trace_id)
+    per_pair = (
+        select(
+            f.user_id,
+            f.endpoint,
+            f.team,
+            f.model,
+            f.provider,
+            pairs.label("pairs"),
+            f.is_first_provider,
+            f.is_first_model,
+            *(f[name] for name in SUMMED),
+        )
+        .where(f.model.is_not(None))
+        .subquery("per_pair")
+    )
+    p = per_pair.c
+    keys = (p.user_id, p.endpoint, p.team, p.model, p.provider, p.pairs)
+    query = select(
+        literal(day, Date).label("day"),
+        *keys,
+        func.count().label("requests"),
+        func.sum(p.is_first_provider).label("requests_model"),
+        func.sum(p.is_first_model).label("requests_provider"),
+        *(func.sum(p[name]).label(name) for name in SUMMED),
+    ).group_by(*keys)
+    return insert(rollup_daily_user_call_sets).from_select(
+        [c.name for c in query.selected_columns], query
+    )
 
 
 def _insert(table: Table, day: date) -> Any:
