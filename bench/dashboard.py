@@ -3,19 +3,24 @@ and PostgreSQL (the target of issue 8: 10 million requests over 90 days, first p
 filter change ≤ 1 s).
 
 1. Builds a warehouse of N requests over 90 days (`bench/dashboard_data.py`: bulk SQL for the
-   base tables, then the rollups by the real refresh code, timed).
+   base tables), adds provider bills, two GPU pools' costs and their allocation, alert, kill
+   switch and collector-run history and a spendguard.yaml with budgets and rules
+   (`bench/dashboard_extras.py`: through the real collectors and code paths), then builds the
+   rollups by the real refresh code, timed.
 2. Runs every page through `streamlit.testing.v1.AppTest` as a browser session would: the
    first paint with empty caches (cold) and again in a new session (warm: `st.cache_data`
    hits), then a filter change (one endpoint picked in the sidebar: new queries) and back (cached).
-   Each figure is the wall time of the run, with the time spent in SQL beside it. Then more
-   changes on the Unit costs page: the drill-down, a user, one and two models, 90 days.
+   Each figure is the wall time of the run, with the time spent in SQL beside it. Then each
+   page's own controls (split, pools, 90 days), and more changes on the Unit costs page: the
+   drill-down, a user, one and two models, 90 days.
+3. Again, every page's first paint and filter change with `pricing.true_up: true`.
 
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]
                               [--rebuild-rollups] [--data-dir /work/bench-data]
-                              [--postgres URL] [--drop]
+                              [--postgres URL] [--prefix sg_bench] [--drop]
 
 `--reuse` keeps a warehouse already generated with the same N (SQLite file
-`<data-dir>/sg_bench_<N>.db`, PostgreSQL database `sg_bench_<N>`); `--drop` deletes them at
+`<data-dir>/<prefix>_<N>.db`, PostgreSQL database `<prefix>_<N>`); `--drop` deletes them at
 the end.
 """
 
@@ -31,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +52,17 @@ from app.warehouse.tables import Base, LlmCall, Request  # noqa: E402
 from app.warehouse.tables_rollup import ROLLUPS  # noqa: E402
 from bench.dashboard_data import (  # noqa: E402
     DAYS,
+    END,
+    PREFIX,
     build_rollups,
     count_requests,
     drop_postgres,
+    drop_sqlite,
     generate,
     postgres_warehouse,
     sqlite_warehouse,
 )
+from bench.dashboard_extras import load_extras, write_config  # noqa: E402
 
 ENTRY = ROOT / "streamlit_app.py"
 PAGES = ["overview", "unit_costs", "spend", "gpu", "alerts", "collectors"]
@@ -86,13 +95,17 @@ class SqlClock:
         self.seconds, self.statements = 0.0, 0
 
 
-def time_pages(url: str) -> list[dict[str, Any]]:
+def time_pages(url: str, title: str, more: bool = True) -> list[dict[str, Any]]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
+    from app.dashboard import loaders
     from app.dashboard.filters import filter_key
 
     os.environ["SPENDGUARD_DATABASE_URL"] = url
+    # Budgets are judged at the wall clock: here, at the end of the generated 90 days.
+    loaders.now = lambda: END - timedelta(minutes=30)
+    print(f"  {title}:", flush=True)
     for name in ("streamlit", "streamlit.runtime"):  # "no runtime", "missing ScriptRunContext"
         logging.getLogger(name).setLevel(logging.ERROR)
     clock = SqlClock()
@@ -134,8 +147,45 @@ def time_pages(url: str) -> list[dict[str, Any]]:
             f"filter change {_fig(change)}  back (cached) {_fig(back)}",
             flush=True,
         )
-    more_changes(run, session)
+        for label, step in PAGE_CHANGES.get(page, []):
+            step(at)
+            print(f"  {page:<11} {label:<45} {_fig(run(at))}", flush=True)
+    if more:
+        more_changes(run, session)
     return results
+
+
+def _pick(key: str, value: Any) -> Any:
+    """Set a widget by key: a selectbox or multiselect, else (a segmented control, which
+    AppTest cannot set) its session state."""
+
+    def step(at: Any) -> None:
+        for kind in ("selectbox", "multiselect"):
+            try:
+                widget = getattr(at, kind)(key=key)
+            except KeyError:
+                continue
+            widget.set_value(value)
+            return
+        at.session_state[key] = value
+
+    return step
+
+
+# Each page's own controls, changed one after the other (uncached: new queries).
+PAGE_CHANGES: dict[str, list[tuple[str, Any]]] = {
+    "overview": [("movers by model", _pick("movers_dim", "model"))],
+    "spend": [
+        ("split by model", _pick("spend_dim", "model")),
+        ("period Last 90 days", _pick("period", "Last 90 days")),
+    ],
+    "gpu": [
+        ("pool llama-8b only", _pick("gpu_pool_filter", ["llama-8b"])),
+        ("period Last 90 days", _pick("period", "Last 90 days")),
+    ],
+    "alerts": [("period Last 90 days", _pick("period", "Last 90 days"))],
+    "collectors": [("period Last 90 days", _pick("period", "Last 90 days"))],
+}
 
 
 GPT, HAIKU = "gpt-4o", "claude-haiku-4-5"
@@ -200,18 +250,24 @@ def environment(pg_url: str | None) -> str:
 
 
 @contextlib.contextmanager
-def workdir() -> Iterator[None]:
-    """A folder without spendguard.yaml: the URL comes from SPENDGUARD_DATABASE_URL."""
+def workdir() -> Iterator[Path]:
+    """A folder of its own for spendguard.yaml and the generated bills (the URL comes from
+    SPENDGUARD_DATABASE_URL)."""
     here = Path.cwd()
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
         try:
-            yield
+            yield Path(folder)
         finally:
             os.chdir(here)
 
 
 def bench(backend: str, url: str, fresh: bool, n: int, rebuild: bool = False) -> None:
+    with workdir() as work:
+        _bench(url, fresh, n, rebuild, work)
+
+
+def _bench(url: str, fresh: bool, n: int, rebuild: bool, work: Path) -> None:
     engine = make_engine(url)
     upgrade(engine)
     if rebuild and not fresh:  # the rollups of a reused warehouse, again (a changed schema)
@@ -225,10 +281,16 @@ def bench(backend: str, url: str, fresh: bool, n: int, rebuild: bool = False) ->
         print(f"  generating {n:,} requests over {DAYS} days …", flush=True)
         seconds = generate(engine, n)
         print(f"  base tables written in {seconds:.0f} s", flush=True)
+        config = write_config(work, n, engine, true_up=False)
+        began = time.perf_counter()
+        for line in load_extras(engine, config, work):
+            print(f"  {line}", flush=True)
+        print(f"  bills, GPU, history loaded in {time.perf_counter() - began:.0f} s", flush=True)
         seconds, days = build_rollups(engine)
         print(f"  rollups built by the refresh: {days} days in {seconds:.1f} s "
               f"({seconds / max(days, 1):.2f} s/day)", flush=True)  # fmt: skip
     else:
+        write_config(work, n, engine, true_up=False)
         print(f"  reusing the stored warehouse ({n:,} requests)", flush=True)
     with engine.connect() as conn:
         calls = conn.execute(select(func.count()).select_from(LlmCall)).scalar_one()
@@ -241,9 +303,10 @@ def bench(backend: str, url: str, fresh: bool, n: int, rebuild: bool = False) ->
         mark_days(conn, [day])
     result = refresh(engine)
     print(f"  refresh of one day ({day}) after a run: {result.seconds:.2f} s", flush=True)
+    time_pages(url, "pricing.true_up: false")
+    write_config(work, n, engine, true_up=True)
     engine.dispose()
-    with workdir():
-        time_pages(url)
+    time_pages(url, "pricing.true_up: true", more=False)
 
 
 def _latest_day(engine: Engine) -> date:
@@ -265,6 +328,7 @@ def main() -> None:
     parser.add_argument(
         "--postgres", default=os.environ.get("SPENDGUARD_BENCH_POSTGRES", DEFAULT_PG)
     )
+    parser.add_argument("--prefix", default=PREFIX, help="of the SQLite file and database names")
     args = parser.parse_args()
     n = args.requests
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
@@ -272,18 +336,17 @@ def main() -> None:
     for backend in backends:
         print(f"{backend}:", flush=True)
         if backend == "sqlite":
-            url, fresh = sqlite_warehouse(args.data_dir, n, args.reuse)
+            url, fresh = sqlite_warehouse(args.data_dir, n, args.reuse, args.prefix)
         else:
-            url, fresh = postgres_warehouse(args.postgres, n, args.reuse)
+            url, fresh = postgres_warehouse(args.postgres, n, args.reuse, args.prefix)
         try:
             bench(backend, url, fresh, n, args.rebuild_rollups)
         finally:
             if args.drop:
                 if backend == "sqlite":
-                    for suffix in ("", "-wal", "-shm"):
-                        Path(f"{args.data_dir}/sg_bench_{n}.db{suffix}").unlink(missing_ok=True)
+                    drop_sqlite(args.data_dir, n, args.prefix)
                 else:
-                    drop_postgres(args.postgres, n)
+                    drop_postgres(args.postgres, n, args.prefix)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -1,7 +1,8 @@
 """The warehouse of the dashboard benchmark (`bench/dashboard.py`): N requests over 90 days
 written in bulk SQL, then the rollups built by the real refresh.
 
-~1.5 LLM calls a request: 8 endpoints, 10 models of 4 providers and one without a price, 3,000
+~1.5 LLM calls a request: 8 endpoints, 10 models of 4 providers and one without a price (two
+self-hosted, GPU-priced), 3,000
 users in 12 teams, 15% of requests without a call. Going through the real ingest would take
 about an hour at 10M, so the base tables are written in bulk by SQL (a recursive CTE on SQLite,
 `generate_series` on PostgreSQL), secondary indexes built after; then the rollups are built by
@@ -45,7 +46,7 @@ ENDPOINTS = [
 MODELS = [
     ("openai", "gpt-4o-mini", 150, 600),
     ("openai", "gpt-4o-mini", 150, 600),
-    ("openai", "gpt-4o-mini", 150, 600),
+    ("vllm", "llama-3.1-8b", 0, 0),  # GPU-priced: the OpenCost pool (bench/dashboard_extras.py)
     ("openai", "gpt-4o", 2500, 10000),
     ("anthropic", "claude-sonnet-4-5", 3000, 15000),
     ("anthropic", "claude-sonnet-4-5", 3000, 15000),
@@ -199,18 +200,34 @@ def count_requests(engine: Engine) -> int:
 # ── the warehouses ───────────────────────────────────────────────────────────────────────────
 
 
-def sqlite_warehouse(data_dir: Path, n: int, reuse: bool) -> tuple[str, bool]:
+PREFIX = "sg_bench"  # of the SQLite files and PostgreSQL databases: <prefix>_<N>
+
+
+def sqlite_path(data_dir: Path, n: int, prefix: str = PREFIX) -> Path:
+    return data_dir / f"{prefix}_{n}.db"
+
+
+def drop_sqlite(data_dir: Path, n: int, prefix: str = PREFIX) -> None:
+    path = sqlite_path(data_dir, n, prefix)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    for lock in data_dir.glob(f"{path.name}.*.lock"):  # app.warehouse.locks' named locks
+        lock.unlink(missing_ok=True)
+
+
+def sqlite_warehouse(data_dir: Path, n: int, reuse: bool, prefix: str = PREFIX) -> tuple[str, bool]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / f"sg_bench_{n}.db"
+    path = sqlite_path(data_dir, n, prefix)
     fresh = not (reuse and path.exists())
     if fresh:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        drop_sqlite(data_dir, n, prefix)
     return f"sqlite:///{path}", fresh
 
 
-def postgres_warehouse(admin_url: str, n: int, reuse: bool) -> tuple[str, bool]:
-    name = f"sg_bench_{n}"
+def postgres_warehouse(
+    admin_url: str, n: int, reuse: bool, prefix: str = PREFIX
+) -> tuple[str, bool]:
+    name = f"{prefix}_{n}"
     admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         exists = conn.execute(
@@ -225,8 +242,8 @@ def postgres_warehouse(admin_url: str, n: int, reuse: bool) -> tuple[str, bool]:
     return url, fresh
 
 
-def drop_postgres(admin_url: str, n: int) -> None:
+def drop_postgres(admin_url: str, n: int, prefix: str = PREFIX) -> None:
     admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "sg_bench_{n}" WITH (FORCE)'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{prefix}_{n}" WITH (FORCE)'))
     admin.dispose()
