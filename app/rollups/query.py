@@ -17,7 +17,8 @@ cost), or None when only the base tables can answer. The counting rules decide:
   both twice: grouped by endpoint or team only, the requests then come from
   `rollup_daily_call_sets` (each request once); grouped by a model, provider or user, None, and
   the caller reads the base tables.
-- `true_up`: the trued-up cost is per call: None.
+- `true_up`: the rollups' `trued_cost_nanousd` (the sum of each call's trued-up cost) in place
+  of the estimate, and `trued_up_calls`.
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
 """
@@ -43,6 +44,7 @@ from app.warehouse.tables_rollup import (
 )
 
 MISSING = "(none)"
+TRUED_UP = "trued_up_calls"
 CALL_DIMENSIONS = frozenset({"model", "provider"})
 _COLUMN_NAMES = {
     "endpoint": "endpoint",
@@ -64,8 +66,6 @@ def rollup_query(
 ) -> Select[Any] | None:
     """The rollups' answer to the unit-cost query, or None when they cannot answer exactly.
     `by_day` adds the UTC day as a column `day` and a grouping."""
-    if true_up:
-        return None
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
@@ -88,11 +88,11 @@ def rollup_query(
         elif one_provider and "model" not in used:
             requests = t.requests_provider
         elif not CALL_DIMENSIONS.intersection(dims) and table is rollup_daily_calls:
-            return _by_call_sets(dims, chosen, since, until, by_day)
+            return _by_call_sets(dims, chosen, since, until, by_day, true_up)
         else:
             return None
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
-    token_cost = func.coalesce(func.sum(t.token_cost_nanousd), 0)
+    token_cost = func.coalesce(func.sum(t[_token_cost(true_up)]), 0)
     gpu_cost = func.coalesce(func.sum(t.gpu_cost_nanousd), 0)
     query = select(
         *group_cols,
@@ -105,6 +105,8 @@ def rollup_query(
         token_cost.label("token_cost_nanousd"),
         gpu_cost.label("gpu_cost_nanousd"),
     )
+    if true_up:
+        query = query.add_columns(func.coalesce(func.sum(t.trued_up_calls), 0).label(TRUED_UP))
     conds: list[ColumnElement[bool]] = []
     if since is not None:
         conds.append(t.day >= since)
@@ -123,12 +125,17 @@ def rollup_query(
     return query
 
 
+def _token_cost(true_up: bool) -> str:
+    return "trued_cost_nanousd" if true_up else "token_cost_nanousd"
+
+
 def _by_call_sets(
     dims: Sequence[str],
     chosen: Mapping[str, Sequence[str]],
     since: date | None,
     until: date | None,
     by_day: bool,
+    true_up: bool,
 ) -> Select[Any]:
     """Several models or providers in one group (by endpoint or team, or none): the calls' sums
     from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
@@ -167,10 +174,11 @@ def _by_call_sets(
                     "input_tokens",
                     "output_tokens",
                     "unpriced_calls",
-                    "token_cost_nanousd",
                     "gpu_cost_nanousd",
+                    "trued_up_calls",
                 )
             ]
+            sums.append(func.sum(t[_token_cost(true_up)]).label("token_cost_nanousd"))
         query = select(*groups, *sums).where(*conds)
         parts.append((query.group_by(*groups) if groups else query).subquery())
     m, r = parts
@@ -188,6 +196,7 @@ def _by_call_sets(
         func.coalesce(m.c.unpriced_calls, 0).label("unpriced_calls"),
         token_cost.label("token_cost_nanousd"),
         gpu_cost.label("gpu_cost_nanousd"),
+        *([func.coalesce(m.c.trued_up_calls, 0).label(TRUED_UP)] if true_up else []),
         *([m.c.day] if by_day else []),
     ).select_from(m.join(r, on))
 
