@@ -55,7 +55,8 @@ def top_movers(
 
 @versioned(engine)
 def estimated_vs_billed(url: str, since: date, until: date) -> list[BilledGap]:
-    return queries_spend.estimated_vs_billed(engine(url), since, until)
+    # From the cached detail rows: the page shows both, from one reconciliation.
+    return queries_spend.gaps(reconcile_rows(url, since, until))
 
 
 @versioned(engine)
