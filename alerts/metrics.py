@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Connection,
     Engine,
     cast,
     func,
@@ -38,6 +39,7 @@ from alerts.rules import GroupKey, Rule
 from alerts.windows import Window
 from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, Scope, unit_cost_query
+from app.rollups.query import clean, rollup_query
 from app.warehouse.tables import Request
 
 GLOB_CHARS = frozenset("*?")
@@ -133,23 +135,64 @@ def _key(row: Any, dims: tuple[str, ...]) -> GroupKey:
 
 
 class SqlMeasurer:
-    """One bounded query per window (remembered for the life of the measurer)."""
+    """Bounded queries per window (remembered for the life of the measurer). The whole UTC
+    days inside a window come from the daily rollups when they answer the rule exactly (no
+    glob filter, and `rollup_query` can) and are clean; its partial days at either end from
+    the base tables. Totals are additive over time, so the sum is the base tables' answer."""
 
     def __init__(self, engine: Engine, rule: Rule) -> None:
         self.engine, self.rule = engine, rule
         self.query = rule_query(rule, engine.dialect.name)
+        self.exact = exact_filters(rule)
         self.memo: dict[tuple[datetime, datetime], Measured] = {}
 
     def measure(self, window: Window) -> Measured:
         key = (window.start, window.end)
         if key not in self.memo:
-            query = self.query.where(
-                Request.started_at >= window.start, Request.started_at < window.end
-            )
             with self.engine.connect() as conn:
-                rows = conn.execute(query).mappings().all()
-            self.memo[key] = {_key(r, self.rule.dims): _totals(r) for r in rows}
+                self.memo[key] = self._measure(conn, window.start, window.end)
         return self.memo[key]
+
+    def _measure(self, conn: Connection, start: datetime, end: datetime) -> Measured:
+        first, last = _utc_ceil(start), _utc_floor(end)
+        rolled = None
+        if self.exact is not None and first < last:
+            rolled = rollup_query(self.rule.dims, self.exact, first.date(), last.date())
+        if rolled is None or not clean(conn, first.date(), last.date()):
+            return self._base(conn, start, end)
+        out: Measured = {}
+        parts = [self._base(conn, start, first), self._base(conn, last, end)]
+        parts.append({_key(r, self.rule.dims): _totals(r) for r in conn.execute(rolled).mappings()})
+        for part in parts:
+            for group, totals in part.items():
+                out[group] = out[group] + totals if group in out else totals
+        return out
+
+    def _base(self, conn: Connection, start: datetime, end: datetime) -> Measured:
+        if start >= end:
+            return {}
+        query = self.query.where(Request.started_at >= start, Request.started_at < end)
+        rows = conn.execute(query).mappings().all()
+        return {_key(r, self.rule.dims): _totals(r) for r in rows}
+
+
+def exact_filters(rule: Rule) -> dict[str, list[str]] | None:
+    """The rule's filters as exact values, or None when one is a glob (base tables only)."""
+    exact: dict[str, list[str]] = {}
+    for dim, values in rule.config.filter_values().items():
+        if any(GLOB_CHARS & set(v) for v in values):
+            return None
+        exact[dim] = list(values)
+    return exact
+
+
+def _utc_floor(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _utc_ceil(when: datetime) -> datetime:
+    floor = _utc_floor(when)
+    return floor if floor == when else floor + timedelta(days=1)
 
 
 class BucketMeasurer:

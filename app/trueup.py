@@ -7,7 +7,8 @@ a priced estimate above 0 and no line in another currency; its other days keep t
 It runs after each successful run of a billing collector when `pricing.true_up` is on (for the
 days that run re-read) and on demand as `spendguard trueup`. Calls that arrive after it ran are
 scaled by the factor of their day, so a model-day's total can drift from its bill until the
-next refresh; refreshing again makes it exact.
+next refresh; refreshing again makes it exact. The rollups carry each call's trued-up cost
+(`app.warehouse.tables_rollup`), so a refresh marks the request days of the calls it covers.
 
 One refresh of a provider at a time (the named lock `trueup:<provider>`): a second one finds
 it taken and reports `busy` rather than racing the first.
@@ -23,6 +24,7 @@ from sqlalchemy import Engine, and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.reports.reconcile import Key, TracedGroup, midnight, reconcile
+from app.rollups.dirty import mark_provider_calls
 from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall
@@ -94,6 +96,8 @@ def refresh_true_up(
         with session_scope(engine) as session:
             _replace(session, provider, since, until, recon.traced, factors)
             _settle_residuals(session, provider, since, until, factors)
+            # The rollups sum trued-up costs: the days of the calls scaled here are rebuilt.
+            mark_provider_calls(session.connection(), provider, midnight(since), midnight(until))
         result.model_days = len(factors)
         result.billed_nanousd = sum(b for b, _, _ in factors.values())
         result.estimated_nanousd = sum(e for _, e, _ in factors.values())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from streamlit.testing.v1 import AppTest
 
 from app.dashboard import charts, queries
@@ -375,3 +375,49 @@ def test_a_link_from_an_alert_opens_the_filtered_view(
     assert at.sidebar.multiselect(key=filter_key("user")).value == ["u-1"]
     assert _metrics(at)["Requests"] == "2"
     assert _metrics(at)["Spend (USD)"] == money_text(MINI_A + SONNET_A)
+
+
+@pytest.mark.usefixtures("page_env")
+def test_new_data_shows_at_once_and_unchanged_data_comes_from_the_cache(
+    monkeypatch: pytest.MonkeyPatch, warehouse_url: str
+) -> None:
+    """The loaders are keyed by the data version (app.dashboard.versions), not by a clock: a
+    push of traces (no collector run, only rollup marks) shows on the next run, so does one
+    whose rollups were rebuilt before the page looked again, and a run with nothing new reads
+    nothing but the version."""
+    from app.rollups.refresh import dirty_days, refresh, wait_for_background
+    from tests.test_reconcile import add_call
+
+    engine = make_engine(warehouse_url)
+    ingest_paths(engine, Settings(), [COUNTING])
+    at = _run_page(monkeypatch, warehouse_url)
+    assert _metrics(at)["Requests"] == "5"
+
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, sql: str, *args: object) -> None:
+        statements.append(sql)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        at.run()
+        assert _metrics(at)["Requests"] == "5"
+        assert len(statements) == 1 and "collector_runs" in statements[0]  # the version only
+
+        noon = datetime(2025, 11, 21, 12, tzinfo=UTC)
+        add_call(engine, "9" * 32, "1" * 16, noon, "openai", "gpt-4o-mini", 1_000_000)
+        at.run()
+        assert _metrics(at)["Requests"] == "6"
+        wait_for_background()  # that run saw the marks and started the rebuild, in a thread
+        with engine.connect() as conn:
+            assert dirty_days(conn) == []
+        at.run()  # the rollups rebuilt meanwhile: the page has seen the warehouse without marks
+        assert _metrics(at)["Requests"] == "6"
+
+        add_call(engine, "8" * 32, "1" * 16, noon, "openai", "gpt-4o-mini", 1_000_000)
+        refresh(engine)  # the marks come and go before the page looks again
+        at.run()
+        assert _metrics(at)["Requests"] == "7"
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+        engine.dispose()

@@ -607,3 +607,30 @@ def test_every_table_can_be_downloaded(page_env: Path, sqlite_engine: Engine) ->
     at = open_page("collectors")
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["CSV", "Parquet"]  # the one table on the page (runs), both formats
+
+
+def test_many_open_switches_past_the_cards_are_a_table_and_a_pick(
+    page_env: Path, sqlite_engine: Engine
+) -> None:
+    """A rule that kills per user can open thousands of switches: the first `MAX_CARDS` are
+    cards, the others a table, and the one picked gets its card and buttons."""
+    from app.dashboard.pages.alerts import MAX_CARDS
+
+    url = sqlite_engine.url.render_as_string(hide_password=False)
+    write_config(page_env, url)
+    now = datetime.now(UTC)
+    for i in range(MAX_CARDS + 5):
+        add_now(
+            sqlite_engine, settings_for(url), Scope(user=f"u-{i}"), "over the cap",
+            now=now, by="finops", origin=OPERATOR,
+        )  # fmt: skip
+    at = open_page("alerts")
+    assert not at.exception, [e.value for e in at.exception]
+    releases = [b.key for b in at.button if b.key and b.key.startswith("release_")]
+    assert len(releases) == MAX_CARDS
+    assert "5 more open switches" in " ".join(c.value for c in at.caption)
+    picked = at.selectbox(key="switch_pick")
+    last = picked.options[-1]
+    picked.set_value(int(last.split(" ")[0].lstrip("#"))).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len([b for b in at.button if b.key and b.key.startswith("release_")]) == MAX_CARDS + 1

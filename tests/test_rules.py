@@ -291,3 +291,32 @@ def test_the_backtest_agrees_with_the_live_engine(engine: Engine) -> None:
 
     assert key(replayed) == key(live)
     assert {t.kind for t in replayed} == {FIRING, RESOLVED, RENOTIFY}
+
+
+@pytest.mark.parametrize("group_by", [[], ["user"], ["model"], ["endpoint", "model"]])
+def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
+    engine: Engine, group_by: list[str]
+) -> None:
+    """A month-to-date budget reads its whole UTC days from the daily rollups and only the
+    partial days at its ends from the base tables; the totals are the base tables' own."""
+    from alerts.metrics import SqlMeasurer
+    from alerts.windows import Window
+    from app.rollups.dirty import mark_all
+    from app.rollups.refresh import refresh
+
+    for d in range(6):
+        at = DAY - timedelta(days=d, hours=-3 * d)
+        calls = [("gpt-4o", "1.25"), ("gpt-4o-mini", None)] if d % 2 else [("gpt-4o", "0.5")]
+        add_request(engine, at, user=f"u-{d % 3}", endpoint=f"/v{d % 2}", calls=calls)
+    with engine.begin() as conn:
+        mark_all(conn)
+    refresh(engine)
+    rule = compile_rule(RuleConfig.model_validate({**CAP, "group_by": group_by}))
+    start, end = DAY - timedelta(days=4, hours=2), DAY + timedelta(hours=7)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    measurer = SqlMeasurer(engine, rule)
+    got = measurer.measure(Window(start, end, end, "test"))
+    assert any("rollup_daily" in s for s in statements)
+    with engine.connect() as conn:
+        assert got == measurer._base(conn, start, end) != {}

@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from app.reports.unit_costs import Scope, unit_costs
+from app.reports.unit_costs import Scope, cost_query, unit_cost_query, unit_costs
+from app.rollups.query import rollup_query
+from app.rollups.refresh import dirty_days
+from app.rollups.refresh import refresh as rollup_refresh
 from app.settings import Settings
 from app.trueup import bounded_fraction, refresh_true_up
 from app.warehouse.tables_trueup import MAX_TERM, TrueUpFactor
@@ -84,6 +87,40 @@ def test_a_scope_filter_sees_the_same_per_call_costs(month: Engine) -> None:
     assert total(month, ["provider"], day) == usd("1.65") + 1 + usd("2.1") + usd("0.1") + usd(
         "0.05"
     )
+
+
+def test_the_rollups_answer_the_trued_up_costs_like_the_base_tables(month: Engine) -> None:
+    """The rollups sum each call's trued-up cost: every grouping and filter gives the base
+    tables' figures, residual carrier included; a new true-up marks the days it scales."""
+    add_line(month, "openai", D3, "rounding", 7, "gpt-4o-mini")
+    refresh_all(month)
+    rollup_refresh(month)
+    with month.connect() as conn:
+        assert dirty_days(conn) == []
+    openai = {"provider": ["openai"]}
+    for dims, filters in [
+        ((), {}),
+        (("model",), {}),
+        (("endpoint",), openai),
+        (("provider", "model"), {}),
+        (("user",), {}),
+        (("endpoint",), {"model": ["gpt-4o-mini", "claude-sonnet-4-5"]}),
+    ]:
+        scope = Scope(filters=filters or None, true_up=True)
+        rolled = rollup_query(dims, filters, None, None, true_up=True)
+        assert rolled is not None
+        with month.connect() as conn:
+            assert "rollup" in str(cost_query(conn, dims, scope))
+            got = sorted(tuple(r.items()) for r in conn.execute(rolled).mappings())
+            base = conn.execute(unit_cost_query(dims, scope)).mappings()
+            want = sorted(tuple(r.items()) for r in base)
+        assert got == want, (dims, filters)
+    add_line(month, "anthropic", D3, "restated", usd("0.9"), "claude-sonnet-4-5")
+    refresh_all(month)
+    with month.connect() as conn:
+        assert D3 in dirty_days(conn)
+    rows = {r.group["model"]: r for r in unit_costs(month, ["model"], TRUED)}
+    assert rows["claude-sonnet-4-5-20250929"].cost_nanousd == usd("3")
 
 
 def test_huge_amounts_stay_exact_without_overflow(engine: Engine) -> None:

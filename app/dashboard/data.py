@@ -1,8 +1,10 @@
 """Cached loaders between the pages and the queries.
 
 The engine is a cached resource per database URL (disposed when the cache releases it); query
-results are cached for `TTL_SECONDS` under hashable arguments only: the URL, dates, dimension
-tuples and a `Filters` tuple. Keying by URL keeps two warehouses (or two tests) apart.
+results are cached under hashable arguments only: the URL, dates, dimension tuples and a
+`Filters` tuple, plus the data version (`app.dashboard.versions`): a result is read again as
+soon as the warehouse or the configuration changed, and otherwise kept up to the backstop TTL.
+Keying by URL keeps two warehouses (or two tests) apart.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from sqlalchemy import Engine
 
 from app.dashboard import queries
 from app.dashboard.queries import DailyRow, DataBounds
+from app.dashboard.versions import versioned
 from app.reports.unit_costs import Scope, UnitCostRow, unit_costs
 from app.settings import Settings, load_settings
 from app.warehouse.engine import make_engine
 
-TTL_SECONDS = 60
+TTL_SECONDS = 60  # whether the schema exists: looked at again within a minute
 # ((dimension, (value, ...)), ...): the hashable form of `Scope.filters`.
 Filters = tuple[tuple[str, tuple[str, ...]], ...]
 
@@ -59,37 +62,37 @@ def has_warehouse(url: str) -> bool:
     return queries.has_warehouse(engine(url))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def data_bounds(url: str) -> DataBounds | None:
     return queries.data_bounds(engine(url))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def last_reprice(url: str) -> datetime | None:
     return queries.last_reprice(engine(url))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner="Adding up costs…")
+@versioned(engine, show_spinner="Adding up costs…")
 def unit_cost_rows(
     url: str, dims: tuple[str, ...], since: date, until: date, filters: Filters
 ) -> list[UnitCostRow]:
     return unit_costs(engine(url), dims, scope(since, until, filters))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner="Adding up costs…")
+@versioned(engine, show_spinner="Adding up costs…")
 def top_unit_cost_rows(
     url: str, dims: tuple[str, ...], since: date, until: date, filters: Filters, limit: int
 ) -> list[UnitCostRow]:
     return unit_costs(engine(url), dims, scope(since, until, filters), limit=limit)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def daily_rows(url: str, since: date, until: date, filters: Filters) -> list[DailyRow]:
     rows = queries.daily_unit_costs(engine(url), scope(since, until, filters))
     return queries.fill_days(rows, since, until)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def filter_options(url: str, dim: str, since: date, until: date, limit: int) -> list[str]:
     return queries.filter_options(engine(url), dim, scope(since, until), limit)
 

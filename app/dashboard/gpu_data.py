@@ -1,33 +1,32 @@
 """Cached loaders for the "GPU cost" page (`app.gpu.report` does the counting), keyed by the
-warehouse URL and hashable arguments, like `app.dashboard.data`."""
+warehouse URL, hashable arguments and the data version, like `app.dashboard.data`."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-import streamlit as st
-
-from app.dashboard.data import TTL_SECONDS, Filters, engine
+from app.dashboard.data import Filters, engine
+from app.dashboard.versions import versioned
 from app.gpu import report
 from app.gpu.report import AllocationRow, DailySplit, PoolRow
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def hour_bounds(url: str) -> tuple[datetime, datetime] | None:
     return report.hour_bounds(engine(url))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner="Adding up GPU costs…")
+@versioned(engine, show_spinner="Adding up GPU costs…")
 def pool_rows(url: str, since: date, until: date) -> list[PoolRow]:
     return report.pool_rows(engine(url), since, until)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def daily_split(url: str, since: date, until: date) -> list[DailySplit]:
     return report.daily_split(engine(url), since, until)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner="Adding up GPU costs…")
+@versioned(engine, show_spinner="Adding up GPU costs…")
 def allocation_rows(
     url: str,
     dims: tuple[str, ...],
@@ -40,6 +39,6 @@ def allocation_rows(
     return report.allocation_rows(engine(url), dims, since, until, pools, limit, dict(filters))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def last_allocation(url: str) -> datetime | None:
     return report.last_allocation(engine(url))

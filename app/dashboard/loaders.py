@@ -2,24 +2,24 @@
 engine, the scope and the unit-cost loaders).
 
 Arguments are hashable only (the URL, dates, tuples), so results are cached per warehouse and
-selection. TTLs follow how fast each source changes: spend and runs a minute, the switch list
-a few seconds (an operator waits for their own release to show), a backtest ten minutes.
+selection, and per data version (`app.dashboard.versions`): new runs, bills, alerts and switches
+show on the next rerun. The switch list also expires within seconds (a switch's expiry is a
+matter of the clock, not of a write), a backtest after ten minutes.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 
-import streamlit as st
-
 from alerts.audit import AuditRecord
 from alerts.backtest import backtest
 from alerts.report import transition_record
 from app.dashboard import data, queries_alerts, queries_collectors, queries_spend
-from app.dashboard.data import TTL_SECONDS, Filters, engine
+from app.dashboard.data import Filters, engine
 from app.dashboard.queries_alerts import BudgetLine, RuleStatus, TransitionRow
 from app.dashboard.queries_collectors import Freshness, Run
 from app.dashboard.queries_spend import BilledGap, DaySpend, Mover
+from app.dashboard.versions import versioned
 from app.killswitch.model import Switch
 from app.reports.reconcile import ReconRow
 from app.reports.unit_costs import UnitCostRow, unit_costs
@@ -37,14 +37,14 @@ def midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def spend_by_day(
     url: str, dim: str, since: date, until: date, filters: Filters, top: int
 ) -> list[DaySpend]:
     return queries_spend.spend_by_day(engine(url), dim, data.scope(since, until, filters), top)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner="Comparing periods…")
+@versioned(engine, show_spinner="Comparing periods…")
 def top_movers(
     url: str, dim: str, since: date, until: date, before: date, filters: Filters, limit: int
 ) -> list[Mover]:
@@ -53,54 +53,55 @@ def top_movers(
     return queries_spend.top_movers(engine(url), dim, current, previous, limit)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def estimated_vs_billed(url: str, since: date, until: date) -> list[BilledGap]:
-    return queries_spend.estimated_vs_billed(engine(url), since, until)
+    # From the cached detail rows: the page shows both, from one reconciliation.
+    return queries_spend.gaps(reconcile_rows(url, since, until))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def reconcile_rows(url: str, since: date, until: date) -> list[ReconRow]:
     return queries_spend.reconcile_rows(engine(url), since, until)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner="Adding up costs…")
+@versioned(engine, show_spinner="Adding up costs…")
 def drill_rows(
     url: str, dims: tuple[str, ...], since: date, until: date, filters: Filters, limit: int
 ) -> list[UnitCostRow]:
     return unit_costs(engine(url), dims, data.scope(since, until, filters), limit=limit)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def budget_lines(url: str, at: datetime) -> list[BudgetLine]:
     return queries_alerts.budget_lines(engine(url), data.settings(), at)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def alert_history(url: str, since: date, until: date) -> list[TransitionRow]:
     return queries_alerts.alert_history(engine(url), midnight(since), midnight(until))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def rule_statuses(url: str) -> list[RuleStatus]:
     return queries_alerts.rule_statuses(engine(url), data.settings())
 
 
-@st.cache_data(ttl=SWITCH_TTL, show_spinner=False)
+@versioned(engine, ttl=SWITCH_TTL)
 def open_switches(url: str) -> list[Switch]:
     return queries_alerts.open_switches(engine(url), now())
 
 
-@st.cache_data(ttl=SWITCH_TTL, show_spinner=False)
+@versioned(engine, ttl=SWITCH_TTL)
 def recent_switches(url: str) -> list[Switch]:
     return queries_alerts.recent_switches(engine(url), now())
 
 
-@st.cache_data(ttl=SWITCH_TTL, show_spinner=False)
+@versioned(engine, ttl=SWITCH_TTL)
 def switch_audit(url: str) -> list[AuditRecord]:
     return queries_alerts.switch_audit(engine(url))
 
 
-@st.cache_data(ttl=BACKTEST_TTL, show_spinner="Replaying the rules over history…")
+@versioned(engine, ttl=BACKTEST_TTL, show_spinner="Replaying the rules over history…")
 def backtest_records(
     url: str, since: date, until: date, rule_ids: tuple[str, ...]
 ) -> list[dict[str, object]]:
@@ -110,12 +111,12 @@ def backtest_records(
     return [transition_record(t, exact=False) for t in transitions]
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def recent_runs(url: str, limit: int) -> list[Run]:
     return queries_collectors.recent_runs(engine(url), limit)
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@versioned(engine)
 def freshness(url: str) -> list[Freshness]:
     return queries_collectors.freshness(engine(url))
 

@@ -9,6 +9,7 @@ per (day, group) or per group comes back; rows are never read one by one.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -149,11 +150,15 @@ class BilledGap:
 def estimated_vs_billed(engine: Engine, since: date, until: date) -> list[BilledGap]:
     """`spendguard report reconcile` summed per provider and day (its rows are already one per
     provider, model and day, aggregated in SQL); lines not in USD are counted, never summed."""
-    result = reconcile(engine, since, until)
+    return gaps(reconcile(engine, since, until).rows)
+
+
+def gaps(rows: Sequence[ReconRow]) -> list[BilledGap]:
+    """The reconciliation's rows summed per provider and day (`estimated_vs_billed`)."""
     est: dict[tuple[date, str], int] = defaultdict(int)
     billed: dict[tuple[date, str], int | None] = {}
     other: dict[tuple[date, str], int] = defaultdict(int)
-    for row in result.rows:
+    for row in rows:
         key = (row.day, row.provider)
         est[key] += row.estimated_nanousd or 0
         if row.other_currency is not None:

@@ -13,7 +13,7 @@ from typing import Literal
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.dashboard import data
+from app.dashboard import data, versions
 from app.dashboard.auth import Identity, identity_from_claims, local_identity
 from app.dashboard.filters import Selection, sidebar
 from app.dashboard.queries import DataBounds
@@ -62,8 +62,11 @@ def start() -> Context:
         if not data.has_warehouse(url):
             data.has_warehouse.clear(url)  # look again on the next run, not after the TTL
             return _remember(_empty(settings, identity, "no_schema"))
+        # The data version of this rerun, which the cached loaders are keyed by.
+        versions.observe(url, data.engine(url), versions.config_digest(settings))
         bounds = data.data_bounds(url)
-        data.freshen(url)
+        if versions.has_marks(url):  # days wait for a rebuild: start it, don't wait for it
+            data.freshen(url)
     except (SpendguardError, SQLAlchemyError) as exc:
         detail = str(exc).splitlines()[0] if isinstance(exc, SQLAlchemyError) else str(exc)
         return _remember(_failed(settings, detail, identity))

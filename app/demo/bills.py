@@ -30,6 +30,7 @@ from app.demo.catalog import MODELS
 from app.settings import AnthropicCollectorConfig, OpenAICollectorConfig, Settings
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_billing import BilledCost
+from app.warehouse.types import as_date
 from collectors.anthropic import AnthropicCollector
 from collectors.billing import BillingCollector
 from collectors.billing_common import midnight
@@ -111,25 +112,34 @@ def demo_ledgers(engine: Engine, start: datetime, end: datetime, seed: int) -> l
     """The bills of the demo's OpenAI and Anthropic calls stored in [start, end)."""
     rng = random.Random(seed * 7919 + 1)  # noqa: S311 - synthetic data
     totals: dict[tuple[str, str, date], list[int]] = defaultdict(lambda: [0] * 6)
-    query = select(
-        LlmCall.provider,
-        LlmCall.model,
-        LlmCall.started_at,
-        func.coalesce(LlmCall.cost_nanousd, 0),
-        LlmCall.input_tokens,
-        LlmCall.cache_read_tokens,
-        LlmCall.cache_write_tokens,
-        LlmCall.output_tokens,
-    ).where(
-        LlmCall.provider.in_(("openai", "anthropic")),
-        LlmCall.started_at >= start,
-        LlmCall.started_at < end,
+    # Summed by the database per (provider, model, UTC day): the warehouse stores naive UTC,
+    # so `date()` is the UTC day on both backends (and a benchmark's millions of calls never
+    # come through Python one by one).
+    utc_day = func.date(LlmCall.started_at)
+    query = (
+        select(
+            LlmCall.provider,
+            LlmCall.model,
+            utc_day,
+            func.count(),
+            func.sum(func.coalesce(LlmCall.cost_nanousd, 0)),
+            func.sum(LlmCall.input_tokens),
+            func.sum(LlmCall.cache_read_tokens),
+            func.sum(LlmCall.cache_write_tokens),
+            func.sum(LlmCall.output_tokens),
+        )
+        .where(
+            LlmCall.provider.in_(("openai", "anthropic")),
+            LlmCall.started_at >= start,
+            LlmCall.started_at < end,
+        )
+        .group_by(LlmCall.provider, LlmCall.model, utc_day)
     )
     with engine.connect() as conn:
         for provider, model, at, *counts in conn.execute(query):
-            sums = totals[(provider, model, at.astimezone(UTC).date())]
-            for i, value in enumerate([1, *counts]):
-                sums[i] += value
+            sums = totals[(provider, model, as_date(at))]
+            for i, value in enumerate(counts):
+                sums[i] += int(value or 0)
     ledgers = {p: Ledger(p) for p in ("openai", "anthropic")}
     days = sorted({day for _, _, day in totals})
     uplift = {(p, d): 1 + rng.uniform(*UNTRACED) for p in ledgers for d in days}

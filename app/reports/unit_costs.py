@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import Select
 
 from app.money import nanos_to_usd, per_thousand
-from app.rollups.query import dirty_in, rollup_query
+from app.rollups.query import TRUED_UP, dirty_in, rollup_query
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
@@ -199,12 +199,14 @@ def cost_query(
     live = _base_query(dims, scope, by_day).where(on_days(dirty))
     parts = union_all(rolled, live).subquery("parts")
     keys = [parts.c[d] for d in (*dims, *(["day"] if by_day else []))]
-    sums = [func.coalesce(func.sum(parts.c[m]), 0).label(m) for m in MEASURES]
+    measures = (*MEASURES, TRUED_UP) if scope.true_up else MEASURES
+    sums = [func.coalesce(func.sum(parts.c[m]), 0).label(m) for m in measures]
     query = select(*keys[: len(dims)], *sums, *keys[len(dims) :])
     return query.group_by(*keys) if keys else query
 
 
-# The summed columns of `unit_cost_query` (and of the rollups' answer), in their order.
+# The summed columns of `unit_cost_query` (and of the rollups' answer), in their order; with
+# `Scope.true_up`, `TRUED_UP` after them.
 MEASURES = (
     "requests",
     "llm_calls",

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, and_, func, insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from app.warehouse.tables import Request
+from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import rollup_dirty
 
@@ -79,6 +79,18 @@ def mark_allocated(conn: Connection, start: datetime, end: datetime) -> None:
         select(func.date(Request.started_at))
         .join(GpuAllocation, GpuAllocation.trace_id == Request.trace_id)
         .where(and_(GpuAllocation.hour >= start, GpuAllocation.hour < end))
+        .distinct()
+    )
+    conn.execute(insert(rollup_dirty).from_select(["day"], days))
+
+
+def mark_provider_calls(conn: Connection, provider: str, start: datetime, end: datetime) -> None:
+    """Mark the request days of the provider's calls that started in [start, end): the days
+    whose trued-up costs a true-up of those days changes."""
+    days = (
+        select(func.date(Request.started_at))
+        .join(LlmCall, LlmCall.trace_id == Request.trace_id)
+        .where(LlmCall.provider == provider, LlmCall.started_at >= start, LlmCall.started_at < end)
         .distinct()
     )
     conn.execute(insert(rollup_dirty).from_select(["day"], days))

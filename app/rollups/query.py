@@ -19,8 +19,8 @@ cost), or None when only the base tables can answer. The counting rules decide:
   requests whose set holds a pair that the filters accept, each once); grouped or filtered by
   user, model or provider, `rollup_daily_user_call_sets` (`_first_accepted` keeps, of each
   request, one row per group: its first accepted pair, in the filters' order).
-- `true_up`: the trued-up cost is per call: None. This is the only question the rollups leave
-  to the base tables.
+- `true_up`: the rollups' `trued_cost_nanousd` (the sum of each call's trued-up cost) in place
+  of the estimate, and `trued_up_calls`.
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
 `skip_days` leaves days out: `app.reports.unit_costs.cost_query` reads the days waiting for a
@@ -66,6 +66,7 @@ from app.warehouse.tables_rollup import (
 from app.warehouse.types import as_date
 
 MISSING = "(none)"
+TRUED_UP = "trued_up_calls"
 CALL_DIMENSIONS = frozenset({"model", "provider"})
 _COLUMN_NAMES = {
     "endpoint": "endpoint",
@@ -89,8 +90,6 @@ def rollup_query(
     """The rollups' answer to the unit-cost query, or None when they cannot answer exactly.
     `by_day` adds the UTC day as a column `day` and a grouping; `skip_days` are left out (the
     dirty days, which the caller reads from the base tables)."""
-    if true_up:
-        return None
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
@@ -113,13 +112,13 @@ def rollup_query(
         elif one_provider and "model" not in used:
             requests = table.c.requests_provider
         elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
-            return _by_call_sets(dims, chosen, since, until, by_day, skip_days)
+            return _by_call_sets(dims, chosen, since, until, by_day, skip_days, true_up)
         else:
             table = rollup_daily_user_call_sets
             requests = _first_accepted(dims, chosen)
     t = table.c
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
-    token_cost = func.coalesce(func.sum(t.token_cost_nanousd), 0)
+    token_cost = func.coalesce(func.sum(t[_token_cost(true_up)]), 0)
     gpu_cost = func.coalesce(func.sum(t.gpu_cost_nanousd), 0)
     query = select(
         *group_cols,
@@ -132,6 +131,8 @@ def rollup_query(
         token_cost.label("token_cost_nanousd"),
         gpu_cost.label("gpu_cost_nanousd"),
     )
+    if true_up:
+        query = query.add_columns(func.coalesce(func.sum(t.trued_up_calls), 0).label(TRUED_UP))
     conds = day_conditions(t.day, since, until, skip_days)
     for dim, values in chosen.items():
         conds.append(t[_COLUMN_NAMES[dim]].in_(values))
@@ -146,6 +147,10 @@ def rollup_query(
     return query
 
 
+def _token_cost(true_up: bool) -> str:
+    return "trued_cost_nanousd" if true_up else "token_cost_nanousd"
+
+
 def _by_call_sets(
     dims: Sequence[str],
     chosen: Mapping[str, Sequence[str]],
@@ -153,6 +158,7 @@ def _by_call_sets(
     until: date | None,
     by_day: bool,
     skip_days: Collection[date],
+    true_up: bool,
 ) -> Select[Any]:
     """Several models or providers in one group (by endpoint or team, or none): the calls' sums
     from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
@@ -187,10 +193,11 @@ def _by_call_sets(
                     "input_tokens",
                     "output_tokens",
                     "unpriced_calls",
-                    "token_cost_nanousd",
                     "gpu_cost_nanousd",
+                    "trued_up_calls",
                 )
             ]
+            sums.append(func.sum(t[_token_cost(true_up)]).label("token_cost_nanousd"))
         query = select(*groups, *sums).where(*conds)
         parts.append((query.group_by(*groups) if groups else query).subquery())
     m, r = parts
@@ -208,6 +215,7 @@ def _by_call_sets(
         func.coalesce(m.c.unpriced_calls, 0).label("unpriced_calls"),
         token_cost.label("token_cost_nanousd"),
         gpu_cost.label("gpu_cost_nanousd"),
+        *([func.coalesce(m.c.trued_up_calls, 0).label(TRUED_UP)] if true_up else []),
         *([m.c.day] if by_day else []),
     ).select_from(m.join(r, on))
 

@@ -3,8 +3,9 @@
 A day is rebuilt whole from the base tables, never patched: its marks are deleted, its rollup
 rows deleted and written again, in one transaction, so a refresh that fails changes nothing and
 running it twice gives the same rows. One pass reads the requests of the day (the
-`requests.started_at` index) with their calls and GPU shares (by primary key) into a temporary
-table, one row per request and (model, provider); each rollup is a GROUP BY of that table.
+`requests.started_at` index) with their calls, GPU shares and true-up factors (by primary key)
+into a temporary table, one row per request and (model, provider); each rollup is a GROUP BY of
+that table.
 
 One refresh at a time per warehouse (named lock `rollup-refresh`); a refresh that finds the lock
 held returns at once (`busy`), and the marks it did not handle stay for the next one.
@@ -41,6 +42,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
+from app.warehouse.checkpoints import write_checkpoint
+from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
@@ -60,6 +63,7 @@ from app.warehouse.tables_rollup import (
 from app.warehouse.tables_rollup import (
     rollup_daily_call_sets as SETS,
 )
+from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
 from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.rollups")
@@ -100,6 +104,9 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
                 result.days += 1
                 if progress is not None:
                     progress(day)
+        if result.days:  # a stamp readers can see (app.dashboard.versions): the marks are gone
+            with session_scope(engine) as session:
+                write_checkpoint(session, "rollups", "refresh", datetime.now(UTC).isoformat())
     result.seconds = time.perf_counter() - started
     if result.days:
         log.info("rollups: %d day(s) rebuilt in %.2f s", result.days, result.seconds)
@@ -196,7 +203,7 @@ _day_pairs = Table(
 
 def _pairs(day: date) -> Select[Any]:
     """The rows of `_day_pairs` for one day, with the flags that keep distinct counts exact."""
-    r, c, g = Request, LlmCall, GpuAllocation
+    r, c, g, f = Request, LlmCall, GpuAllocation, TrueUpFactor
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     per_pair = (
         select(
@@ -212,10 +219,14 @@ def _pairs(day: date) -> Select[Any]:
             func.coalesce(func.sum(c.cost_nanousd), 0).label("token_cost_nanousd"),
             func.coalesce(func.sum(g.gpu_cost_nanousd), 0).label("gpu_cost_nanousd"),
             (func.count(c.span_id) - func.count(c.cost_nanousd)).label("unpriced_calls"),
+            func.coalesce(func.sum(trued_cost()), 0).label("trued_cost_nanousd"),
+            func.count(f.factor_den).label("trued_up_calls"),
         )
         .select_from(r)
         .outerjoin(c, c.trace_id == r.trace_id)
         .outerjoin(g, and_(g.trace_id == c.trace_id, g.span_id == c.span_id))
+        # At most one factor per call; its day spelled out too, so the lookup is by key.
+        .outerjoin(f, and_(factor_join(), f.day == func.date(c.started_at)))
         .where(r.started_at >= start, r.started_at < start + timedelta(days=1))
         .group_by(r.trace_id, r.user_id, r.endpoint, r.team, c.model, c.provider)
         .subquery("pairs")

@@ -39,7 +39,7 @@ match exactly the same rows. The tables have no primary key: a day is always rep
 
 `rollup_dirty` lists the days whose rollup rows are stale: written by whatever changes the base
 tables (`load_batch`, a trigger on `requests` for a request that moved to another day,
-`reprice`, the GPU allocation, the true-up) and emptied by the refresh, which deletes exactly
+`reprice`, the GPU allocation, `app.trueup`) and emptied by the refresh, which deletes exactly
 the marks it saw, in the transaction that rebuilds their day, so a mark written meanwhile by a
 concurrent writer survives for the next refresh.
 """
@@ -54,6 +54,10 @@ _metadata = Base.metadata
 
 
 # The call measures every rollup sums (after its own distinct-request counts).
+# `trued_cost_nanousd` is the token cost after the true-up (`app.warehouse.tables_trueup`:
+# each call's own trued-up cost, its estimate where its model-day has no factor) and
+# `trued_up_calls` the calls that have a factor, so `pricing.true_up` reads the rollups too;
+# the true-up marks the days whose calls it scales (migration 0012).
 SUMMED = (
     "llm_calls",
     "input_tokens",
@@ -61,6 +65,8 @@ SUMMED = (
     "token_cost_nanousd",
     "gpu_cost_nanousd",
     "unpriced_calls",
+    "trued_cost_nanousd",
+    "trued_up_calls",
 )
 
 

@@ -22,6 +22,7 @@ from app.killswitch.model import PENDING, Switch
 
 DONE_KEY = "_switch_done"
 ASK_KEY = "_switch_ask"  # (verb, switch id) awaiting confirmation in the dialog
+MAX_CARDS = 30  # open switches drawn as cards; the others in a table
 
 
 def main() -> None:
@@ -52,8 +53,10 @@ def _switches(ctx: Context) -> None:
             "No kill switch is active or waiting for approval. Rules with the `kill` action "
             "trip them; operators add them with `spendguard kill add`."
         )
-    for switch in switches:
+    for switch in switches[:MAX_CARDS]:
         _switch_card(ctx, switch)
+    if len(switches) > MAX_CARDS:
+        _more_switches(ctx, switches[MAX_CARDS:])
     asked = st.session_state.get(ASK_KEY)
     if asked is not None:
         verb, switch_id = asked
@@ -65,6 +68,23 @@ def _switches(ctx: Context) -> None:
     with st.expander("Recent switches, released and expired included"):
         recent = loaders.recent_switches(ctx.url)
         tables.show_frame(_switch_frame(recent, ctx.timezone), key="switches_recent")
+
+
+def _more_switches(ctx: Context, rest: list[Switch]) -> None:
+    """Past `MAX_CARDS`, the other open switches as a table, and one card for the one picked
+    (a rule that kills per user can open thousands: a card each would take seconds to draw)."""
+    st.caption(f"{len(rest)} more open switches, in the table below: pick one to act on it.")
+    by_id = {s.id: s for s in rest}
+    picked = st.selectbox(
+        "Open switch",
+        list(by_id),
+        index=None,
+        format_func=lambda i: f"#{i} · {by_id[i].scope.describe()}",
+        key="switch_pick",
+    )
+    if picked is not None:
+        _switch_card(ctx, by_id[picked])
+    tables.show_frame(_switch_frame(rest, ctx.timezone), key="switches_more")
 
 
 def _switch_card(ctx: Context, switch: Switch) -> None:
