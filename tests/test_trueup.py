@@ -121,6 +121,25 @@ def test_the_rollups_answer_the_trued_up_costs_like_the_base_tables(month: Engin
         assert D3 in dirty_days(conn)
     rows = {r.group["model"]: r for r in unit_costs(month, ["model"], TRUED)}
     assert rows["claude-sonnet-4-5-20250929"].cost_nanousd == usd("3")
+    # The dirty day is read from the base tables and added to the rollups' other days.
+    two = {"model": ["gpt-4o-mini", "claude-sonnet-4-5"]}
+    for dims, filters in [((), {}), (("model",), {}), (("user",), two), (("endpoint",), two)]:
+        scope = Scope(filters=filters or None, true_up=True)
+        with month.connect() as conn:
+            query = cost_query(conn, dims, scope)
+            assert "UNION ALL" in str(query)
+            got = _plain(conn.execute(query).mappings())
+            want = _plain(conn.execute(unit_cost_query(dims, scope)).mappings())
+        assert got == want, (dims, filters)
+
+
+def _plain(rows: Any) -> list[tuple[tuple[str, Any], ...]]:
+    """Rows comparable across the rollups' sums and the base tables' (ints, not Decimals)."""
+    return sorted(
+        tuple((k, v if isinstance(v, str) else int(v)) for k, v in sorted(r.items()))
+        for r in rows
+        if int(r["requests"])
+    )
 
 
 def test_huge_amounts_stay_exact_without_overflow(engine: Engine) -> None:
