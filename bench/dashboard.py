@@ -14,6 +14,8 @@ filter change ≤ 1 s).
    page's own controls (split, pools, 90 days), and more changes on the Unit costs page: the
    drill-down, a user, one and two models, 90 days.
 3. Again, every page's first paint and filter change with `pricing.true_up: true`.
+4. Again, with the latest day waiting for its rebuild (live ingest: the pages read that day
+   from the base tables and the others from the rollups).
 
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]
                               [--rebuild-rollups] [--data-dir /work/bench-data]
@@ -45,8 +47,10 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, event, func, select, text  # noqa: E402
 
-from app.rollups.refresh import refresh  # noqa: E402
+from app.rollups.dirty import mark_days  # noqa: E402
+from app.rollups.refresh import LOCK, refresh  # noqa: E402
 from app.warehouse.engine import make_engine  # noqa: E402
+from app.warehouse.locks import named_lock  # noqa: E402
 from app.warehouse.migrate import upgrade  # noqa: E402
 from app.warehouse.tables import Base, LlmCall, Request  # noqa: E402
 from app.warehouse.tables_rollup import ROLLUPS  # noqa: E402
@@ -298,15 +302,23 @@ def _bench(url: str, fresh: bool, n: int, rebuild: bool, work: Path) -> None:
     # One more day's rebuild, as the worker does after a collector run: the latest day.
     day = _latest_day(engine)
     with engine.begin() as conn:
-        from app.rollups.dirty import mark_days
-
         mark_days(conn, [day])
     result = refresh(engine)
     print(f"  refresh of one day ({day}) after a run: {result.seconds:.2f} s", flush=True)
     time_pages(url, "pricing.true_up: false")
     write_config(work, n, engine, true_up=True)
-    engine.dispose()
     time_pages(url, "pricing.true_up: true", more=False)
+    # Live ingest: the latest day waits for its rebuild (another process holds the refresh lock,
+    # as a worker rebuilding it would), so every page reads that day from the base tables and
+    # adds it to the rollups' other days.
+    write_config(work, n, engine, true_up=False)
+    with engine.begin() as conn:
+        mark_days(conn, [day])
+    with named_lock(engine, LOCK) as held:
+        assert held
+        time_pages(url, f"live: {day} waiting for its rebuild")
+    refresh(engine)
+    engine.dispose()
 
 
 def _latest_day(engine: Engine) -> date:
