@@ -176,8 +176,8 @@ def test_0009_marks_the_days_of_an_existing_warehouse_for_the_rollups(engine: En
 def test_0011_marks_the_days_of_an_existing_warehouse_for_the_user_call_sets(
     engine: Engine,
 ) -> None:
-    """Upgrading a warehouse whose rollups were built without `rollup_daily_user_call_sets`:
-    every day with requests is marked, so the first refresh fills the new table too."""
+    """Upgrading a warehouse whose rollups were built without the call-set tables of 0011: every
+    day with requests is marked, so the first refresh fills them too."""
     from datetime import UTC, date, datetime
 
     from sqlalchemy import func, select
@@ -185,10 +185,10 @@ def test_0011_marks_the_days_of_an_existing_warehouse_for_the_user_call_sets(
     from app.rollups.refresh import dirty_days, refresh
     from app.warehouse.engine import session_scope
     from app.warehouse.tables import LlmCall, Request
-    from app.warehouse.tables_rollup import rollup_daily_user_call_sets
+    from app.warehouse.tables_rollup import rollup_daily_set_calls, rollup_daily_user_set_calls
 
     command.downgrade(alembic_config(engine), "0010")
-    assert "rollup_daily_user_call_sets" not in inspect(engine).get_table_names()
+    assert "rollup_daily_user_set_calls" not in inspect(engine).get_table_names()
     when = datetime(2025, 11, 20, 12, tzinfo=UTC)
     with session_scope(engine) as session:
         session.add(Request(trace_id="a", started_at=when, root_key="0", updated_at=when))
@@ -201,5 +201,5 @@ def test_0011_marks_the_days_of_an_existing_warehouse_for_the_user_call_sets(
         assert dirty_days(conn) == [date(2025, 11, 20)]
     assert refresh(engine).days == 1
     with engine.connect() as conn:
-        count = select(func.count()).select_from(rollup_daily_user_call_sets)
-        assert conn.execute(count).scalar_one() == 1
+        for table in (rollup_daily_set_calls, rollup_daily_user_set_calls):
+            assert conn.execute(select(func.count()).select_from(table)).scalar_one() == 1

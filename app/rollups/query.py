@@ -14,11 +14,12 @@ cost), or None when only the base tables can answer. The counting rules decide:
   value) with any provider (`requests_model`), one provider with any model
   (`requests_provider`), or one of each (`requests`). Several models (or providers) in one group
   without being a dimension (a filter on two models, say) would count a request that called
-  both twice: the calls' sums still come from the tables above, the requests from a call-set
-  rollup, joined by group. Grouped by endpoint or team only, `rollup_daily_call_sets` (the
-  requests whose set holds a pair that the filters accept, each once); grouped or filtered by
-  user, model or provider, `rollup_daily_user_call_sets` (`_first_accepted` keeps, of each
-  request, one row per group: its first accepted pair, in the filters' order).
+  both twice. Grouped by endpoint or team only, the calls' sums come from `rollup_daily_calls`
+  and the requests from `rollup_daily_call_sets` (those whose set holds a pair that the
+  filters accept, each once), joined by group; grouped by model or provider, or with a user,
+  all from `rollup_daily_set_calls` (or `rollup_daily_user_set_calls`), where
+  `_first_accepted` counts each request on one row per group: its first accepted pair, in the
+  filters' order.
 - `true_up`: the rollups' `trued_cost_nanousd` (the sum of each call's trued-up cost) in place
   of the estimate, and `trued_up_calls`.
 
@@ -57,8 +58,9 @@ from app.warehouse.tables_rollup import (
     rollup_daily,
     rollup_daily_call_sets,
     rollup_daily_calls,
-    rollup_daily_user_call_sets,
+    rollup_daily_set_calls,
     rollup_daily_user_calls,
+    rollup_daily_user_set_calls,
     rollup_daily_user_totals,
     rollup_daily_users,
     rollup_dirty,
@@ -114,8 +116,8 @@ def rollup_query(
         elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
             return _by_call_sets(dims, chosen, since, until, by_day, skip_days, true_up)
         else:
-            table = rollup_daily_user_call_sets
-            requests = _first_accepted(dims, chosen)
+            table = rollup_daily_user_set_calls if "user" in used else rollup_daily_set_calls
+            requests = _first_accepted(table, dims, chosen)
     t = table.c
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
     token_cost = func.coalesce(func.sum(t[_token_cost(true_up)]), 0)
@@ -220,17 +222,17 @@ def _by_call_sets(
     ).select_from(m.join(r, on))
 
 
-def _first_accepted(dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> Any:
-    """`rollup_daily_user_call_sets`, whose rows the filters narrow to the accepted pairs (those
-    whose model and provider the filters take): the requests of a row when it is the one row,
-    of its request's, that counts the request in its group, else 0.
+def _first_accepted(table: Table, dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> Any:
+    """`rollup_daily_set_calls` or `rollup_daily_user_set_calls`, whose rows the filters narrow
+    to the accepted pairs (those whose model and provider the filters take): the requests of a
+    row when it is the one row, of its request's, that counts the request in its group, else 0.
 
     That row is the first accepted pair of the request's set (every row of a request carries
     the same set) in the order of the sorted filter values, per group: grouped by model, the
     first *of the row's model*; by provider, of its provider. With a filter on models only, the
     first accepted model's row of its first provider (`requests_model`); on providers only,
     likewise (`requests_provider`)."""
-    t = rollup_daily_user_call_sets.c
+    t = table.c
     models = sorted(set(chosen.get("model", ())))
     providers = sorted(set(chosen.get("provider", ())))
 

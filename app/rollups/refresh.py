@@ -54,8 +54,9 @@ from app.warehouse.tables_rollup import (
     SUMMED,
     rollup_daily,
     rollup_daily_calls,
-    rollup_daily_user_call_sets,
+    rollup_daily_set_calls,
     rollup_daily_user_calls,
+    rollup_daily_user_set_calls,
     rollup_daily_user_totals,
     rollup_daily_users,
     rollup_dirty,
@@ -176,8 +177,8 @@ def rebuild_day(engine: Engine, day: date) -> None:
         for table in ROLLUPS:
             if table is SETS:
                 conn.execute(_sets_insert(day, conn.dialect.name))
-            elif table is rollup_daily_user_call_sets:
-                conn.execute(_user_sets_insert(day, conn.dialect.name))
+            elif table is rollup_daily_set_calls or table is rollup_daily_user_set_calls:
+                conn.execute(_set_calls_insert(table, day, conn.dialect.name))
             else:
                 conn.execute(_insert(table, day))
 
@@ -272,10 +273,10 @@ def _sets_insert(day: date, dialect: str) -> Any:
     return insert(SETS).from_select([c.name for c in query.selected_columns], query)
 
 
-def _user_sets_insert(day: date, dialect: str) -> Any:
-    """`rollup_daily_user_call_sets` of the day: each row of `_day_pairs` with a call, beside its
-    request's pairs text (the aggregate over the request's rows, as a window: one text per
-    request whatever its order), summed by key, set and pair."""
+def _set_calls_insert(table: Table, day: date, dialect: str) -> Any:
+    """`rollup_daily_set_calls` or `rollup_daily_user_set_calls` of the day: each row of
+    `_day_pairs` with a call, beside its request's pairs text (the aggregate over the request's
+    rows, as a window: one text per request whatever its order), summed by key, set and pair."""
     f = _day_pairs.c
     pairs = literal(PAIR_START) + _joined_pairs(dialect).over(partition_by=f.trace_id)
     per_pair = (
@@ -294,7 +295,9 @@ def _user_sets_insert(day: date, dialect: str) -> Any:
         .subquery("per_pair")
     )
     p = per_pair.c
-    keys = (p.user_id, p.endpoint, p.team, p.model, p.provider, p.pairs)
+    keys = [p.endpoint, p.team, p.model, p.provider, p.pairs]
+    if "user_id" in table.c:
+        keys.insert(0, p.user_id)
     query = select(
         literal(day, Date).label("day"),
         *keys,
@@ -303,9 +306,7 @@ def _user_sets_insert(day: date, dialect: str) -> Any:
         func.sum(p.is_first_model).label("requests_provider"),
         *(func.sum(p[name]).label(name) for name in SUMMED),
     ).group_by(*keys)
-    return insert(rollup_daily_user_call_sets).from_select(
-        [c.name for c in query.selected_columns], query
-    )
+    return insert(table).from_select([c.name for c in query.selected_columns], query)
 
 
 def _insert(table: Table, day: date) -> Any:

@@ -21,17 +21,18 @@ dashboard and `report unit-costs` read a few thousand rollup rows instead of mil
 - `rollup_daily_user_calls` (day, user, endpoint, team, model, provider): `rollup_daily_calls` by
   user too, for questions about users *and* models (big: nearly a row per user's call group,
   read through its (model, day) and (user, day) indexes).
-- `rollup_daily_user_call_sets` (day, user, endpoint, team, model, provider, pairs):
-  `rollup_daily_user_calls` split by the requests' call sets, so that a filter on several
-  models (or providers) counts each request once *by any dimension*, in one pass: the calls'
-  sums of the rows the filters accept, and the requests of only the row of each request's first
-  accepted pair (in the filter's order; by model, its first such pair of that model). The row's
-  counts, each on one row per request (every row of a request carries the same set):
+- `rollup_daily_set_calls` (day, endpoint, team, model, provider, pairs) and
+  `rollup_daily_user_set_calls` (… and user): `rollup_daily_calls` and `rollup_daily_user_calls`
+  split by the requests' call sets, so that a filter on several models (or providers) counts
+  each request once *by any dimension*, in one pass: the calls' sums of the rows the filters
+  accept, and the requests of only the row of each request's first accepted pair (in the
+  filter's order; by model, its first such pair of that model). The row's counts (every row of
+  a request carries the same set):
     `requests`           the requests of the key with this call set (on every pair's row);
     `requests_model`     the same on the row of the first provider of the pair's model, else 0;
     `requests_provider`  the same on the row of the first model of the pair's provider, else 0.
-  Big (hardly more rows than `rollup_daily_user_calls` when users make few requests a day):
-  read through its (model, day) and (user, day) indexes.
+  The user's is big (hardly more rows than `rollup_daily_user_calls` when users make few
+  requests a day): read through its (model, day) and (user, day) indexes.
 
 NULL user, team, model and provider are stored as NULL, as in the base tables, so filters
 match exactly the same rows. The tables have no primary key: a day is always replaced whole
@@ -151,8 +152,21 @@ rollup_daily_user_calls = Table(
     Index(None, "user_id", "day"),
 )
 
-rollup_daily_user_call_sets = Table(
-    "rollup_daily_user_call_sets",
+rollup_daily_set_calls = Table(
+    "rollup_daily_set_calls",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    Column("model", String(256), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("pairs", Text, nullable=False),
+    *_measures("requests", "requests_model", "requests_provider"),
+    Index(None, "day"),
+)
+
+rollup_daily_user_set_calls = Table(
+    "rollup_daily_user_set_calls",
     _metadata,
     Column("day", Date, nullable=False),
     Column("user_id", String(256)),
@@ -182,5 +196,6 @@ ROLLUPS = (
     rollup_daily_users,
     rollup_daily_user_totals,
     rollup_daily_user_calls,
-    rollup_daily_user_call_sets,
+    rollup_daily_set_calls,
+    rollup_daily_user_set_calls,
 )

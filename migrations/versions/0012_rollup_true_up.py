@@ -21,7 +21,7 @@ depends_on = None
 
 _TABLES = (
     'rollup_daily', 'rollup_daily_calls', 'rollup_daily_users', 'rollup_daily_user_totals',
-    'rollup_daily_user_calls', 'rollup_daily_user_call_sets',
+    'rollup_daily_user_calls', 'rollup_daily_set_calls', 'rollup_daily_user_set_calls',
 )
 _COLUMNS = ('trued_cost_nanousd', 'trued_up_calls')
 _MARK = """
