@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from operator import add, sub
 from typing import Any, Protocol
@@ -39,7 +39,7 @@ from alerts.rules import GroupKey, Rule
 from alerts.windows import Window
 from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, Scope, unit_cost_query
-from app.rollups.query import clean, rollup_query
+from app.rollups.query import day_ranges, dirty_in, rollup_query
 from app.warehouse.tables import Request
 
 GLOB_CHARS = frozenset("*?")
@@ -137,8 +137,9 @@ def _key(row: Any, dims: tuple[str, ...]) -> GroupKey:
 class SqlMeasurer:
     """Bounded queries per window (remembered for the life of the measurer). The whole UTC
     days inside a window come from the daily rollups when they answer the rule exactly (no
-    glob filter, and `rollup_query` can) and are clean; its partial days at either end from
-    the base tables. Totals are additive over time, so the sum is the base tables' answer."""
+    glob filter, and `rollup_query` can); its partial days at either end, and the days waiting
+    for a rebuild, from the base tables. Totals are additive over time, so the sum is the base
+    tables' answer."""
 
     def __init__(self, engine: Engine, rule: Rule) -> None:
         self.engine, self.rule = engine, rule
@@ -158,10 +159,18 @@ class SqlMeasurer:
         rolled = None
         if self.exact is not None and first < last:
             rolled = rollup_query(self.rule.dims, self.exact, first.date(), last.date())
-        if rolled is None or not clean(conn, first.date(), last.date()):
+        if rolled is None:
             return self._base(conn, start, end)
+        # Days waiting for a rebuild (live ingest: today) come from the base tables too.
+        dirty = dirty_in(conn, first.date(), last.date())
+        if dirty:
+            rolled = rollup_query(
+                self.rule.dims, self.exact, first.date(), last.date(), skip_days=dirty
+            )
+            assert rolled is not None  # the same question, fewer days
         out: Measured = {}
         parts = [self._base(conn, start, first), self._base(conn, last, end)]
+        parts += [self._base(conn, _midnight(lo), _midnight(hi)) for lo, hi in day_ranges(dirty)]
         parts.append({_key(r, self.rule.dims): _totals(r) for r in conn.execute(rolled).mappings()})
         for part in parts:
             for group, totals in part.items():
@@ -184,6 +193,10 @@ def exact_filters(rule: Rule) -> dict[str, list[str]] | None:
             return None
         exact[dim] = list(values)
     return exact
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _utc_floor(when: datetime) -> datetime:

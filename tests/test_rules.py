@@ -301,7 +301,7 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     partial days at its ends from the base tables; the totals are the base tables' own."""
     from alerts.metrics import SqlMeasurer
     from alerts.windows import Window
-    from app.rollups.dirty import mark_all
+    from app.rollups.dirty import mark_all, mark_days
     from app.rollups.refresh import refresh
 
     for d in range(6):
@@ -320,3 +320,16 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     assert any("rollup_daily" in s for s in statements)
     with engine.connect() as conn:
         assert got == measurer._base(conn, start, end) != {}
+    # Live ingest: a day inside the window waits for its rebuild. It is read from the base
+    # tables, the other whole days still from the rollups, with the same totals.
+    add_request(
+        engine, DAY - timedelta(days=2), user="u-9", endpoint="/v0", calls=[("gpt-4o", "2")]
+    )
+    with engine.begin() as conn:  # as `load_batch` would
+        mark_days(conn, [(DAY - timedelta(days=2)).date()])
+    statements.clear()
+    measurer = SqlMeasurer(engine, rule)
+    got = measurer.measure(Window(start, end, end, "test"))
+    assert any("rollup_daily" in s for s in statements)
+    with engine.connect() as conn:
+        assert got == measurer._base(conn, start, end)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import Select
 
 from app.money import nanos_to_usd, per_thousand
-from app.rollups.query import TRUED_UP, dirty_in, rollup_query
+from app.rollups.query import TRUED_UP, day_ranges, dirty_in, rollup_query
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
@@ -230,16 +230,10 @@ def _base_query(dims: Sequence[str], scope: Scope, by_day: bool) -> Select[Any]:
 def on_days(days: Sequence[date]) -> ColumnElement[bool]:
     """Requests that started on one of `days` (UTC), as time ranges (consecutive days merged)
     that the index on `started_at` can serve."""
-    ranges: list[list[date]] = []
-    for day in sorted(days):
-        if ranges and ranges[-1][1] == day:
-            ranges[-1][1] = day + timedelta(days=1)
-        else:
-            ranges.append([day, day + timedelta(days=1)])
     return or_(
         *(
             and_(Request.started_at >= _midnight(lo), Request.started_at < _midnight(hi))
-            for lo, hi in ranges
+            for lo, hi in day_ranges(days)
         )
     )
 

@@ -31,7 +31,7 @@ rebuild (`dirty_in`) from the base tables instead and adds the two answers.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -315,6 +315,17 @@ def day_conditions(
     if skip_days:
         conds.append(day.not_in(sorted(skip_days)))
     return conds
+
+
+def day_ranges(days: Collection[date]) -> list[tuple[date, date]]:
+    """`days` as [first, end) ranges, consecutive days merged."""
+    ranges: list[tuple[date, date]] = []
+    for day in sorted(days):
+        if ranges and ranges[-1][1] == day:
+            ranges[-1] = (ranges[-1][0], day + timedelta(days=1))
+        else:
+            ranges.append((day, day + timedelta(days=1)))
+    return ranges
 
 
 def dirty_in(conn: Connection, since: date | None, until: date | None) -> list[date]:
