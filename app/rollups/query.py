@@ -20,8 +20,9 @@ cost), or None when only the base tables can answer. The counting rules decide:
   all from `rollup_daily_set_calls` (or `rollup_daily_user_set_calls`), where
   `_first_accepted` counts each request on one row per group: its first accepted pair, in the
   filters' order.
-- `true_up`: the trued-up cost is per call: None. This is the only question the rollups leave
-  to the base tables.
+- `true_up`: the trued-up cost is per call: None. This, and a filter on more than MAX_ORDERED
+  models × providers in one group, are the only questions the rollups leave to the base
+  tables.
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
 """
@@ -66,6 +67,10 @@ from app.warehouse.tables_rollup import (
 
 MISSING = "(none)"
 CALL_DIMENSIONS = frozenset({"model", "provider"})
+# Above this many models × providers in a multi-value filter, the first-pair test would be a
+# query of over 1,000 text searches per row (tens of thousands of terms to compile): the base
+# tables answer sooner.
+MAX_ORDERED = 45
 _COLUMN_NAMES = {
     "endpoint": "endpoint",
     "user": "user_id",
@@ -111,6 +116,8 @@ def rollup_query(
             requests = table.c.requests_provider
         elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
             return _by_call_sets(dims, chosen, since, until, by_day)
+        elif _ordered_values(dims, chosen) > MAX_ORDERED:
+            return None
         else:
             table = rollup_daily_user_set_calls if "user" in used else rollup_daily_set_calls
             requests = _first_accepted(table, dims, chosen)
@@ -214,6 +221,17 @@ def _by_call_sets(
         gpu_cost.label("gpu_cost_nanousd"),
         *([m.c.day] if by_day else []),
     ).select_from(m.join(r, on))
+
+
+def _ordered_values(dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> int:
+    """How many accepted values `_first_accepted` orders: it tests each against those before it,
+    in as many text searches as this number's pairs."""
+    models, providers = len(set(chosen.get("model", ()))), len(set(chosen.get("provider", ())))
+    if "model" in dims:
+        return providers
+    if "provider" in dims:
+        return models
+    return max(models, 1) * max(providers, 1)
 
 
 def _first_accepted(table: Table, dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> Any:
