@@ -320,6 +320,20 @@ def test_several_models_by_user_model_and_provider(engine: Engine) -> None:
     assert answer([], {"model": ["llama", "m1"], "user": ["u1", "u2"]}) == {"": (3, 111001)}
 
 
+def test_a_filter_of_too_many_models_reads_the_base_tables() -> None:
+    """The first-pair test grows with the square of the chosen values: past MAX_ORDERED of
+    them (by user: models × providers), the base tables answer."""
+    from app.rollups.query import MAX_ORDERED
+
+    many = [f"m{i}" for i in range(MAX_ORDERED + 1)]
+    assert rollup_query(["user"], {"model": many}, None, None) is None
+    assert rollup_query(["model"], {"model": many}, None, None) is not None  # requests_model
+    assert rollup_query(["provider"], {"model": many[:-1]}, None, None) is not None
+    five_by_ten = {"model": many[:5], "provider": list("abcdefghij")}
+    assert rollup_query(["user"], five_by_ten, None, None) is None
+    assert rollup_query(["team"], five_by_ten, None, None) is not None  # a linear test
+
+
 def _day_rows(engine: Engine) -> list[list[tuple[Any, ...]]]:
     out = []
     with engine.connect() as conn:

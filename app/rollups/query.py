@@ -22,6 +22,8 @@ cost), or None when only the base tables can answer. The counting rules decide:
   filters' order.
 - `true_up`: the rollups' `trued_cost_nanousd` (the sum of each call's trued-up cost) in place
   of the estimate, and `trued_up_calls`.
+- A filter on more than MAX_ORDERED models × providers in one group by user, model or provider:
+  None (the first-pair test would cost more than the base tables).
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
 `skip_days` leaves days out: `app.reports.unit_costs.cost_query` reads the days waiting for a
@@ -70,6 +72,10 @@ from app.warehouse.types import as_date
 MISSING = "(none)"
 TRUED_UP = "trued_up_calls"
 CALL_DIMENSIONS = frozenset({"model", "provider"})
+# Above this many models × providers in a multi-value filter, the first-pair test would be a
+# query of over 1,000 text searches per row (tens of thousands of terms to compile): the base
+# tables answer sooner.
+MAX_ORDERED = 45
 _COLUMN_NAMES = {
     "endpoint": "endpoint",
     "user": "user_id",
@@ -115,6 +121,8 @@ def rollup_query(
             requests = table.c.requests_provider
         elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
             return _by_call_sets(dims, chosen, since, until, by_day, skip_days, true_up)
+        elif _ordered_values(dims, chosen) > MAX_ORDERED:
+            return None
         else:
             table = rollup_daily_user_set_calls if "user" in used else rollup_daily_set_calls
             requests = _first_accepted(table, dims, chosen)
@@ -220,6 +228,17 @@ def _by_call_sets(
         *([func.coalesce(m.c.trued_up_calls, 0).label(TRUED_UP)] if true_up else []),
         *([m.c.day] if by_day else []),
     ).select_from(m.join(r, on))
+
+
+def _ordered_values(dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> int:
+    """How many accepted values `_first_accepted` orders: it tests each against those before it,
+    in as many text searches as this number's pairs."""
+    models, providers = len(set(chosen.get("model", ()))), len(set(chosen.get("provider", ())))
+    if "model" in dims:
+        return providers
+    if "provider" in dims:
+        return models
+    return max(models, 1) * max(providers, 1)
 
 
 def _first_accepted(table: Table, dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> Any:
