@@ -21,9 +21,11 @@ the same command again loads the rest (what is stored is skipped).
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session
 
 from app.errors import InputError
-from app.ingest_workers import IngestWorkerError, run_workers
+from app.ingest_workers import FEW_COLLECTIONS, IngestWorkerError, run_workers
 
 __all__ = ["IngestResult", "IngestWorkerError", "default_jobs", "file_batches", "ingest_paths"]
 from app.progress import Progress
@@ -117,7 +119,7 @@ def ingest_paths(
         return Progress("Ingesting traces", sum(sizes), enabled=progress)
 
     try:
-        with _Writer(engine, intake, result) as writer:
+        with _Writer(engine, intake, result) as writer, _few_collections():
             if jobs > 1:
                 dialect = type(engine.dialect)
                 run_workers(
@@ -262,6 +264,18 @@ class _Writer:
         # what a reader still needs stays for the next checkpoint).
         conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         conn.commit()
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """The writer's GC thresholds as the workers' (`FEW_COLLECTIONS`) while it writes the
+    batches it unpickles, then as they were."""
+    before = gc.get_threshold()
+    gc.set_threshold(*FEW_COLLECTIONS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def file_batches(intake: Intake, path: Path) -> Iterator[Batch]:

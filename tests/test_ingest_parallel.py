@@ -4,6 +4,7 @@ loses nothing already written, and a re-run completes the load."""
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -155,7 +156,9 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.postgres
 @pytest.mark.usefixtures("small_batches")
 def test_parallel_ingest_gives_the_serial_warehouse(engine: Engine, files: Path) -> None:
+    thresholds = gc.get_threshold()
     serial = ingest_paths(engine, Settings(), [files], jobs=1)
+    assert gc.get_threshold() == thresholds  # raised while it wrote, then set back
     expected = _dump(engine)
     assert expected["requests"] and expected["llm_calls"] and expected["quarantine"]
     assert set(serial.failed) == {str(files / "corrupt.jsonl.gz")}
