@@ -38,19 +38,12 @@ from sqlalchemy.sql import Select
 from alerts.rules import GroupKey, Rule
 from alerts.windows import Window
 from app.money import nanos_to_usd, per_thousand
-from app.reports.unit_costs import COLUMNS, Scope, unit_cost_query
+from app.reports.unit_costs import COLUMNS, MEASURES, Scope, unit_cost_query
 from app.rollups.query import day_ranges, dirty_in, rollup_query
 from app.warehouse.tables import Request
 
 GLOB_CHARS = frozenset("*?")
-_FIELDS = (
-    "requests",
-    "llm_calls",
-    "input_tokens",
-    "output_tokens",
-    "cost_nanousd",
-    "unpriced_calls",
-)
+_FIELDS = MEASURES[:6]  # requests … unpriced_calls: what a rule can measure
 
 
 @dataclass(frozen=True, slots=True)
