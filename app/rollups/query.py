@@ -354,13 +354,6 @@ def dirty_in(conn: Connection, since: date | None, until: date | None) -> list[d
     return [as_date(v) for v in conn.execute(query).scalars()]
 
 
-def clean(conn: Connection, since: date | None, until: date | None) -> bool:
-    """Whether no day in [since, until) waits for a rebuild."""
-    d = rollup_dirty.c.day
-    query = select(d).where(*day_conditions(d, since, until)).limit(1)
-    return conn.execute(query).first() is None
-
-
 def option_costs(
     dim: str, since: date | None, until: date | None, skip_days: Collection[date] = ()
 ) -> Select[Any]:

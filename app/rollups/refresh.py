@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
+from app.rollups.query import dirty_in
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
@@ -65,7 +66,6 @@ from app.warehouse.tables_rollup import (
     rollup_daily_call_sets as SETS,
 )
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
-from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.rollups")
 
@@ -83,8 +83,8 @@ class RefreshResult:
 
 
 def dirty_days(conn: Connection) -> list[date]:
-    rows = conn.execute(select(rollup_dirty.c.day).distinct().order_by(rollup_dirty.c.day))
-    return [as_date(d) for d in rows.scalars()]
+    """Every day waiting for a rebuild, oldest first."""
+    return dirty_in(conn, None, None)
 
 
 def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> RefreshResult:
