@@ -149,18 +149,15 @@ class SqlMeasurer:
 
     def _measure(self, conn: Connection, start: datetime, end: datetime) -> Measured:
         first, last = _utc_ceil(start), _utc_floor(end)
-        rolled = None
-        if self.exact is not None and first < last:
-            rolled = rollup_query(self.rule.dims, self.exact, first.date(), last.date())
-        if rolled is None:
+        if self.exact is None or first >= last:
             return self._base(conn, start, end)
         # Days waiting for a rebuild (live ingest: today) come from the base tables too.
         dirty = dirty_in(conn, first.date(), last.date())
-        if dirty:
-            rolled = rollup_query(
-                self.rule.dims, self.exact, first.date(), last.date(), skip_days=dirty
-            )
-            assert rolled is not None  # the same question, fewer days
+        rolled = rollup_query(
+            self.rule.dims, self.exact, first.date(), last.date(), skip_days=dirty
+        )
+        if rolled is None:
+            return self._base(conn, start, end)
         out: Measured = {}
         parts = [self._base(conn, start, first), self._base(conn, last, end)]
         parts += [self._base(conn, _midnight(lo), _midnight(hi)) for lo, hi in day_ranges(dirty)]

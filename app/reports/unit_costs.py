@@ -178,14 +178,7 @@ def cost_query(
     to the rollups' answer for the others: a request belongs to one UTC day, so the per-day
     parts add up exactly, and a reader never waits for a rebuild nor scans more than those
     days (`spendguard ingest` and the worker rebuild them)."""
-    rolled = rollup_query(
-        dims, scope.filters, scope.since, scope.until, true_up=scope.true_up, by_day=by_day
-    )
-    if rolled is None:
-        return _base_query(dims, scope, by_day)
     dirty = dirty_in(conn, scope.since, scope.until)
-    if not dirty:
-        return rolled
     rolled = rollup_query(
         dims,
         scope.filters,
@@ -195,7 +188,10 @@ def cost_query(
         by_day=by_day,
         skip_days=dirty,
     )
-    assert rolled is not None  # the same question, fewer days
+    if rolled is None:
+        return _base_query(dims, scope, by_day)
+    if not dirty:
+        return rolled
     live = _base_query(dims, scope, by_day).where(on_days(dirty))
     parts = union_all(rolled, live).subquery("parts")
     keys = [parts.c[d] for d in (*dims, *(["day"] if by_day else []))]
