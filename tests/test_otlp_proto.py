@@ -1,37 +1,23 @@
-"""Decoding OTLP protobuf: the same spans as the JSON encoding, and the files that carry it.
-
-Messages are built with the real opentelemetry-proto classes (`to_request` turns an OTLP JSON
-document into the `ExportTraceServiceRequest` holding the same spans). The committed fixtures
-under tests/fixtures/otlp/proto/ are written by that same helper from counting.json:
-
-    .venv/bin/python -m tests.test_otlp_proto   # rewrites counting.binpb and counting.pb
-
-`counting.binpb` is one `ExportTraceServiceRequest` (awss3exporter `otlp_proto`); `counting.pb` is
-the Collector file exporter's `format: proto` stream: one `TracesData` per resourceSpans entry,
-each preceded by its length (4 bytes, big-endian).
+"""Decoding OTLP protobuf: the same spans as the JSON encoding (messages built with the real
+opentelemetry-proto classes in `tests.otlp_messages`, which also writes the committed fixtures).
+The files that carry it (length-prefixed streams, compression): tests/test_otlp_files.py.
 """
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
-import zstandard
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
     ArrayValue,
-    InstrumentationScope,
     KeyValue,
     KeyValueList,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status, TracesData
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, TracesData
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
 from sqlalchemy import Engine
 
@@ -39,129 +25,20 @@ from app.errors import InputError
 from app.ingest import ingest_paths
 from app.reports.unit_costs import unit_costs
 from app.settings import Settings
-from app.traces.files import SUFFIXES, discover, read_documents
+from app.traces.files import read_documents
 from app.traces.otlp_json import decode_document
-from app.traces.otlp_proto import decode_protobuf, iter_length_prefixed
+from app.traces.otlp_proto import decode_protobuf
 from app.warehouse.engine import make_engine
 from app.warehouse.migrate import upgrade
-from tests.conftest import FIXTURES
-
-COUNTING = FIXTURES / "otlp" / "counting.json"
-PROTO = FIXTURES / "otlp" / "proto"
-TRACE = "5b8efff798038103d269b633813fc60c"
-SPAN = "eee19b7ec3c1b174"
-
-
-# --- building messages with the real classes -----------------------------------------------
-
-
-def any_value(value: dict[str, Any]) -> AnyValue:
-    """An OTLP JSON AnyValue as the protobuf message."""
-    if "stringValue" in value:
-        return AnyValue(string_value=value["stringValue"])
-    if "intValue" in value:
-        return AnyValue(int_value=int(value["intValue"]))
-    if "doubleValue" in value:
-        return AnyValue(double_value=float(value["doubleValue"]))
-    if "boolValue" in value:
-        return AnyValue(bool_value=value["boolValue"])
-    if "arrayValue" in value:
-        values = [any_value(v) for v in value["arrayValue"].get("values", [])]
-        return AnyValue(array_value=ArrayValue(values=values))
-    if "kvlistValue" in value:
-        return AnyValue(kvlist_value=KeyValueList(values=attributes(value["kvlistValue"])))
-    if "bytesValue" in value:
-        return AnyValue(bytes_value=base64.b64decode(value["bytesValue"]))
-    return AnyValue()
-
-
-def attributes(node: dict[str, Any]) -> list[KeyValue]:
-    return [
-        KeyValue(key=kv["key"], value=any_value(kv.get("value", {})))
-        for kv in node.get("values", node.get("attributes", []))
-    ]
-
-
-def span_message(raw: dict[str, Any]) -> SpanMessage:
-    return SpanMessage(
-        trace_id=bytes.fromhex(raw["traceId"]),
-        span_id=bytes.fromhex(raw["spanId"]),
-        parent_span_id=bytes.fromhex(raw.get("parentSpanId", "")),
-        name=raw.get("name", ""),
-        kind=raw.get("kind", 0),
-        start_time_unix_nano=int(raw.get("startTimeUnixNano", 0)),
-        end_time_unix_nano=int(raw.get("endTimeUnixNano", 0)),
-        attributes=attributes(raw),
-        status=Status(code=raw.get("status", {}).get("code", 0)),
-    )
-
-
-def resource_spans(rs: dict[str, Any]) -> ResourceSpans:
-    return ResourceSpans(
-        resource=Resource(attributes=attributes(rs.get("resource", {}))),
-        scope_spans=[
-            ScopeSpans(
-                scope=InstrumentationScope(**ss.get("scope", {})),
-                spans=[span_message(s) for s in ss.get("spans", [])],
-            )
-            for ss in rs.get("scopeSpans", [])
-        ],
-    )
-
-
-def to_request(doc: dict[str, Any]) -> ExportTraceServiceRequest:
-    """The `ExportTraceServiceRequest` holding the spans of an OTLP JSON document."""
-    return ExportTraceServiceRequest(
-        resource_spans=[resource_spans(rs) for rs in doc["resourceSpans"]]
-    )
-
-
-def length_prefixed(*messages: bytes) -> bytes:
-    return b"".join(struct.pack(">I", len(m)) + m for m in messages)
-
-
-def counting_stream() -> bytes:
-    """counting.json as the file exporter writes it: one TracesData per resourceSpans entry."""
-    request = to_request(json.loads(COUNTING.read_text()))
-    return length_prefixed(
-        *(TracesData(resource_spans=[rs]).SerializeToString() for rs in request.resource_spans)
-    )
-
-
-def write_fixtures() -> None:
-    PROTO.mkdir(parents=True, exist_ok=True)
-    request = to_request(json.loads(COUNTING.read_text()))
-    (PROTO / "counting.binpb").write_bytes(request.SerializeToString())
-    (PROTO / "counting.pb").write_bytes(counting_stream())
-
-
-def one_span(**fields: Any) -> bytes:
-    span = SpanMessage(
-        trace_id=bytes.fromhex(TRACE),
-        span_id=bytes.fromhex(SPAN),
-        name="POST /v1/chat",
-        kind=2,
-        start_time_unix_nano=1763712000000000000,
-        end_time_unix_nano=1763712002400000000,
-    )
-    for name, value in fields.items():
-        if name == "attributes":
-            span.attributes.extend(value)
-        else:
-            setattr(span, name, value)
-    good = SpanMessage(
-        trace_id=bytes.fromhex(TRACE),
-        span_id=bytes.fromhex("aaaaaaaaaaaaaaaa"),
-        start_time_unix_nano=1763712000000000000,
-    )
-    return TracesData(
-        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span, good])])]
-    ).SerializeToString()
-
-
-def json_spans() -> list[Any]:
-    return decode_document(json.loads(COUNTING.read_text()), "counting.json").spans
-
+from tests.otlp_messages import (
+    COUNTING,
+    PROTO,
+    SPAN,
+    TRACE,
+    json_spans,
+    one_span,
+    to_request,
+)
 
 # --- the decoder -----------------------------------------------------------------------------
 
@@ -376,158 +253,6 @@ def test_empty_and_unknown_fields() -> None:
     assert [s.span_id for s in decode_protobuf(data + unknown, "t").spans] == [SPAN]
 
 
-# --- length-prefixed streams -----------------------------------------------------------------
-
-
-def test_iter_length_prefixed() -> None:
-    stream = length_prefixed(b"a", b"", b"bcd")
-    assert list(iter_length_prefixed(stream)) == [(5, b"a"), (9, b""), (16, b"bcd")]
-    assert list(iter_length_prefixed(stream, 5)) == [(9, b""), (16, b"bcd")]
-    # A message cut short stops the iteration: the writer is still on it.
-    assert list(iter_length_prefixed(stream[:-1])) == [(5, b"a"), (9, b"")]
-    assert list(iter_length_prefixed(stream[:11])) == [(5, b"a"), (9, b"")]
-    assert list(iter_length_prefixed(b"\xff\xff\xff\xff")) == []
-
-
-def test_length_prefixed_file(tmp_path: Path) -> None:
-    path = tmp_path / "traces.pb"
-    stream = counting_stream()
-    path.write_bytes(stream)
-    docs = list(read_documents(path))
-    assert [s for d in docs for s in d.decoded.spans] == json_spans()
-    offsets = [0] + [d.end_offset for d in docs[:-1]]
-    assert [d.location for d in docs] == [f"message at byte {o}" for o in offsets]
-    # Read again from a checkpoint: the same documents, the same locations.
-    again = list(read_documents(path, start=docs[0].end_offset))
-    assert [d.location for d in again] == [d.location for d in docs[1:]]
-
-
-def test_growing_length_prefixed_file(tmp_path: Path) -> None:
-    path = tmp_path / "live.pb"
-    first, second = (TracesData.FromString(m) for _, m in iter_length_prefixed(counting_stream()))
-    whole = length_prefixed(first.SerializeToString(), second.SerializeToString())
-    cut = len(whole) - 10
-    path.write_bytes(whole[:cut])
-    docs = list(read_documents(path, complete=False))
-    assert len(docs) == 1  # the second message is still being written
-    path.write_bytes(whole)
-    rest = list(read_documents(path, start=docs[0].end_offset, complete=False))
-    assert [d.location for d in rest] == [f"message at byte {docs[0].end_offset}"]
-    assert rest[0].end_offset == len(whole)
-    assert len(rest[0].decoded.spans) == len(second.resource_spans[0].scope_spans[0].spans)
-
-
-def test_truncated_tail_of_a_complete_file_is_rejected(tmp_path: Path) -> None:
-    path = tmp_path / "done.pb"
-    stream = counting_stream()
-    path.write_bytes(stream[:-10])
-    docs = list(read_documents(path))
-    last = docs[-1]
-    assert not last.decoded.spans and last.end_offset == len(stream) - 10
-    assert "message cut short" in last.decoded.rejected[0].reason
-    assert last.decoded.rejected[0].location == last.location
-    path.write_bytes(stream + b"\x00\x00")  # a length prefix cut short
-    assert "cut short" in list(read_documents(path))[-1].decoded.rejected[0].reason
-
-
-def test_bad_message_in_a_stream_is_rejected_and_reading_goes_on(tmp_path: Path) -> None:
-    path = tmp_path / "t.pb"
-    good = one_span()
-    path.write_bytes(length_prefixed(good, b"\xff\xff", good))
-    docs = list(read_documents(path))
-    assert [len(d.decoded.spans) for d in docs] == [2, 0, 2]
-    (bad,) = docs[1].decoded.rejected
-    assert bad.location == f"message at byte {4 + len(good)}"
-    assert bad.reason.startswith("not an OTLP protobuf message")
-
-
-def test_pb_file_of_one_bare_message(tmp_path: Path) -> None:
-    path = tmp_path / "t.pb"
-    path.write_bytes((PROTO / "counting.binpb").read_bytes())
-    (doc,) = read_documents(path)
-    assert doc.location == "document"
-    assert doc.decoded.spans == json_spans()
-
-
-# --- compression and discovery ---------------------------------------------------------------
-
-
-def zstd(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor().compress(data)
-
-
-@pytest.mark.parametrize(
-    ("name", "content"),
-    [
-        ("t.binpb", lambda: (PROTO / "counting.binpb").read_bytes()),
-        ("t.binpb.gz", lambda: gzip.compress((PROTO / "counting.binpb").read_bytes())),
-        ("t.binpb.zst", lambda: zstd((PROTO / "counting.binpb").read_bytes())),
-        ("t.pb.gz", lambda: gzip.compress(counting_stream())),
-        ("t.pb.zst", lambda: zstd(counting_stream())),  # the exporter's native compression
-        ("t.json.zst", lambda: zstd(COUNTING.read_bytes())),
-        (
-            "t.jsonl.zst",  # one zstd frame per write, as in the exporter's rotation mode
-            lambda: b"".join(zstd(line + b"\n") for line in _counting_lines()),
-        ),
-    ],
-)
-def test_compressed_variants(tmp_path: Path, name: str, content: Any) -> None:
-    path = tmp_path / name
-    path.write_bytes(content())
-    assert discover([tmp_path]) == [path]
-    assert [s for d in read_documents(path) for s in d.decoded.spans] == json_spans()
-
-
-def _counting_lines() -> list[bytes]:
-    doc = json.loads(COUNTING.read_text())
-    return [json.dumps({"resourceSpans": [rs]}).encode() for rs in doc["resourceSpans"]]
-
-
-def test_legacy_per_message_zstd(tmp_path: Path) -> None:
-    # Without its nativeCompression gate, the exporter compresses each message on its own and
-    # length-prefixes the result, for `format: proto` and `format: json` alike.
-    frames = [zstd(m) for _, m in iter_length_prefixed(counting_stream())]
-    (tmp_path / "t.pb.zst").write_bytes(length_prefixed(*frames))
-    (tmp_path / "t.jsonl.zst").write_bytes(length_prefixed(*(zstd(x) for x in _counting_lines())))
-    for name in ("t.pb.zst", "t.jsonl.zst"):
-        docs = list(read_documents(tmp_path / name))
-        assert [s for d in docs for s in d.decoded.spans] == json_spans()
-        assert docs[0].location == "message at byte 0"
-        assert docs[-1].end_offset == (tmp_path / name).stat().st_size
-
-
-def test_zstd_json_lines_stream_with_offsets(tmp_path: Path) -> None:
-    lines = _counting_lines()
-    path = tmp_path / "live.jsonl.zst"
-    text = b"".join(line + b"\n" for line in lines)
-    path.write_bytes(zstd(text) + zstd(b'{"resourceSpans": ['))  # a last line half-written
-    docs = list(read_documents(path, complete=False))
-    assert [d.end_offset for d in docs] == [
-        sum(len(x) + 1 for x in lines[: i + 1]) for i in range(len(lines))
-    ]
-    assert list(read_documents(path, start=docs[1].end_offset, complete=False)) == docs[2:]
-
-
-def test_corrupt_zstd_is_an_error_for_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "t.jsonl.zst"
-    good = zstd(b"x" * 1000)
-    path.write_bytes(good[:20] + b"\xff" * 40)
-    with pytest.raises(InputError, match="corrupt zstd"):
-        list(read_documents(path))
-
-
-def test_corrupt_gzip_single_document_is_an_error_for_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "t.binpb.gz"
-    path.write_bytes(b"\x1f\x8b" + b"\x00" * 30)
-    with pytest.raises(InputError, match=r"t\.binpb\.gz: "):
-        list(read_documents(path))
-
-
-def test_suffixes_are_discovered() -> None:
-    for suffix in (".binpb", ".pb", ".pb.gz", ".binpb.zst", ".json.zst", ".jsonl.zst"):
-        assert suffix in SUFFIXES
-
-
 # --- end to end ------------------------------------------------------------------------------
 
 
@@ -549,7 +274,3 @@ def test_ingest_protobuf_gives_the_same_unit_costs_as_json(engine: Engine, tmp_p
     again = ingest_paths(engine, Settings(), [PROTO / "counting.pb"])
     assert (again.calls_new, again.requests_new) == (0, 0)
     assert unit_costs(engine, dims) == expected
-
-
-if __name__ == "__main__":
-    write_fixtures()
