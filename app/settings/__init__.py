@@ -1,34 +1,36 @@
 """spendguard's configuration: the section models (`models`) and how they are loaded
 from spendguard.yaml and the environment (`loader`)."""
 
+from app.settings.collectors import (
+    AnthropicCollectorConfig,
+    AwsCeCollectorConfig,
+    CollectorsConfig,
+    FocusCollectorConfig,
+    FolderSource,
+    OpenAICollectorConfig,
+    OpenCostCollectorConfig,
+    S3Source,
+    Schedule,
+    TracesCollectorConfig,
+    TraceSource,
+)
 from app.settings.loader import DEFAULT_CONFIG_PATH, ENV_PREFIX, config_path, load_settings
 from app.settings.models import (
     DEFAULT_DATABASE_URL,
     DEFAULT_TEAM_ATTRIBUTES,
     DEFAULT_USER_ATTRIBUTES,
-    AnthropicCollectorConfig,
     ApiConfig,
     AttributionConfig,
-    AwsCeCollectorConfig,
-    CollectorsConfig,
     DashboardConfig,
     DatabaseConfig,
-    FocusCollectorConfig,
-    FolderSource,
     GatewayConfig,
     GpuPoolConfig,
     GpuPoolMatch,
     NotifierConfig,
-    OpenAICollectorConfig,
-    OpenCostCollectorConfig,
     PriceOverride,
     PricingConfig,
     RuleConfig,
-    S3Source,
-    Schedule,
     Settings,
-    TracesCollectorConfig,
-    TraceSource,
 )
 
 __all__ = [
