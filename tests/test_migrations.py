@@ -217,7 +217,11 @@ def test_0013_marks_the_request_days_of_gpu_shares_for_the_gpu_rollups(engine: E
     from app.warehouse.engine import session_scope
     from app.warehouse.tables import LlmCall, Request
     from app.warehouse.tables_gpu import GpuAllocation
-    from app.warehouse.tables_rollup import rollup_daily_gpu, rollup_daily_gpu_users
+    from app.warehouse.tables_rollup import (
+        rollup_daily_gpu,
+        rollup_daily_gpu_user_totals,
+        rollup_daily_gpu_users,
+    )
 
     command.downgrade(alembic_config(engine), "0012")
     assert "rollup_daily_gpu" not in inspect(engine).get_table_names()
@@ -238,6 +242,6 @@ def test_0013_marks_the_request_days_of_gpu_shares_for_the_gpu_rollups(engine: E
         assert dirty_days(conn) == [date(2025, 11, 20)]
     assert refresh(engine).days == 1
     with engine.connect() as conn:
-        for table in (rollup_daily_gpu, rollup_daily_gpu_users):
+        for table in (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals):
             row = conn.execute(select(table.c.call_day, table.c.gpu_cost_nanousd)).one()
             assert (str(row.call_day), row.gpu_cost_nanousd) == ("2025-11-21", 7)

@@ -229,10 +229,14 @@ def base_allocation_query(
             (LlmCall.trace_id == GpuAllocation.trace_id)
             & (LlmCall.span_id == GpuAllocation.span_id),
         )
-    if used & {"endpoint", "user", "team"} or days is not None:
+    if used & {"endpoint", "user", "team"}:
         query = query.join(Request, Request.trace_id == GpuAllocation.trace_id)
     if days is not None:
-        query = query.where(on_days(days))
+        # The shares of those days' requests, found from the requests (their `started_at`
+        # index, then the shares' primary key): a join would let SQLite's planner scan the
+        # shares of the whole range first.
+        of_days = select(Request.trace_id).where(on_days(days))
+        query = query.where(GpuAllocation.trace_id.in_(of_days))
     if pools:
         query = query.where(GpuAllocation.pool.in_(list(pools)))
     for dim, values in (filters or {}).items():

@@ -4,8 +4,9 @@ from them.
 A day's GPU shares (`gpu_allocations` of the calls of the requests that started that UTC day)
 are read once into a temporary table, one row per request and cell — (the calls' UTC day, pool,
 model) — with the request's endpoint, user and team; a request with one cell only is *single*.
-`rollup_daily_gpu` and `rollup_daily_gpu_users` sum the rows by key, counting the single
-requests; the others are listed in `rollup_daily_gpu_spread`, one row per cell.
+`rollup_daily_gpu`, `rollup_daily_gpu_users` and `rollup_daily_gpu_user_totals` sum the rows
+by key, counting the single requests; the others are listed in `rollup_daily_gpu_spread`, one
+row per cell. A question about users reads the user totals, or with the endpoint the users'.
 
 Why that keeps distinct-request counts exact under any grouping and filter the GPU page or
 `spendguard report gpu` asks (by endpoint, user, team, model or pool; filters on those, a range
@@ -52,6 +53,7 @@ from app.warehouse.tables_rollup import (
     GPU_SUMMED,
     rollup_daily_gpu,
     rollup_daily_gpu_spread,
+    rollup_daily_gpu_user_totals,
     rollup_daily_gpu_users,
 )
 
@@ -90,7 +92,7 @@ def rebuild_gpu_day(conn: Connection, day: date) -> None:
     shares = _shares(day)
     conn.execute(insert(_day_shares).from_select(list(shares.selected_columns.keys()), shares))
     f = _day_shares.c
-    for table in (rollup_daily_gpu, rollup_daily_gpu_users):
+    for table in (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals):
         keys = [f[c.name] for c in table.c if c.name not in ("day", *GPU_SUMMED)]
         query = select(
             literal(day, Date).label("day"),
@@ -153,7 +155,9 @@ def gpu_rollup_parts(
     in both (`app.gpu.report.allocation_query` adds them up, with the skipped days')."""
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
-    table = rollup_daily_gpu_users if "user" in used else rollup_daily_gpu
+    table = rollup_daily_gpu
+    if "user" in used:
+        table = rollup_daily_gpu_users if "endpoint" in used else rollup_daily_gpu_user_totals
     parts = []
     for t, spread in ((table, False), (rollup_daily_gpu_spread, True)):
         cols = [func.coalesce(t.c[COLUMNS[d]], literal(MISSING)).label(d) for d in dims]

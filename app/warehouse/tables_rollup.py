@@ -34,14 +34,16 @@ dashboard and `report unit-costs` read a few thousand rollup rows instead of mil
   The user's is big (hardly more rows than `rollup_daily_user_calls` when users make few
   requests a day): read through its (model, day) and (user, day) indexes.
 
-- `rollup_daily_gpu` (day, call_day, pool, endpoint, team, model) and `rollup_daily_gpu_users`
-  (… and user): the allocated GPU shares (`gpu_allocations`) of the day's requests' calls by the
-  UTC day of the calls' hour (`call_day`: the GPU page's range is of the calls' hours), pool and
-  model: `calls` and `gpu_cost_nanousd`, and `requests`, the requests whose shares all fall in
-  this one (call_day, pool, model) cell, so that each of them is on one row only and any sum of
-  rows counts it once. The others ("spread" requests: two pooled models, two pools, calls
-  either side of midnight) are listed in `rollup_daily_gpu_spread`, one row per request and
-  cell, and counted there by distinct trace id (`app.rollups.gpu`).
+- `rollup_daily_gpu` (day, call_day, pool, endpoint, team, model), `rollup_daily_gpu_users`
+  (… and user) and `rollup_daily_gpu_user_totals` (day, call_day, pool, user, team, model: a
+  few times smaller than the users' when users call from several endpoints): the allocated GPU
+  shares (`gpu_allocations`) of the day's requests' calls by the UTC day of the calls' hour
+  (`call_day`: the GPU page's range is of the calls' hours), pool and model: `calls` and
+  `gpu_cost_nanousd`, and `requests`, the requests whose shares all fall in this one
+  (call_day, pool, model) cell, so that each of them is on one row only and any sum of rows
+  counts it once. The others ("spread" requests: two pooled models, two pools, calls either
+  side of midnight) are listed in `rollup_daily_gpu_spread`, one row per request and cell, and
+  counted there by distinct trace id (`app.rollups.gpu`).
 
 NULL user, team, model and provider are stored as NULL, as in the base tables, so filters
 match exactly the same rows. The tables have no primary key: a day is always replaced whole
@@ -224,6 +226,21 @@ rollup_daily_gpu_users = Table(
     Index(None, "user_id", "call_day"),
 )
 
+rollup_daily_gpu_user_totals = Table(
+    "rollup_daily_gpu_user_totals",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("call_day", Date, nullable=False),
+    Column("pool", String(128), nullable=False),
+    Column("user_id", String(256)),
+    Column("team", String(256)),
+    Column("model", String(256), nullable=False),
+    *(Column(n, BigInteger, nullable=False) for n in GPU_SUMMED),
+    Index(None, "day"),
+    Index(None, "call_day"),
+    Index(None, "user_id", "call_day"),
+)
+
 rollup_daily_gpu_spread = Table(
     "rollup_daily_gpu_spread",
     _metadata,
@@ -248,7 +265,12 @@ rollup_dirty = Table(
 )
 
 # The GPU rollups, rebuilt by `app.rollups.gpu` (the others by `app.rollups.refresh`).
-GPU_ROLLUPS = (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_spread)
+GPU_ROLLUPS = (
+    rollup_daily_gpu,
+    rollup_daily_gpu_users,
+    rollup_daily_gpu_user_totals,
+    rollup_daily_gpu_spread,
+)
 
 ROLLUPS = (
     rollup_daily,

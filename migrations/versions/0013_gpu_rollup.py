@@ -1,7 +1,8 @@
-"""rollup_daily_gpu, rollup_daily_gpu_users and rollup_daily_gpu_spread: the allocated GPU
-shares by request day, the calls' UTC day, pool, endpoint, team, model (and user), so that the
-GPU cost page and `spendguard report gpu --by` read a few rows per day instead of joining every
-allocation of the period to its call and request (issue 8)
+"""rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals and
+rollup_daily_gpu_spread: the allocated GPU shares by request day, the calls' UTC day, pool,
+endpoint, team, model (and user), so that the GPU cost page and `spendguard report gpu --by`
+read a few rows per day instead of joining every allocation of the period to its call and
+request (issue 8)
 
 The request days that have GPU shares are marked dirty, so the first refresh fills the new
 tables for an existing warehouse (until then, the GPU breakdowns read those days from the base
@@ -30,6 +31,13 @@ _INDEXES = (
     (
         'rollup_daily_gpu_users',
         'ix_rollup_daily_gpu_users_user_id_call_day',
+        ['user_id', 'call_day'],
+    ),
+    ('rollup_daily_gpu_user_totals', 'ix_rollup_daily_gpu_user_totals_day', ['day']),
+    ('rollup_daily_gpu_user_totals', 'ix_rollup_daily_gpu_user_totals_call_day', ['call_day']),
+    (
+        'rollup_daily_gpu_user_totals',
+        'ix_rollup_daily_gpu_user_totals_user_id_call_day',
         ['user_id', 'call_day'],
     ),
     ('rollup_daily_gpu_spread', 'ix_rollup_daily_gpu_spread_day', ['day']),
@@ -66,6 +74,16 @@ def upgrade() -> None:
         *(sa.Column(n, sa.BigInteger(), nullable=False) for n in _SUMMED),
     )
     op.create_table(
+        'rollup_daily_gpu_user_totals',
+        sa.Column('day', sa.Date(), nullable=False),
+        sa.Column('call_day', sa.Date(), nullable=False),
+        sa.Column('pool', sa.String(length=128), nullable=False),
+        sa.Column('user_id', sa.String(length=256), nullable=True),
+        sa.Column('team', sa.String(length=256), nullable=True),
+        sa.Column('model', sa.String(length=256), nullable=False),
+        *(sa.Column(n, sa.BigInteger(), nullable=False) for n in _SUMMED),
+    )
+    op.create_table(
         'rollup_daily_gpu_spread',
         sa.Column('day', sa.Date(), nullable=False),
         sa.Column('call_day', sa.Date(), nullable=False),
@@ -88,5 +106,6 @@ def downgrade() -> None:
     for table, name, _columns in _INDEXES:
         op.drop_index(name, table_name=table)
     op.drop_table('rollup_daily_gpu_spread')
+    op.drop_table('rollup_daily_gpu_user_totals')
     op.drop_table('rollup_daily_gpu_users')
     op.drop_table('rollup_daily_gpu')
