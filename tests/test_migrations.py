@@ -203,3 +203,45 @@ def test_0011_marks_the_days_of_an_existing_warehouse_for_the_user_call_sets(
     with engine.connect() as conn:
         for table in (rollup_daily_set_calls, rollup_daily_user_set_calls):
             assert conn.execute(select(func.count()).select_from(table)).scalar_one() == 1
+
+
+def test_0013_marks_the_request_days_of_gpu_shares_for_the_gpu_rollups(engine: Engine) -> None:
+    """Upgrading a warehouse whose rollups were built before the GPU rollups of 0013: the
+    request days that have GPU shares are marked (the others have nothing to roll up), so the
+    first refresh fills the GPU tables."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from app.rollups.refresh import dirty_days, refresh
+    from app.warehouse.engine import session_scope
+    from app.warehouse.tables import LlmCall, Request
+    from app.warehouse.tables_gpu import GpuAllocation
+    from app.warehouse.tables_rollup import (
+        rollup_daily_gpu,
+        rollup_daily_gpu_user_totals,
+        rollup_daily_gpu_users,
+    )
+
+    command.downgrade(alembic_config(engine), "0012")
+    assert "rollup_daily_gpu" not in inspect(engine).get_table_names()
+    when = datetime(2025, 11, 20, 23, tzinfo=UTC)
+    with session_scope(engine) as session:
+        for trace, at in (("a", when), ("b", when - timedelta(days=2))):
+            session.add(Request(trace_id=trace, started_at=at, root_key="0", updated_at=at))
+            session.add(
+                LlmCall(trace_id=trace, span_id="1", started_at=at, provider="p", model="m",
+                        family="otel-genai", price_source="catalog", ingested_at=at)
+            )  # fmt: skip
+        session.add(
+            GpuAllocation(trace_id="a", span_id="1", pool="gpu", hour=when + timedelta(hours=1),
+                          weight=1, gpu_cost_nanousd=7, computed_at=when)
+        )  # fmt: skip
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == [date(2025, 11, 20)]
+    assert refresh(engine).days == 1
+    with engine.connect() as conn:
+        for table in (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals):
+            row = conn.execute(select(table.c.call_day, table.c.gpu_cost_nanousd)).one()
+            assert (str(row.call_day), row.gpu_cost_nanousd) == ("2025-11-21", 7)

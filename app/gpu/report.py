@@ -1,5 +1,7 @@
 """GPU cost per pool, and its allocation per endpoint, user, team or model, from the stored
-allocation (`app.gpu.allocate`). Aggregated in SQL; money as exact integers."""
+allocation (`app.gpu.allocate`). Aggregated in SQL; money as exact integers. The allocation's
+breakdowns read the GPU rollups for the days they hold and the base tables for the others
+(`allocation_query`): the dashboard's GPU page and `spendguard report gpu` share them."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, case, func, literal, select
+from sqlalchemy import Connection, Engine, Select, case, func, literal, select, union_all
 
 from app.money import nanos_to_usd
+from app.reports.unit_costs import on_days
+from app.rollups.gpu import gpu_rollup_parts
+from app.rollups.query import dirty_in
 from app.settings.models import UNASSIGNED_POOL
 from app.warehouse.tables import CollectorRun, LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuPoolHour
@@ -147,14 +152,70 @@ def allocation_rows(
     the range is of the calls' hours. `filters` keeps the calls whose request (endpoint, user,
     team) or own model is among the given values, as the dashboard's sidebar does; with no
     `dims`, one row: the total of what matched (none when nothing did)."""
+    with engine.connect() as conn:
+        query = allocation_query(conn, dims, since, until, pools, filters)
+        cols = query.selected_columns
+        query = query.order_by(cols.cost.desc(), *(cols[d] for d in dims))
+        if limit is not None:
+            query = query.limit(limit)
+        result = conn.execute(query).mappings().all()
+    return [
+        AllocationRow(
+            group={d: str(r[d]) for d in dims},
+            requests=int(r["requests"]),
+            calls=int(r["calls"]),
+            gpu_cost_nanousd=int(r["cost"] or 0),
+        )
+        for r in result
+        if int(r["calls"])
+    ]
+
+
+def allocation_query(
+    conn: Connection,
+    dims: Sequence[str],
+    since: date | None = None,
+    until: date | None = None,
+    pools: Sequence[str] = (),
+    filters: Mapping[str, Sequence[str]] | None = None,
+) -> Select[Any]:
+    """`base_allocation_query`'s answer, from the GPU rollups (`app.rollups.gpu`) for the
+    request days that are rolled up and from the base tables for those waiting for a rebuild
+    (`dirty_in`), added up by group: a request belongs to one day, so the parts count disjoint
+    requests and their sums are exact. Readers never rebuild: the worker and `spendguard
+    ingest` do. Every dirty day is read, not only those of the range: a request's calls (and so
+    its GPU shares) may fall on another day than the request."""
+    dirty = dirty_in(conn, None, None)
+    parts = gpu_rollup_parts(dims, since, until, pools, filters, skip_days=dirty)
+    if dirty:
+        parts.append(base_allocation_query(dims, since, until, pools, filters, days=dirty))
+    both = union_all(*parts).subquery("parts")
+    keys = [both.c[d] for d in dims]
+    query = select(
+        *keys,
+        *(func.coalesce(func.sum(both.c[m]), 0).label(m) for m in ("requests", "calls", "cost")),
+    )
+    return query.group_by(*keys) if keys else query
+
+
+def base_allocation_query(
+    dims: Sequence[str],
+    since: date | None = None,
+    until: date | None = None,
+    pools: Sequence[str] = (),
+    filters: Mapping[str, Sequence[str]] | None = None,
+    days: Sequence[date] | None = None,
+) -> Select[Any]:
+    """The allocated GPU cost by `dims` from the base tables, as columns: the dims (NULL as
+    "(none)"), `requests` (distinct), `calls`, `cost`. `days`: only the requests of those UTC
+    days."""
     cols = [func.coalesce(BREAKDOWNS[d], literal(MISSING)).label(d) for d in dims]
-    cost = func.sum(GpuAllocation.gpu_cost_nanousd).label("cost")
     query = (
         select(
             *cols,
             func.count(func.distinct(GpuAllocation.trace_id)).label("requests"),
             func.count().label("calls"),
-            cost,
+            func.sum(GpuAllocation.gpu_cost_nanousd).label("cost"),
         )
         .select_from(GpuAllocation)
         .where(*_bounds(since, until, GpuAllocation.hour))
@@ -170,28 +231,18 @@ def allocation_rows(
         )
     if used & {"endpoint", "user", "team"}:
         query = query.join(Request, Request.trace_id == GpuAllocation.trace_id)
+    if days is not None:
+        # The shares of those days' requests, found from the requests (their `started_at`
+        # index, then the shares' primary key): a join would let SQLite's planner scan the
+        # shares of the whole range first.
+        of_days = select(Request.trace_id).where(on_days(days))
+        query = query.where(GpuAllocation.trace_id.in_(of_days))
     if pools:
         query = query.where(GpuAllocation.pool.in_(list(pools)))
     for dim, values in (filters or {}).items():
         if values:
             query = query.where(BREAKDOWNS[dim].in_(list(values)))
-    if cols:
-        query = query.group_by(*cols)
-    query = query.order_by(cost.desc(), *cols)
-    if limit is not None:
-        query = query.limit(limit)
-    with engine.connect() as conn:
-        result = conn.execute(query).mappings().all()
-    return [
-        AllocationRow(
-            group={d: str(r[d]) for d in dims},
-            requests=int(r["requests"]),
-            calls=int(r["calls"]),
-            gpu_cost_nanousd=int(r["cost"] or 0),
-        )
-        for r in result
-        if int(r["calls"])
-    ]
+    return query.group_by(*cols) if cols else query
 
 
 def last_allocation(engine: Engine) -> datetime | None:

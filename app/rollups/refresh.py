@@ -5,7 +5,7 @@ rows deleted and written again, in one transaction, so a refresh that fails chan
 running it twice gives the same rows. One pass reads the requests of the day (the
 `requests.started_at` index) with their calls, GPU shares and true-up factors (by primary key)
 into a temporary table, one row per request and (model, provider); each rollup is a GROUP BY of
-that table.
+that table. The GPU rollups read the day's GPU shares likewise (`app.rollups.gpu`).
 
 One refresh at a time per warehouse (named lock `rollup-refresh`); a refresh that finds the lock
 held returns at once (`busy`), and the marks it did not handle stay for the next one.
@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
+from app.rollups.gpu import rebuild_gpu_day
 from app.rollups.query import dirty_in
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import session_scope
@@ -49,6 +50,7 @@ from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import (
+    GPU_ROLLUPS,
     PAIR_MID,
     PAIR_START,
     ROLLUPS,
@@ -175,12 +177,17 @@ def rebuild_day(engine: Engine, day: date) -> None:
         pairs = _pairs(day)
         conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
         for table in ROLLUPS:
+            if table in GPU_ROLLUPS:
+                continue  # below
             if table is SETS:
                 conn.execute(_sets_insert(day, conn.dialect.name))
             elif table is rollup_daily_set_calls or table is rollup_daily_user_set_calls:
                 conn.execute(_set_calls_insert(table, day, conn.dialect.name))
             else:
                 conn.execute(_insert(table, day))
+        # The GPU shares of the day's requests: moved by a re-allocation and by any change to
+        # the requests' endpoint, user or team, which mark this day too.
+        rebuild_gpu_day(conn, day)
 
 
 # The day being rebuilt, one row per request and (model, provider) it called (one row with

@@ -34,6 +34,17 @@ dashboard and `report unit-costs` read a few thousand rollup rows instead of mil
   The user's is big (hardly more rows than `rollup_daily_user_calls` when users make few
   requests a day): read through its (model, day) and (user, day) indexes.
 
+- `rollup_daily_gpu` (day, call_day, pool, endpoint, team, model), `rollup_daily_gpu_users`
+  (… and user) and `rollup_daily_gpu_user_totals` (day, call_day, pool, user, team, model: a
+  few times smaller than the users' when users call from several endpoints): the allocated GPU
+  shares (`gpu_allocations`) of the day's requests' calls by the UTC day of the calls' hour
+  (`call_day`: the GPU page's range is of the calls' hours), pool and model: `calls` and
+  `gpu_cost_nanousd`, and `requests`, the requests whose shares all fall in this one
+  (call_day, pool, model) cell, so that each of them is on one row only and any sum of rows
+  counts it once. The others ("spread" requests: two pooled models, two pools, calls either
+  side of midnight) are listed in `rollup_daily_gpu_spread`, one row per request and cell, and
+  counted there by distinct trace id (`app.rollups.gpu`).
+
 NULL user, team, model and provider are stored as NULL, as in the base tables, so filters
 match exactly the same rows. The tables have no primary key: a day is always replaced whole
 (`app.rollups.refresh`), never merged row by row.
@@ -69,6 +80,10 @@ SUMMED = (
     "trued_cost_nanousd",
     "trued_up_calls",
 )
+
+
+# The GPU rollups' sums: requests each on one row only (see above), calls, money.
+GPU_SUMMED = ("requests", "calls", "gpu_cost_nanousd")
 
 
 def _measures(*extra: str) -> list[Column[int]]:
@@ -181,12 +196,80 @@ rollup_daily_user_set_calls = Table(
     Index(None, "user_id", "day"),
 )
 
+rollup_daily_gpu = Table(
+    "rollup_daily_gpu",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("call_day", Date, nullable=False),
+    Column("pool", String(128), nullable=False),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    Column("model", String(256), nullable=False),
+    *(Column(n, BigInteger, nullable=False) for n in GPU_SUMMED),
+    Index(None, "day"),
+    Index(None, "call_day"),
+)
+
+rollup_daily_gpu_users = Table(
+    "rollup_daily_gpu_users",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("call_day", Date, nullable=False),
+    Column("pool", String(128), nullable=False),
+    Column("user_id", String(256)),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    Column("model", String(256), nullable=False),
+    *(Column(n, BigInteger, nullable=False) for n in GPU_SUMMED),
+    Index(None, "day"),
+    Index(None, "call_day"),
+    Index(None, "user_id", "call_day"),
+)
+
+rollup_daily_gpu_user_totals = Table(
+    "rollup_daily_gpu_user_totals",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("call_day", Date, nullable=False),
+    Column("pool", String(128), nullable=False),
+    Column("user_id", String(256)),
+    Column("team", String(256)),
+    Column("model", String(256), nullable=False),
+    *(Column(n, BigInteger, nullable=False) for n in GPU_SUMMED),
+    Index(None, "day"),
+    Index(None, "call_day"),
+    Index(None, "user_id", "call_day"),
+)
+
+rollup_daily_gpu_spread = Table(
+    "rollup_daily_gpu_spread",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("call_day", Date, nullable=False),
+    Column("pool", String(128), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("user_id", String(256)),
+    Column("endpoint", String(512), nullable=False),
+    Column("team", String(256)),
+    Index(None, "day"),
+    Index(None, "call_day"),
+)
+
 rollup_dirty = Table(
     "rollup_dirty",
     _metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("day", Date, nullable=False),
     Index(None, "day"),
+)
+
+# The GPU rollups, rebuilt by `app.rollups.gpu` (the others by `app.rollups.refresh`).
+GPU_ROLLUPS = (
+    rollup_daily_gpu,
+    rollup_daily_gpu_users,
+    rollup_daily_gpu_user_totals,
+    rollup_daily_gpu_spread,
 )
 
 ROLLUPS = (
@@ -198,4 +281,5 @@ ROLLUPS = (
     rollup_daily_user_calls,
     rollup_daily_set_calls,
     rollup_daily_user_set_calls,
+    *GPU_ROLLUPS,
 )

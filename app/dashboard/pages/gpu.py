@@ -3,9 +3,11 @@
 Figures come from the stored allocation (`app.gpu.report`, refreshed by the worker after each
 collector run and by `spendguard gpu allocate`): per pool, its bill over the sidebar's days, what
 went to the calls of its models and what stayed idle; then the allocated cost by endpoint, model,
-user and team. The sidebar's endpoint/model/user/team filters narrow those "allocated by" tables;
-a pool's bill and its idle hours belong to no request, so they are whole-pool figures (the page
-says so when a filter is set). Names from traces are shown as table cells, never as markdown.
+user and team (from the daily GPU rollups, the days waiting for a rebuild from the base tables:
+`app.gpu.report.allocation_query`). The sidebar's endpoint/model/user/team filters narrow those
+"allocated by" tables; a pool's bill and its idle hours belong to no request, so they are
+whole-pool figures (the page says so when a filter is set). Names from traces are shown as table
+cells, never as markdown.
 """
 
 from __future__ import annotations

@@ -1,0 +1,185 @@
+"""The GPU rollups: rebuilt with the others for each dirty day, and the GPU breakdowns' answer
+from them.
+
+A day's GPU shares (`gpu_allocations` of the calls of the requests that started that UTC day)
+are read once into a temporary table, one row per request and cell — (the calls' UTC day, pool,
+model) — with the request's endpoint, user and team; a request with one cell only is *single*.
+`rollup_daily_gpu`, `rollup_daily_gpu_users` and `rollup_daily_gpu_user_totals` sum the rows
+by key, counting the single requests; the others are listed in `rollup_daily_gpu_spread`, one
+row per cell. A question about users reads the user totals, or with the endpoint the users'.
+
+Why that keeps distinct-request counts exact under any grouping and filter the GPU page or
+`spendguard report gpu` asks (by endpoint, user, team, model or pool; filters on those, a range
+of the calls' days): a single request is on exactly one rollup row, so summing `requests` over
+the rows that pass counts it once or not at all; a spread request is counted by distinct
+`trace_id` over its spread rows that pass, grouped the same way. The two sets of requests are
+disjoint, so the counts add up. Spread requests are few (a request that used two pooled models
+or pools, or whose calls straddle midnight), so that distinct count reads few rows.
+
+`gpu_rollup_parts` answers from the rollups; `skip_days` (request days) are left out, for the
+caller to read from the base tables (`app.gpu.report.allocation_query`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Date,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy.schema import CreateTable
+
+from app.rollups.query import MISSING, day_conditions
+from app.warehouse.tables import LlmCall, Request
+from app.warehouse.tables_gpu import GpuAllocation
+from app.warehouse.tables_rollup import (
+    GPU_SUMMED,
+    rollup_daily_gpu,
+    rollup_daily_gpu_spread,
+    rollup_daily_gpu_user_totals,
+    rollup_daily_gpu_users,
+)
+
+# A breakdown's column in the GPU rollups (the page's and the CLI's names).
+COLUMNS = {
+    "endpoint": "endpoint",
+    "user": "user_id",
+    "team": "team",
+    "model": "model",
+    "pool": "pool",
+}
+
+# One day's GPU shares, one row per request and (call day, pool, model).
+_day_shares = Table(
+    "rollup_day_gpu_shares",
+    MetaData(),
+    Column("trace_id", String(32)),
+    Column("call_day", Date),
+    Column("pool", String(128)),
+    Column("model", String(256)),
+    Column("endpoint", String(512)),
+    Column("user_id", String(256)),
+    Column("team", String(256)),
+    Column("calls", BigInteger),
+    Column("gpu_cost_nanousd", BigInteger),
+    Column("single", Integer),  # 1: the request's only cell
+    prefixes=["TEMPORARY"],
+)
+
+
+def rebuild_gpu_day(conn: Connection, day: date) -> None:
+    """Write the GPU rollups of one request day; the caller has deleted the day's rows, in the
+    same transaction (`app.rollups.refresh.rebuild_day`)."""
+    conn.execute(CreateTable(_day_shares, if_not_exists=True))
+    conn.execute(delete(_day_shares))
+    shares = _shares(day)
+    conn.execute(insert(_day_shares).from_select(list(shares.selected_columns.keys()), shares))
+    f = _day_shares.c
+    for table in (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals):
+        keys = [f[c.name] for c in table.c if c.name not in ("day", *GPU_SUMMED)]
+        query = select(
+            literal(day, Date).label("day"),
+            *keys,
+            func.sum(f.single).label("requests"),
+            func.sum(f.calls).label("calls"),
+            func.sum(f.gpu_cost_nanousd).label("gpu_cost_nanousd"),
+        ).group_by(*keys)
+        conn.execute(insert(table).from_select([c.name for c in query.selected_columns], query))
+    spread = rollup_daily_gpu_spread
+    query = select(
+        literal(day, Date).label("day"), *(f[c.name] for c in spread.c if c.name != "day")
+    ).where(f.single == 0)
+    conn.execute(insert(spread).from_select([c.name for c in query.selected_columns], query))
+
+
+def _shares(day: date) -> Select[Any]:
+    """The rows of `_day_shares` for one request day: the shares joined to their call (by
+    primary key) and request (the day's, by the `started_at` index)."""
+    r, c, g = Request, LlmCall, GpuAllocation
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    call_day = func.date(g.hour)
+    cells = (
+        select(
+            g.trace_id,
+            call_day.label("call_day"),
+            g.pool,
+            c.model,
+            r.endpoint,
+            r.user_id,
+            r.team,
+            func.count().label("calls"),
+            func.sum(g.gpu_cost_nanousd).label("gpu_cost_nanousd"),
+        )
+        .select_from(r)
+        .join(g, g.trace_id == r.trace_id)
+        .join(c, and_(c.trace_id == g.trace_id, c.span_id == g.span_id))
+        .where(r.started_at >= start, r.started_at < start + timedelta(days=1))
+        .group_by(g.trace_id, call_day, g.pool, c.model, r.endpoint, r.user_id, r.team)
+        .subquery("cells")
+    )
+    k = cells.c
+    single = case((func.count().over(partition_by=k.trace_id) == 1, 1), else_=0)
+    return select(*k, single.label("single"))
+
+
+def gpu_rollup_parts(
+    dims: Sequence[str],
+    since: date | None,
+    until: date | None,
+    pools: Sequence[str] = (),
+    filters: Mapping[str, Sequence[str]] | None = None,
+    skip_days: Collection[date] = (),
+) -> list[Select[Any]]:
+    """The allocated GPU cost by `dims` from the rollups, in two queries of the same columns:
+    the dims (NULL as "(none)"), `requests`, `calls`, `cost`. `since`/`until` bound the calls'
+    UTC days, `pools` and `filters` keep the shares of those pools and values, `skip_days`
+    leaves those request days out. The first sums the rollup rows (calls, cost, the single
+    requests), the second counts the spread requests: a group's figures are the sum of its rows
+    in both (`app.gpu.report.allocation_query` adds them up, with the skipped days')."""
+    chosen = {d: list(v) for d, v in (filters or {}).items() if v}
+    used = set(dims) | set(chosen)
+    table = rollup_daily_gpu
+    if "user" in used:
+        table = rollup_daily_gpu_users if "endpoint" in used else rollup_daily_gpu_user_totals
+    parts = []
+    for t, spread in ((table, False), (rollup_daily_gpu_spread, True)):
+        cols = [func.coalesce(t.c[COLUMNS[d]], literal(MISSING)).label(d) for d in dims]
+        conds = day_conditions(t.c.call_day, since, until)
+        if skip_days:
+            conds.append(t.c.day.not_in(sorted(skip_days)))
+        if pools:
+            conds.append(t.c.pool.in_(list(pools)))
+        for dim, values in chosen.items():
+            conds.append(t.c[COLUMNS[dim]].in_(values))
+        if spread:
+            sums: list[Any] = [
+                func.count(func.distinct(t.c.trace_id)).label("requests"),
+                literal(0, BigInteger).label("calls"),
+                literal(0, BigInteger).label("cost"),
+            ]
+        else:
+            sums = [
+                func.coalesce(func.sum(t.c.requests), 0).label("requests"),
+                func.coalesce(func.sum(t.c.calls), 0).label("calls"),
+                func.coalesce(func.sum(t.c.gpu_cost_nanousd), 0).label("cost"),
+            ]
+        query = select(*cols, *sums).where(*conds)
+        parts.append(query.group_by(*cols) if cols else query)
+    return parts
