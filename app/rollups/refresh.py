@@ -5,7 +5,8 @@ rows deleted and written again, in one transaction, so a refresh that fails chan
 running it twice gives the same rows. One pass reads the requests of the day (the
 `requests.started_at` index) with their calls, GPU shares and true-up factors (by primary key)
 into a temporary table, one row per request and (model, provider); each rollup is a GROUP BY of
-that table.
+that table. `rollup_call_days`, keyed by the calls' own day, is summed from the calls that
+started that day (`app.rollups.call_days`), in the same transaction.
 
 One refresh at a time per warehouse (named lock `rollup-refresh`); a refresh that finds the lock
 held returns at once (`busy`), and the marks it did not handle stay for the next one.
@@ -42,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
+from app.rollups.call_days import rebuild_call_day
 from app.rollups.query import dirty_in
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import session_scope
@@ -181,6 +183,7 @@ def rebuild_day(engine: Engine, day: date) -> None:
                 conn.execute(_set_calls_insert(table, day, conn.dialect.name))
             else:
                 conn.execute(_insert(table, day))
+        rebuild_call_day(conn, day)  # the reconciliation's, by the calls' own day
 
 
 # The day being rebuilt, one row per request and (model, provider) it called (one row with
