@@ -2,8 +2,10 @@
 
 Calls are read in pages of `PAGE` by primary key, priced again from their stored tokens at
 their own time, and updated only where the price changed; each page is its own transaction,
-so a long re-price can be interrupted and run again. The run is recorded as a collector run
-named `reprice` (its window is the repriced range), which the dashboard shows.
+so a long re-price can be interrupted and run again. Each page marks, in its transaction, the
+days whose rollups it made stale: its changed calls' requests' days and the calls' own days
+(`app.rollups.dirty`). The run is recorded as a collector run named `reprice` (its window is
+the repriced range), which the dashboard shows.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def reprice(
                 if not rows:
                     break
                 updates = []
+                call_days = set()  # the days of `rollup_call_days` the changes make stale
                 for call in rows:
                     price = pricer.price(_usage_of(call), call.started_at)
                     before += call.cost_nanousd or 0
@@ -79,6 +82,7 @@ def reprice(
                                 "priced": price.priced_model,
                             }
                         )
+                        call_days.add(call.started_at.date())
                 if updates:
                     session.connection().execute(
                         update(cast(Table, LlmCall.__table__))
@@ -95,7 +99,8 @@ def reprice(
                         ),
                         updates,
                     )
-                    mark_traces(session.connection(), [str(u["t"]) for u in updates])
+                    ids = [str(u["t"]) for u in updates]
+                    mark_traces(session.connection(), ids, also=call_days)
                 calls += len(rows)
                 changed += len(updates)
                 last = (rows[-1].trace_id, rows[-1].span_id)

@@ -20,10 +20,14 @@ filter change ≤ 1 s).
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]
                               [--rebuild-rollups] [--data-dir /work/bench-data]
                               [--postgres URL] [--prefix sg_bench] [--drop]
+                              [--pages spend,unit_costs,…] [--reconcile-only]
 
 `--reuse` keeps a warehouse already generated with the same N (SQLite file
 `<data-dir>/<prefix>_<N>.db`, PostgreSQL database `<prefix>_<N>`); `--drop` deletes them at
-the end.
+the end. `--pages` times only those pages (the Unit costs page's extra changes only with it);
+`--reconcile-only` times only the reconciliation behind the Spend page's "Estimated vs billed"
+(`app.reports.reconcile.reconcile` over the last 30 and 90 days, clean and with the latest day
+waiting for its rebuild), which every pass also prints first.
 """
 
 from __future__ import annotations
@@ -99,7 +103,31 @@ class SqlClock:
         self.seconds, self.statements = 0.0, 0
 
 
-def time_pages(url: str, title: str, more: bool = True) -> list[dict[str, Any]]:
+def time_reconcile(url: str, title: str) -> None:
+    """The Spend page's "Estimated vs billed" query, alone: `reconcile` over the last 30 and 90
+    days, on a new engine (no pooled connection, no page cache), twice each."""
+    from app.reports.reconcile import reconcile
+
+    end = END.date()
+    for days in (30, 90):
+        figures = []
+        for _ in range(2):
+            engine = make_engine(url)
+            began = time.perf_counter()
+            rows = len(reconcile(engine, end - timedelta(days=days), end).rows)
+            figures.append(time.perf_counter() - began)
+            engine.dispose()
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(
+            f"  {title}: estimated vs billed, {days} days ({rows} rows): "
+            f"{figures[0]:5.2f} s, again {figures[1]:5.2f} s (load average {load})",
+            flush=True,
+        )
+
+
+def time_pages(
+    url: str, title: str, more: bool = True, pages: list[str] | None = None
+) -> list[dict[str, Any]]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -133,7 +161,7 @@ def time_pages(url: str, title: str, more: bool = True) -> list[dict[str, Any]]:
     # A running dashboard has imported its modules (Plotly, Polars, the pages') before anyone
     # opens a page: one run first, so the first page timed does not pay for the imports.
     run(session("collectors"))
-    for page in PAGES:
+    for page in pages or PAGES:
         st.cache_data.clear()
         st.cache_resource.clear()
         at = session(page)
@@ -266,12 +294,28 @@ def workdir() -> Iterator[Path]:
             os.chdir(here)
 
 
-def bench(backend: str, url: str, fresh: bool, n: int, rebuild: bool = False) -> None:
+def bench(
+    backend: str,
+    url: str,
+    fresh: bool,
+    n: int,
+    rebuild: bool = False,
+    pages: list[str] | None = None,
+    reconcile_only: bool = False,
+) -> None:
     with workdir() as work:
-        _bench(url, fresh, n, rebuild, work)
+        _bench(url, fresh, n, rebuild, work, pages, reconcile_only)
 
 
-def _bench(url: str, fresh: bool, n: int, rebuild: bool, work: Path) -> None:
+def _bench(
+    url: str,
+    fresh: bool,
+    n: int,
+    rebuild: bool,
+    work: Path,
+    pages: list[str] | None,
+    reconcile_only: bool,
+) -> None:
     engine = make_engine(url)
     upgrade(engine)
     if rebuild and not fresh:  # the rollups of a reused warehouse, again (a changed schema)
@@ -305,9 +349,12 @@ def _bench(url: str, fresh: bool, n: int, rebuild: bool, work: Path) -> None:
         mark_days(conn, [day])
     result = refresh(engine)
     print(f"  refresh of one day ({day}) after a run: {result.seconds:.2f} s", flush=True)
-    time_pages(url, "pricing.true_up: false")
-    write_config(work, n, engine, true_up=True)
-    time_pages(url, "pricing.true_up: true", more=False)
+    more = pages is None or "unit_costs" in pages
+    time_reconcile(url, "clean")
+    if not reconcile_only:
+        time_pages(url, "pricing.true_up: false", more, pages)
+        write_config(work, n, engine, true_up=True)
+        time_pages(url, "pricing.true_up: true", False, pages)
     # Live ingest: the latest day waits for its rebuild (another process holds the refresh lock,
     # as a worker rebuilding it would), so every page reads that day from the base tables and
     # adds it to the rollups' other days.
@@ -316,7 +363,9 @@ def _bench(url: str, fresh: bool, n: int, rebuild: bool, work: Path) -> None:
         mark_days(conn, [day])
     with named_lock(engine, LOCK) as held:
         assert held
-        time_pages(url, f"live: {day} waiting for its rebuild")
+        time_reconcile(url, f"live ({day} dirty)")
+        if not reconcile_only:
+            time_pages(url, f"live: {day} waiting for its rebuild", more, pages)
     refresh(engine)
     engine.dispose()
 
@@ -341,7 +390,14 @@ def main() -> None:
         "--postgres", default=os.environ.get("SPENDGUARD_BENCH_POSTGRES", DEFAULT_PG)
     )
     parser.add_argument("--prefix", default=PREFIX, help="of the SQLite file and database names")
+    parser.add_argument("--pages", help=f"a comma list of {', '.join(PAGES)} (default: all)")
+    parser.add_argument(
+        "--reconcile-only", action="store_true", help="time only the estimated-vs-billed query"
+    )
     args = parser.parse_args()
+    pages = args.pages.split(",") if args.pages else None
+    if pages and set(pages) - set(PAGES):
+        parser.error(f"--pages: not a page: {', '.join(sorted(set(pages) - set(PAGES)))}")
     n = args.requests
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     print(environment(args.postgres if "postgres" in backends else None))
@@ -352,7 +408,7 @@ def main() -> None:
         else:
             url, fresh = postgres_warehouse(args.postgres, n, args.reuse, args.prefix)
         try:
-            bench(backend, url, fresh, n, args.rebuild_rollups)
+            bench(backend, url, fresh, n, args.rebuild_rollups, pages, args.reconcile_only)
         finally:
             if args.drop:
                 if backend == "sqlite":

@@ -245,3 +245,53 @@ def test_0013_marks_the_request_days_of_gpu_shares_for_the_gpu_rollups(engine: E
         for table in (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals):
             row = conn.execute(select(table.c.call_day, table.c.gpu_cost_nanousd)).one()
             assert (str(row.call_day), row.gpu_cost_nanousd) == ("2025-11-21", 7)
+
+
+def test_0014_fills_the_call_day_rollup_of_an_existing_warehouse(engine: Engine) -> None:
+    """Upgrading a warehouse that already holds calls: `rollup_call_days` is filled from them at
+    once, by each call's own UTC day (not its request's), and no day is marked for it."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from app.rollups.refresh import dirty_days
+    from app.warehouse.engine import session_scope
+    from app.warehouse.tables import LlmCall, Request
+    from app.warehouse.tables_rollup import rollup_call_days
+
+    command.downgrade(alembic_config(engine), "0013")
+    assert "rollup_call_days" not in inspect(engine).get_table_names()
+    evening = datetime(2025, 11, 20, 23, 59, tzinfo=UTC)
+    calls = [  # span, minutes after the request, response model, cost
+        ("1", 0, None, 700),
+        ("2", 3, None, 300),  # the next UTC day
+        ("3", 4, "m1-2025", None),  # unpriced, answered by a snapshot
+    ]
+    with session_scope(engine) as session:
+        session.add(Request(trace_id="a", started_at=evening, root_key="0", updated_at=evening))
+        for span, minutes, answered, cost in calls:
+            session.add(
+                LlmCall(
+                    trace_id="a",
+                    span_id=span,
+                    started_at=evening + timedelta(minutes=minutes),
+                    provider="p1",
+                    model="m1",
+                    response_model=answered,
+                    family="otel-genai",
+                    input_tokens=100,
+                    output_tokens=10,
+                    cost_nanousd=cost,
+                    price_source="catalog",
+                    ingested_at=evening,
+                )
+            )
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+        rows = conn.execute(select(rollup_call_days)).all()
+    assert sorted(tuple(r) for r in rows) == [
+        (date(2025, 11, 20), "p1", "m1", 1, 100, 10, 700, 0),
+        (date(2025, 11, 21), "p1", "m1", 1, 100, 10, 300, 0),
+        (date(2025, 11, 21), "p1", "m1-2025", 1, 100, 10, 0, 1),
+    ]

@@ -21,6 +21,10 @@ and UTC day.
 Unpriced calls are in no estimate: `Reconciliation.unpriced_calls` counts them. Providers that
 have never been billed here (self-hosted models, clouds without a billing collector) are left
 out rather than shown as unbilled every day.
+
+The calls are read from the daily rollup at this grain, `rollup_call_days` (the call's UTC day,
+provider, served model), and the days waiting for its rebuild from `llm_calls`
+(`app.rollups.call_days`): the same numbers as summing the calls, from a few hundred rows.
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from app.money import format_usd, nanos_to_usd
-from app.warehouse.tables import LlmCall
+from app.rollups.call_days import traced_query
+from app.rollups.query import dirty_in
 from app.warehouse.tables_billing import BilledCost
-from app.warehouse.tables_trueup import served_model
 from app.warehouse.types import as_date
 from collectors.billing_common import normalize_billed_model
 
@@ -173,24 +177,21 @@ def traced_groups(
     engine: Engine, since: date, until: date | None, providers: Sequence[str] | None = None
 ) -> list[TracedGroup]:
     """Priced cost and unpriced calls per provider, served model and the calls' UTC day (of
-    `providers` only, when given)."""
-    day, model = func.date(LlmCall.started_at), served_model()
-    query = (
-        select(
-            day.label("day"),
-            LlmCall.provider,
-            model.label("model"),
-            func.coalesce(func.sum(LlmCall.cost_nanousd), 0).label("cost"),
-            (func.count() - func.count(LlmCall.cost_nanousd)).label("unpriced"),
-        )
-        .where(*_call_window(since, until))
-        .group_by(day, LlmCall.provider, model)
-    )
-    if providers is not None:
-        query = query.where(LlmCall.provider.in_(list(providers)))
+    `providers` only, when given): from the call-day rollup, the days waiting for a rebuild
+    from `llm_calls` (`app.rollups.call_days`), in one statement."""
     with engine.connect() as conn:
-        result = conn.execute(query).all()
-    return [TracedGroup(as_date(d), str(p), str(m), int(c), int(u)) for d, p, m, c, u in result]
+        dirty = dirty_in(conn, since, until)
+        result = conn.execute(traced_query(since, until, providers, dirty)).mappings().all()
+    return [
+        TracedGroup(
+            as_date(r["day"]),
+            str(r["provider"]),
+            str(r["model"]),
+            int(r["cost_nanousd"]),
+            int(r["unpriced_calls"]),
+        )
+        for r in result
+    ]
 
 
 def billed_provider_names(engine: Engine) -> set[str]:
@@ -239,13 +240,6 @@ def reconcile_records(rows: Iterable[ReconRow]) -> list[dict[str, Any]]:
 
 def midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
-
-
-def _call_window(since: date, until: date | None) -> list[Any]:
-    conds = [LlmCall.started_at >= midnight(since)]
-    if until is not None:
-        conds.append(LlmCall.started_at < midnight(until))
-    return conds
 
 
 def _not_usd_row(

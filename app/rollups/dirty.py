@@ -16,6 +16,15 @@ day that must be rebuilt too; so a batch marks:
   write; it costs a failed index probe per new trace, where reading back costs a row fetch
   per trace, and SQLite's upsert is much slower on a table with a trigger (migration 0010
   drops it there).
+
+The reconciliation's rollup (`rollup_call_days`) counts a call on the *call's* UTC day, which
+can differ from its request's (a request spanning midnight, a late root moving the request).
+A call's day never changes, and only its write or a re-price changes what that rollup sums, so
+a batch also marks the days of its calls, known from the batch without a read (on PostgreSQL in
+the statement that marks the requests' days); `app.reprice` marks the days of the calls it
+re-prices, `mark_all` every day with a request or a call. A mark says "this UTC day's rollups
+are stale", both kinds: the refresh rebuilds them together, and readers of either read the day
+from the base tables until then.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, func, insert, select
+from sqlalchemy import Connection, and_, func, insert, select, union
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -38,13 +47,24 @@ _CHUNK = 5000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def mark_traces(conn: Connection, trace_ids: Iterable[str]) -> None:
+def mark_traces(conn: Connection, trace_ids: Iterable[str], also: Iterable[date] = ()) -> None:
     """Mark the stored days of these traces' requests, in one statement whose ids are one
-    parameter (a JSON array on SQLite, an array on PostgreSQL): no SQL text built per call."""
+    parameter (a JSON array on SQLite, an array on PostgreSQL): no SQL text built per call.
+    `also`: more days to mark (on PostgreSQL in the same statement)."""
     ids = list(dict.fromkeys(trace_ids))
+    more = sorted(set(also))
     if not ids:
+        mark_days(conn, more)
         return
     name = conn.dialect.name
+    if name == "postgresql" and more:
+        conn.exec_driver_sql(
+            "INSERT INTO rollup_dirty (day) SELECT started_at::date FROM requests "
+            "WHERE trace_id = ANY(%s) UNION SELECT unnest(%s::date[])",
+            (ids, more),
+        )
+        return
+    mark_days(conn, more)
     if name == "sqlite":
         conn.exec_driver_sql(
             "INSERT INTO rollup_dirty (day) SELECT DISTINCT date(r.started_at) "
@@ -97,8 +117,8 @@ def mark_provider_calls(conn: Connection, provider: str, start: datetime, end: d
 
 
 def mark_all(conn: Connection) -> None:
-    """Mark every day with requests (a full rebuild)."""
-    days = select(func.date(Request.started_at)).distinct()
+    """Mark every day with requests or calls (a full rebuild)."""
+    days = union(select(func.date(Request.started_at)), select(func.date(LlmCall.started_at)))
     conn.execute(insert(rollup_dirty).from_select(["day"], days))
 
 
@@ -120,16 +140,33 @@ def batch_days(batch: Any, dialect: Dialect) -> set[date]:
     return days
 
 
-def _row_values(batch: Any, dialect: Dialect, name: str) -> list[Any]:
-    """One column of the batch's driver rows (SQLite's or PostgreSQL's COPY rows)."""
-    rows: Sequence[tuple[Any, ...]] = batch.rows.requests if batch.rows is not None else ()
+def batch_call_days(batch: Any, dialect: Dialect) -> set[date]:
+    """The UTC days of a batch's calls (their `started_at`), whichever form its rows took: the
+    days of `rollup_call_days` that its new calls make stale."""
+    if batch.calls:
+        return {call.started_at.date() for call in batch.calls.values()}
+    values = _row_values(batch, dialect, "started_at", "calls")
+    if dialect.name == "sqlite":  # stored text, many calls to a day: slice before parsing
+        return {date.fromisoformat(text) for text in {str(v)[:10] for v in values}}
+    return {v.date() for v in values}  # naive UTC datetimes
+
+
+def _row_values(batch: Any, dialect: Dialect, name: str, kind: str = "requests") -> list[Any]:
+    """One column of the batch's driver rows of `kind`, requests or calls (SQLite's or
+    PostgreSQL's COPY rows); PostgreSQL's request `started_at` as ISO text."""
+    rows: Sequence[tuple[Any, ...]] = ()
+    if batch.rows is not None:
+        rows = batch.rows.requests if kind == "requests" else batch.rows.calls
     if not rows:
         return []
     from app.warehouse import load  # the driver's column order, known to load.py only
 
-    index = load.REQUEST_COLUMNS.index(name)
+    columns = load.REQUEST_COLUMNS if kind == "requests" else load.CALL_COLUMNS
+    index = columns.index(name)
     if dialect.name == "sqlite":  # the compiled statement's order; COPY's is the columns'
-        index = load._param_order(dialect, "requests").index(index)
+        index = load._param_order(dialect, kind).index(index)
+    if kind == "calls":
+        return [row[index] for row in rows]
     if name == "started_at" and dialect.name != "sqlite":
         return [row[index].isoformat() for row in rows]  # naive UTC datetimes
     return [row[index] for row in rows]
@@ -137,21 +174,22 @@ def _row_values(batch: Any, dialect: Dialect, name: str) -> list[Any]:
 
 def marks_rollups(load_batch: F) -> F:
     """Wraps `load_batch(session, batch, …)`: in the same transaction, the days of the batch's
-    requests are marked dirty (how: the module's docstring)."""
+    requests and of its calls are marked dirty (how: the module's docstring)."""
 
     @functools.wraps(load_batch)
     def wrapper(session: Session, batch: Any, *args: Any, **kwargs: Any) -> Any:
         conn = session.connection()
         dialect = conn.dialect
         ids = batch_trace_ids(batch, dialect)
+        call_days = batch_call_days(batch, dialect)  # whatever the calls' stored days were
         if dialect.name == "sqlite":
-            days = batch_days(batch, dialect)  # before the write: `prepare` may empty them
+            days = batch_days(batch, dialect) | call_days
             mark_traces(conn, ids)  # where they are now: a request may leave its day
             counts = load_batch(session, batch, *args, **kwargs)
             mark_days(conn, days)
         else:
             counts = load_batch(session, batch, *args, **kwargs)
-            mark_traces(conn, ids)
+            mark_traces(conn, ids, also=call_days)
         return counts
 
     return wrapper  # type: ignore[return-value]

@@ -6,6 +6,8 @@ running it twice gives the same rows. One pass reads the requests of the day (th
 `requests.started_at` index) with their calls, GPU shares and true-up factors (by primary key)
 into a temporary table, one row per request and (model, provider); each rollup is a GROUP BY of
 that table. The GPU rollups read the day's GPU shares likewise (`app.rollups.gpu`).
+`rollup_call_days`, keyed by the calls' own day, is summed from the calls that started that day
+(`app.rollups.call_days`), in the same transaction.
 
 One refresh at a time per warehouse (named lock `rollup-refresh`); a refresh that finds the lock
 held returns at once (`busy`), and the marks it did not handle stay for the next one.
@@ -42,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
+from app.rollups.call_days import rebuild_call_day
 from app.rollups.gpu import rebuild_gpu_day
 from app.rollups.query import dirty_in
 from app.warehouse.checkpoints import write_checkpoint
@@ -188,6 +191,7 @@ def rebuild_day(engine: Engine, day: date) -> None:
         # The GPU shares of the day's requests: moved by a re-allocation and by any change to
         # the requests' endpoint, user or team, which mark this day too.
         rebuild_gpu_day(conn, day)
+        rebuild_call_day(conn, day)  # the reconciliation's, by the calls' own day
 
 
 # The day being rebuilt, one row per request and (model, provider) it called (one row with

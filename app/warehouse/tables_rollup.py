@@ -1,9 +1,10 @@
 """Daily rollups of `requests` and `llm_calls` (with their GPU share), and the days to rebuild.
 
-Each rollup row sums one UTC day (the *request's* day, as every report counts) of one key. The
-rows are additive over their keys: summing any of their columns over days or keys gives the
-base tables' answer exactly (integer nano-dollars, integer counts), which is what lets the
-dashboard and `report unit-costs` read a few thousand rollup rows instead of millions of calls.
+Each rollup row sums one UTC day (the *request's* day, as every report counts, but for
+`rollup_call_days`, below) of one key. The rows are additive over their keys: summing any of
+their columns over days or keys gives the base tables' answer exactly (integer nano-dollars,
+integer counts), which is what lets the dashboard and `report unit-costs` read a few thousand
+rollup rows instead of millions of calls.
 
 - `rollup_daily` (day, endpoint, team): every request of the key, with or without calls.
 - `rollup_daily_calls` (day, endpoint, team, model, provider): the calls of the key, and
@@ -48,6 +49,14 @@ dashboard and `report unit-costs` read a few thousand rollup rows instead of mil
 NULL user, team, model and provider are stored as NULL, as in the base tables, so filters
 match exactly the same rows. The tables have no primary key: a day is always replaced whole
 (`app.rollups.refresh`), never merged row by row.
+
+`rollup_call_days` (day, provider, model) is the one rollup keyed by the *call's* UTC day, the
+grain of the reconciliation against provider bills (`app.reports.reconcile`): per provider and
+served model as the calls store it (`response_model`, else `model`; normalized to the bill's
+name only when read), the calls, their tokens, the priced calls' estimate `cost_nanousd` and the
+unpriced calls. A call never changes day (its `started_at` is written once), so the day whose
+row a call's write or re-price makes stale is the call's own: whatever writes calls marks
+their days too (`app.rollups.dirty`), in the same `rollup_dirty`.
 
 `rollup_dirty` lists the days whose rollup rows are stale: written by whatever changes the base
 tables (`load_batch`, a trigger on `requests` for a request that moved to another day,
@@ -254,6 +263,19 @@ rollup_daily_gpu_spread = Table(
     Column("team", String(256)),
     Index(None, "day"),
     Index(None, "call_day"),
+)
+
+rollup_call_days = Table(
+    "rollup_call_days",
+    _metadata,
+    Column("day", Date, nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(256), nullable=False),
+    *(
+        Column(n, BigInteger, nullable=False)
+        for n in ("llm_calls", "input_tokens", "output_tokens", "cost_nanousd", "unpriced_calls")
+    ),
+    Index(None, "day"),
 )
 
 rollup_dirty = Table(

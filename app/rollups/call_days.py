@@ -1,0 +1,117 @@
+"""The reconciliation's rollup (`rollup_call_days`): calls per *call's* UTC day, provider and
+served model, rebuilt with the other rollups of a day and read like them.
+
+The other rollups count a call on its request's day; the reconciliation against provider bills
+counts it on its own (bills count usage by day). The two differ for a request that spans
+midnight, or whose late root moves it to another day, so this rollup is built from `llm_calls`
+alone, by the call's `started_at`. It stays exact by the same marks as the others, taken per
+call day (`app.rollups.dirty`):
+
+- a call is written once and never changes day, so only the write of a new call and a change of
+  its cost (`app.reprice`) make a call day's row stale: `load_batch` marks the days of the
+  batch's calls (known from the batch, no read) beside its requests', `reprice` the days of the
+  calls it re-priced, `mark_all` every day with a request or a call;
+- a request moving to another day changes no call's day: nothing to mark for this rollup;
+- the true-up changes no call's estimate (`cost_nanousd`), which is all the reconciliation
+  sums (it *computes* the factors from it): nothing to mark for this rollup either.
+
+`app.rollups.refresh.rebuild_day` rebuilds the day's row here in the transaction that deletes
+the day's marks and rebuilds its other rollups; readers take the days still marked from
+`llm_calls` (`traced_query`), so an answer never waits for a rebuild and never differs from the
+base tables'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Date,
+    Select,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+)
+
+from app.rollups.query import day_conditions, day_ranges
+from app.warehouse.tables import LlmCall
+from app.warehouse.tables_rollup import rollup_call_days
+from app.warehouse.tables_trueup import served_model
+
+# The measures, in the table's order; `cost_nanousd` sums priced calls only (NULL: unpriced).
+MEASURES = ("llm_calls", "input_tokens", "output_tokens", "cost_nanousd", "unpriced_calls")
+
+
+def rebuild_call_day(conn: Connection, day: date) -> None:
+    """Replace the day's rows of `rollup_call_days` by the sums of the calls that started that
+    UTC day (in the caller's transaction: `rebuild_day`'s)."""
+    conn.execute(delete(rollup_call_days).where(rollup_call_days.c.day == day))
+    start = _midnight(day)
+    in_day = (LlmCall.started_at >= start, LlmCall.started_at < start + timedelta(days=1))
+    query = _summed(literal(day, Date), in_day, by_day=False)
+    conn.execute(insert(rollup_call_days).from_select(list(_COLUMNS), query))
+
+
+def traced_query(
+    since: date,
+    until: date | None,
+    providers: Sequence[str] | None,
+    dirty: Collection[date],
+) -> Select[Any]:
+    """Per call day, provider and served model: calls, tokens, estimate and unpriced calls of
+    the days [since, until), from `rollup_call_days` but for the `dirty` days, which are summed
+    from `llm_calls` (a day is on one side only, so the rows need no second grouping)."""
+    r = rollup_call_days.c
+    conds = day_conditions(r.day, since, until, dirty)
+    if providers is not None:
+        conds.append(r.provider.in_(list(providers)))
+    rolled = select(*(r[c] for c in _COLUMNS)).where(*conds)
+    days = [d for d in dirty if d >= since and (until is None or d < until)]
+    if not days:
+        return rolled
+    ranges = [
+        and_(LlmCall.started_at >= _midnight(lo), LlmCall.started_at < _midnight(hi))
+        for lo, hi in day_ranges(days)
+    ]
+    live_conds: list[Any] = [or_(*ranges)]
+    if providers is not None:
+        live_conds.append(LlmCall.provider.in_(list(providers)))
+    live = _summed(func.date(LlmCall.started_at), live_conds, by_day=True)
+    parts = union_all(rolled, live).subquery("parts")
+    return select(*parts.c)
+
+
+_COLUMNS = ("day", "provider", "model", *MEASURES)
+
+
+def _summed(day: Any, conds: Sequence[Any], *, by_day: bool) -> Select[Any]:
+    """The calls that meet `conds`, summed per provider and served model (and `day`, an
+    expression, when `by_day`; else one day's value): the columns of `rollup_call_days`."""
+    model = served_model()
+    keys = [day, LlmCall.provider, model] if by_day else [LlmCall.provider, model]
+    return (
+        select(
+            day.label("day"),
+            LlmCall.provider.label("provider"),
+            model.label("model"),
+            func.count().label("llm_calls"),
+            func.coalesce(func.sum(LlmCall.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(LlmCall.output_tokens), 0).label("output_tokens"),
+            func.coalesce(func.sum(LlmCall.cost_nanousd), 0).label("cost_nanousd"),
+            (func.count() - func.count(LlmCall.cost_nanousd)).label("unpriced_calls"),
+        )
+        .where(*conds)
+        .group_by(*keys)
+    )
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
