@@ -39,7 +39,8 @@ from alerts.rules import GroupKey, Rule
 from alerts.windows import Window
 from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, MEASURES, Scope, unit_cost_query
-from app.rollups.query import day_ranges, dirty_in, rollup_query
+from app.rollups.query import dirty_in, rollup_query
+from app.warehouse.engine import snapshot
 from app.warehouse.tables import Request
 
 GLOB_CHARS = frozenset("*?")
@@ -130,9 +131,9 @@ def _key(row: Any, dims: tuple[str, ...]) -> GroupKey:
 class SqlMeasurer:
     """Bounded queries per window (remembered for the life of the measurer). The whole UTC
     days inside a window come from the daily rollups when they answer the rule exactly (no
-    glob filter, and `rollup_query` can); its partial days at either end, and the days waiting
-    for a rebuild, from the base tables. Totals are additive over time, so the sum is the base
-    tables' answer."""
+    glob filter, and `rollup_query` can); its partial days at either end, and the days (or
+    hours) waiting for a rebuild, from the base tables. Totals are additive over time, so the
+    sum is the base tables' answer."""
 
     def __init__(self, engine: Engine, rule: Rule) -> None:
         self.engine, self.rule = engine, rule
@@ -143,7 +144,7 @@ class SqlMeasurer:
     def measure(self, window: Window) -> Measured:
         key = (window.start, window.end)
         if key not in self.memo:
-            with self.engine.connect() as conn:
+            with snapshot(self.engine) as conn:
                 self.memo[key] = self._measure(conn, window.start, window.end)
         return self.memo[key]
 
@@ -153,14 +154,12 @@ class SqlMeasurer:
             return self._base(conn, start, end)
         # Days waiting for a rebuild (live ingest: today) come from the base tables too.
         dirty = dirty_in(conn, first.date(), last.date())
-        rolled = rollup_query(
-            self.rule.dims, self.exact, first.date(), last.date(), skip_days=dirty
-        )
+        rolled = rollup_query(self.rule.dims, self.exact, first.date(), last.date(), stale=dirty)
         if rolled is None:
             return self._base(conn, start, end)
         out: Measured = {}
         parts = [self._base(conn, start, first), self._base(conn, last, end)]
-        parts += [self._base(conn, _midnight(lo), _midnight(hi)) for lo, hi in day_ranges(dirty)]
+        parts += [self._base(conn, lo, hi) for lo, hi in dirty.periods()]
         parts.append({_key(r, self.rule.dims): _totals(r) for r in conn.execute(rolled).mappings()})
         for part in parts:
             for group, totals in part.items():

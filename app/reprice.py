@@ -65,7 +65,7 @@ def reprice(
                 if not rows:
                     break
                 updates = []
-                call_days = set()  # the days of `rollup_call_days` the changes make stale
+                call_hours = set()  # the hours of `rollup_call_days` the changes make stale
                 for call in rows:
                     price = pricer.price(_usage_of(call), call.started_at)
                     before += call.cost_nanousd or 0
@@ -82,7 +82,8 @@ def reprice(
                                 "priced": price.priced_model,
                             }
                         )
-                        call_days.add(call.started_at.date())
+                        at = call.started_at
+                        call_hours.add((at.date(), at.hour))
                 if updates:
                     session.connection().execute(
                         update(cast(Table, LlmCall.__table__))
@@ -100,7 +101,7 @@ def reprice(
                         updates,
                     )
                     ids = [str(u["t"]) for u in updates]
-                    mark_traces(session.connection(), ids, also=call_days)
+                    mark_traces(session.connection(), ids, also=call_hours)
                 calls += len(rows)
                 changed += len(updates)
                 last = (rows[-1].trace_id, rows[-1].span_id)

@@ -14,8 +14,9 @@ filter change ≤ 1 s).
    page's own controls (split, pools, 90 days), and more changes on the Unit costs page: the
    drill-down, a user, one and two models, 90 days.
 3. Again, every page's first paint and filter change with `pricing.true_up: true`.
-4. Again, with the latest day waiting for its rebuild (live ingest: the pages read that day
-   from the base tables and the others from the rollups).
+4. Again, with the latest hour waiting for its rebuild (live ingest: the latest two days are
+   stored as hour slices, and the pages read that hour from the base tables and the rest from
+   the rollups), and with the whole latest day waiting (a re-price or a true-up of that day).
 
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]
                               [--rebuild-rollups] [--data-dir /work/bench-data]
@@ -51,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, event, func, select, text  # noqa: E402
 
-from app.rollups.dirty import mark_days  # noqa: E402
+from app.rollups.dirty import mark_days, mark_slices  # noqa: E402
 from app.rollups.refresh import LOCK, refresh  # noqa: E402
 from app.warehouse.engine import make_engine  # noqa: E402
 from app.warehouse.locks import named_lock  # noqa: E402
@@ -343,37 +344,52 @@ def _bench(
     with engine.connect() as conn:
         calls = conn.execute(select(func.count()).select_from(LlmCall)).scalar_one()
     print(f"  {n:,} requests, {calls:,} LLM calls", flush=True)
-    # One more day's rebuild, as the worker does after a collector run: the latest day.
-    day = _latest_day(engine)
+    # One more day's rebuild, as the worker does after a re-price or a true-up: the latest
+    # day whole (into whole-day rows).
+    day, hour = _latest_hour(engine)
     with engine.begin() as conn:
         mark_days(conn, [day])
     result = refresh(engine)
-    print(f"  refresh of one day ({day}) after a run: {result.seconds:.2f} s", flush=True)
+    print(f"  refresh of one whole day ({day}): {result.seconds:.2f} s", flush=True)
+    # Live ingest marks the hours it writes: the latest day is sliced at its first hour mark
+    # (rebuilt whole, into hour slices), then only the marked hour is rebuilt.
+    for what in ("the day into hour slices", "one hour of the sliced day"):
+        with engine.begin() as conn:
+            mark_slices(conn, [(day, hour)])
+        result = refresh(engine)
+        print(f"  refresh after live ingest, {what}: {result.seconds:.2f} s", flush=True)
     more = pages is None or "unit_costs" in pages
     time_reconcile(url, "clean")
     if not reconcile_only:
         time_pages(url, "pricing.true_up: false", more, pages)
         write_config(work, n, engine, true_up=True)
         time_pages(url, "pricing.true_up: true", False, pages)
-    # Live ingest: the latest day waits for its rebuild (another process holds the refresh lock,
-    # as a worker rebuilding it would), so every page reads that day from the base tables and
-    # adds it to the rollups' other days.
+    # Live ingest: the latest hour waits for its rebuild (another process holds the refresh
+    # lock, as a worker rebuilding it would), so every page reads that hour from the base
+    # tables and adds it to the rollups' other rows.
     write_config(work, n, engine, true_up=False)
-    with engine.begin() as conn:
-        mark_days(conn, [day])
-    with named_lock(engine, LOCK) as held:
-        assert held
-        time_reconcile(url, f"live ({day} dirty)")
-        if not reconcile_only:
-            time_pages(url, f"live: {day} waiting for its rebuild", more, pages)
-    refresh(engine)
+    stale = {
+        f"live: {day} {hour:02d}:00 waiting for its rebuild": (day, hour),
+        # A whole day stale (a re-price, a true-up, a GPU re-allocation): read from the base
+        # tables whole.
+        f"late: the whole of {day} waiting for its rebuild": (day, None),
+    }
+    for title, mark in stale.items():
+        with engine.begin() as conn:
+            mark_slices(conn, [mark])
+        with named_lock(engine, LOCK) as held:
+            assert held
+            time_reconcile(url, title)
+            if not reconcile_only:
+                time_pages(url, title, more, pages)
+        refresh(engine)
     engine.dispose()
 
 
-def _latest_day(engine: Engine) -> date:
+def _latest_hour(engine: Engine) -> tuple[date, int]:
     with engine.connect() as conn:
         last = conn.execute(select(func.max(Request.started_at))).scalar_one()
-    return last.date()  # type: ignore[no-any-return]
+    return last.date(), last.hour
 
 
 def main() -> None:

@@ -290,8 +290,76 @@ def test_0014_fills_the_call_day_rollup_of_an_existing_warehouse(engine: Engine)
     with engine.connect() as conn:
         assert dirty_days(conn) == []
         rows = conn.execute(select(rollup_call_days)).all()
-    assert sorted(tuple(r) for r in rows) == [
-        (date(2025, 11, 20), "p1", "m1", 1, 100, 10, 700, 0),
-        (date(2025, 11, 21), "p1", "m1", 1, 100, 10, 300, 0),
-        (date(2025, 11, 21), "p1", "m1-2025", 1, 100, 10, 0, 1),
+    assert sorted(tuple(r) for r in rows) == [  # whole days (hour -1, after 0015)
+        (date(2025, 11, 20), "p1", "m1", 1, 100, 10, 700, 0, -1),
+        (date(2025, 11, 21), "p1", "m1", 1, 100, 10, 300, 0, -1),
+        (date(2025, 11, 21), "p1", "m1-2025", 1, 100, 10, 0, 1, -1),
     ]
+
+
+def test_0015_down_and_up_with_sliced_days(engine: Engine) -> None:
+    """Going down to 0014 drops the sliced days' hour rows and marks those days whole (the old
+    refresh rebuilds them); going up again, the refresh slices the live day anew. On
+    PostgreSQL the trigger is the old one below 0015 and marks the hour from 0015 on."""
+    from datetime import UTC, date, datetime
+
+    from sqlalchemy import func, select, text
+
+    from app.reports.unit_costs import unit_costs
+    from app.rollups.dirty import mark_slices
+    from app.rollups.refresh import dirty_days, refresh
+    from app.warehouse.engine import session_scope
+    from app.warehouse.tables import LlmCall, Request
+    from app.warehouse.tables_rollup import rollup_daily, rollup_sliced
+
+    day = date(2025, 11, 20)
+    at = datetime(2025, 11, 20, 14, 30, tzinfo=UTC)
+    with session_scope(engine) as session:
+        session.add(Request(trace_id="a", started_at=at, root_key="0", updated_at=at))
+        session.add(
+            LlmCall(
+                trace_id="a",
+                span_id="1",
+                started_at=at,
+                provider="p1",
+                model="m1",
+                family="otel-genai",
+                input_tokens=100,
+                output_tokens=10,
+                cost_nanousd=700,
+                price_source="catalog",
+                ingested_at=at,
+            )
+        )
+    with engine.begin() as conn:
+        mark_slices(conn, [(day, 14)])
+    refresh(engine)
+    with engine.connect() as conn:
+        assert conn.execute(select(rollup_sliced.c.day)).scalars().all() == [day]
+        assert conn.execute(select(rollup_daily.c.hour)).scalars().all() == [14]
+
+    command.downgrade(alembic_config(engine), "0014")
+    columns = {c["name"] for c in inspect(engine).get_columns("rollup_daily")}
+    assert "hour" not in columns and "rollup_sliced" not in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM rollup_daily")).scalar_one() == 0
+        assert conn.execute(text("SELECT day FROM rollup_dirty")).scalars().all() in (
+            [day],
+            ["2025-11-20"],
+        )
+
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == [day]
+    refresh(engine)  # a whole-day mark: whole-day rows
+    with engine.connect() as conn:
+        assert conn.execute(select(rollup_daily.c.hour)).scalars().all() == [-1]
+        total = conn.execute(select(func.sum(rollup_daily.c.token_cost_nanousd))).scalar_one()
+    assert total == 700
+    [row] = unit_costs(engine, [])
+    assert (row.requests, row.cost_nanousd) == (1, 700)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE requests SET started_at = started_at - interval '1 hour'"))
+            marks = conn.execute(text("SELECT day, hour FROM rollup_dirty")).all()
+        assert [tuple(m) for m in marks] == [(day, 14)]

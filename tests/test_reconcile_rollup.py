@@ -121,11 +121,13 @@ def rolled_up(engine: Engine) -> Groups:
     with engine.connect() as conn:
         rows = conn.execute(select(rollup_call_days)).all()
     out: Groups = {}
-    for day, provider, model, *measures in rows:
+    hours: set[tuple[Any, ...]] = set()
+    for day, provider, model, *measures, hour in rows:
         key = (as_date(day), provider, model)
-        assert key not in out, key  # one row per key
-        calls, tokens_in, tokens_out, cost, unpriced = (int(m) for m in measures)
-        out[key] = (calls, tokens_in, tokens_out, cost, unpriced)
+        assert (key, hour) not in hours, (key, hour)  # one row per key and hour
+        hours.add((key, hour))
+        was = out.get(key, (0, 0, 0, 0, 0))
+        out[key] = tuple(a + int(m) for a, m in zip(was, measures, strict=True))  # type: ignore[assignment]
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import BigInteger, Engine, delete, func, select
 
 from app.dashboard.queries import data_bounds, filter_options
 from app.gpu.allocate import refresh as allocate
@@ -32,7 +32,7 @@ from app.warehouse.load import load_batch, prepare
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuCost, GpuPoolHour
-from app.warehouse.tables_rollup import ROLLUPS, rollup_dirty
+from app.warehouse.tables_rollup import ROLLUPS, rollup_call_days, rollup_dirty, rollup_sliced
 
 DAY = date(2025, 11, 20)
 T0 = datetime(2025, 11, 20, tzinfo=UTC)
@@ -198,7 +198,7 @@ def _empty(engine: Engine) -> None:
     with session_scope(engine) as session:
         for table in (GpuAllocation, GpuPoolHour, GpuCost, LlmCall, Request):
             session.execute(delete(table))
-        for rollup in (*ROLLUPS, rollup_dirty):
+        for rollup in (*ROLLUPS, rollup_call_days, rollup_dirty, rollup_sliced):
             session.execute(delete(rollup))
 
 
@@ -335,10 +335,14 @@ def test_a_filter_of_too_many_models_reads_the_base_tables() -> None:
 
 
 def _day_rows(engine: Engine) -> list[list[tuple[Any, ...]]]:
+    """Every rollup's rows summed over their hours: the same whether a day is stored whole or
+    as hour slices."""
     out = []
     with engine.connect() as conn:
         for table in ROLLUPS:
-            rows = conn.execute(select(table)).all()
+            keys = [c for c in table.c if c.name != "hour" and not isinstance(c.type, BigInteger)]
+            sums = [func.sum(c) for c in table.c if isinstance(c.type, BigInteger)]
+            rows = conn.execute(select(*keys, *sums).group_by(*keys)).all()
             out.append(sorted(tuple(str(v) for v in r) for r in rows))
     return out
 

@@ -16,10 +16,10 @@ from decimal import Decimal
 from sqlalchemy import Engine, func, inspect, literal, select, union_all
 
 from app.money import nanos_to_usd, per_thousand
-from app.reports.unit_costs import COLUMNS, Scope, cost_query, on_days
-from app.rollups.query import dirty_in, option_costs
+from app.reports.unit_costs import COLUMNS, Scope, cost_query
+from app.rollups.query import dirty_in, option_costs, skip
 from app.rollups.refresh import refresh_in_background
-from app.warehouse.engine import check_connection
+from app.warehouse.engine import check_connection, snapshot
 from app.warehouse.tables import CollectorRun, LlmCall, Request
 from app.warehouse.tables_rollup import rollup_daily
 from app.warehouse.types import as_date
@@ -69,7 +69,7 @@ def data_bounds(engine: Engine) -> DataBounds | None:
         select(func.min(Request.started_at)).scalar_subquery(),
         select(func.max(Request.started_at)).scalar_subquery(),
     )
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         first, last = conn.execute(bounds).one()
         if first is None:
             return None
@@ -77,11 +77,10 @@ def data_bounds(engine: Engine) -> DataBounds | None:
         # waiting for a rebuild, counted from the base tables.
         dirty = dirty_in(conn, None, None)
         rolled = select(func.coalesce(func.sum(rollup_daily.c.requests), 0))
-        if dirty:
-            rolled = rolled.where(rollup_daily.c.day.not_in(dirty))
+        rolled = rolled.where(*skip(dirty, rollup_daily))
         count = conn.execute(rolled).scalar_one()
         if dirty:
-            live = select(func.count(Request.trace_id)).where(on_days(dirty))
+            live = select(func.count(Request.trace_id)).where(dirty.covers(Request.started_at))
             count += conn.execute(live).scalar_one()
     if not count:
         return None
@@ -96,7 +95,7 @@ def freshen(engine: Engine) -> None:
 
 def daily_unit_costs(engine: Engine, scope: Scope) -> list[DailyRow]:
     """One row per UTC day of the scope that has requests, oldest first."""
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         query = cost_query(conn, [], scope, by_day=True)
         result = conn.execute(query.order_by(query.selected_columns.day)).mappings().all()
     return [
@@ -134,13 +133,14 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
     else:
         query = query.outerjoin(LlmCall, join_on)
     query = query.where(*scope.conditions(), column.is_not(None)).group_by(column)
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         if not scope.filters:
             # The rollups, and for the days waiting for a rebuild the base tables.
             dirty = dirty_in(conn, scope.since, scope.until)
-            rolled = option_costs(dim, scope.since, scope.until, skip_days=dirty)
+            rolled = option_costs(dim, scope.since, scope.until, dirty)
             if dirty:
-                parts = union_all(rolled, query.where(on_days(dirty))).subquery("parts")
+                live = query.where(dirty.covers(Request.started_at))
+                parts = union_all(rolled, live).subquery("parts")
                 summed = func.sum(parts.c.cost)
                 query = select(parts.c.value, summed.label("cost")).group_by(parts.c.value)
             else:

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from app.money import nanos_to_usd, per_thousand
 from app.reports.reconcile import ReconRow, reconcile
 from app.reports.unit_costs import Scope, UnitCostRow, cost_query, unit_costs
+from app.warehouse.engine import snapshot
 from app.warehouse.types import as_date
 
 OTHER = "(other)"
@@ -43,7 +44,7 @@ def spend_by_day(engine: Engine, dim: str, scope: Scope, top: int = 8) -> list[D
     leaders = [r.group[dim] for r in unit_costs(engine, [dim], scope, limit=top)]
     if not leaders:
         return []
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         by_group = cost_query(conn, [dim], scope, by_day=True)
         by_group = by_group.where(by_group.selected_columns[dim].in_(leaders))
         totals = cost_query(conn, [], scope, by_day=True)

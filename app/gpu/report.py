@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, case, func, literal, select, union_all
 
 from app.money import nanos_to_usd
-from app.reports.unit_costs import on_days
 from app.rollups.gpu import gpu_rollup_parts
-from app.rollups.query import dirty_in
+from app.rollups.query import Stale, dirty_in
 from app.settings.models import UNASSIGNED_POOL
+from app.warehouse.engine import snapshot
 from app.warehouse.tables import CollectorRun, LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuPoolHour
 from app.warehouse.types import as_date
@@ -152,7 +152,7 @@ def allocation_rows(
     the range is of the calls' hours. `filters` keeps the calls whose request (endpoint, user,
     team) or own model is among the given values, as the dashboard's sidebar does; with no
     `dims`, one row: the total of what matched (none when nothing did)."""
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         query = allocation_query(conn, dims, since, until, pools, filters)
         cols = query.selected_columns
         query = query.order_by(cols.cost.desc(), *(cols[d] for d in dims))
@@ -186,9 +186,9 @@ def allocation_query(
     ingest` do. Every dirty day is read, not only those of the range: a request's calls (and so
     its GPU shares) may fall on another day than the request."""
     dirty = dirty_in(conn, None, None)
-    parts = gpu_rollup_parts(dims, since, until, pools, filters, skip_days=dirty)
+    parts = gpu_rollup_parts(dims, since, until, pools, filters, dirty)
     if dirty:
-        parts.append(base_allocation_query(dims, since, until, pools, filters, days=dirty))
+        parts.append(base_allocation_query(dims, since, until, pools, filters, stale=dirty))
     both = union_all(*parts).subquery("parts")
     keys = [both.c[d] for d in dims]
     query = select(
@@ -204,11 +204,11 @@ def base_allocation_query(
     until: date | None = None,
     pools: Sequence[str] = (),
     filters: Mapping[str, Sequence[str]] | None = None,
-    days: Sequence[date] | None = None,
+    stale: Stale | None = None,
 ) -> Select[Any]:
     """The allocated GPU cost by `dims` from the base tables, as columns: the dims (NULL as
-    "(none)"), `requests` (distinct), `calls`, `cost`. `days`: only the requests of those UTC
-    days."""
+    "(none)"), `requests` (distinct), `calls`, `cost`. `stale`: only the requests that
+    started in that time (days and hours waiting for a rebuild)."""
     cols = [func.coalesce(BREAKDOWNS[d], literal(MISSING)).label(d) for d in dims]
     query = (
         select(
@@ -231,11 +231,11 @@ def base_allocation_query(
         )
     if used & {"endpoint", "user", "team"}:
         query = query.join(Request, Request.trace_id == GpuAllocation.trace_id)
-    if days is not None:
-        # The shares of those days' requests, found from the requests (their `started_at`
-        # index, then the shares' primary key): a join would let SQLite's planner scan the
-        # shares of the whole range first.
-        of_days = select(Request.trace_id).where(on_days(days))
+    if stale is not None:
+        # The shares of those days' (or hours') requests, found from the requests (their
+        # `started_at` index, then the shares' primary key): a join would let SQLite's planner
+        # scan the shares of the whole range first.
+        of_days = select(Request.trace_id).where(stale.covers(Request.started_at))
         query = query.where(GpuAllocation.trace_id.in_(of_days))
     if pools:
         query = query.where(GpuAllocation.pool.in_(list(pools)))

@@ -41,6 +41,7 @@ from sqlalchemy import Engine, func, select
 from app.money import format_usd, nanos_to_usd
 from app.rollups.call_days import traced_query
 from app.rollups.query import dirty_in
+from app.warehouse.engine import snapshot
 from app.warehouse.tables_billing import BilledCost
 from app.warehouse.types import as_date
 from collectors.billing_common import normalize_billed_model
@@ -179,7 +180,7 @@ def traced_groups(
     """Priced cost and unpriced calls per provider, served model and the calls' UTC day (of
     `providers` only, when given): from the call-day rollup, the days waiting for a rebuild
     from `llm_calls` (`app.rollups.call_days`), in one statement."""
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         dirty = dirty_in(conn, since, until)
         result = conn.execute(traced_query(since, until, providers, dirty)).mappings().all()
     return [

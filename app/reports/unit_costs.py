@@ -38,14 +38,14 @@ from sqlalchemy import (
     case,
     func,
     literal,
-    or_,
     select,
     union_all,
 )
 from sqlalchemy.sql import Select
 
 from app.money import nanos_to_usd, per_thousand
-from app.rollups.query import TRUED_UP, day_ranges, dirty_in, rollup_query
+from app.rollups.query import TRUED_UP, dirty_in, rollup_query
+from app.warehouse.engine import snapshot
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
@@ -174,10 +174,12 @@ def cost_query(
     """`unit_cost_query`, from the rollups when they answer it exactly, else from the base
     tables. `by_day` adds the request's UTC day (`day`) to the grouping.
 
-    Days waiting for a rebuild (new spans, a re-price) are read from the base tables and added
-    to the rollups' answer for the others: a request belongs to one UTC day, so the per-day
-    parts add up exactly, and a reader never waits for a rebuild nor scans more than those
-    days (`spendguard ingest` and the worker rebuild them)."""
+    Days and hours waiting for a rebuild (new spans, a re-price) are read from the base tables
+    and added to the rollups' answer for the others: a request starts in one UTC hour of one
+    day, so the parts add up exactly, and a reader never waits for a rebuild nor scans more
+    than that stale time (`spendguard ingest` and the worker rebuild it). `conn` should read
+    one state of the warehouse (`app.warehouse.engine.snapshot`): the marks and the rows
+    they describe."""
     dirty = dirty_in(conn, scope.since, scope.until)
     rolled = rollup_query(
         dims,
@@ -186,13 +188,13 @@ def cost_query(
         scope.until,
         true_up=scope.true_up,
         by_day=by_day,
-        skip_days=dirty,
+        stale=dirty,
     )
     if rolled is None:
         return _base_query(dims, scope, by_day)
     if not dirty:
         return rolled
-    live = _base_query(dims, scope, by_day).where(on_days(dirty))
+    live = _base_query(dims, scope, by_day).where(dirty.covers(Request.started_at))
     parts = union_all(rolled, live).subquery("parts")
     keys = [parts.c[d] for d in (*dims, *(["day"] if by_day else []))]
     measures = (*MEASURES, TRUED_UP) if scope.true_up else MEASURES
@@ -223,23 +225,12 @@ def _base_query(dims: Sequence[str], scope: Scope, by_day: bool) -> Select[Any]:
     return query
 
 
-def on_days(days: Sequence[date]) -> ColumnElement[bool]:
-    """Requests that started on one of `days` (UTC), as time ranges (consecutive days merged)
-    that the index on `started_at` can serve."""
-    return or_(
-        *(
-            and_(Request.started_at >= _midnight(lo), Request.started_at < _midnight(hi))
-            for lo, hi in day_ranges(days)
-        )
-    )
-
-
 def unit_costs(
     engine: Engine, dims: Sequence[str], scope: Scope = Scope(), limit: int | None = None
 ) -> list[UnitCostRow]:
     """One row per group, most expensive first (ties broken by the group's values); with
     `limit`, only the `limit` most expensive groups, cut in SQL."""
-    with engine.connect() as conn:
+    with snapshot(engine) as conn:
         query = cost_query(conn, dims, scope)
         if limit is not None:
             cols = query.selected_columns

@@ -15,15 +15,15 @@ call day (`app.rollups.dirty`):
 - the true-up changes no call's estimate (`cost_nanousd`), which is all the reconciliation
   sums (it *computes* the factors from it): nothing to mark for this rollup either.
 
-`app.rollups.refresh.rebuild_day` rebuilds the day's row here in the transaction that deletes
-the day's marks and rebuilds its other rollups; readers take the days still marked from
-`llm_calls` (`traced_query`), so an answer never waits for a rebuild and never differs from the
-base tables'.
+`app.rollups.refresh` rebuilds the day's rows here (or, on a sliced day, the hours': by the
+calls' own hour) in the transaction that deletes the marks and rebuilds the other rollups;
+readers take the days and hours still marked from `llm_calls` (`traced_query`), so an answer
+never waits for a rebuild and never differs from the base tables'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -41,7 +41,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from app.rollups.query import day_conditions, day_ranges
+from app.rollups.query import Stale, day_conditions, skip
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_rollup import rollup_call_days
 from app.warehouse.tables_trueup import served_model
@@ -50,53 +50,61 @@ from app.warehouse.tables_trueup import served_model
 MEASURES = ("llm_calls", "input_tokens", "output_tokens", "cost_nanousd", "unpriced_calls")
 
 
-def rebuild_call_day(conn: Connection, day: date) -> None:
-    """Replace the day's rows of `rollup_call_days` by the sums of the calls that started that
-    UTC day (in the caller's transaction: `rebuild_day`'s)."""
-    conn.execute(delete(rollup_call_days).where(rollup_call_days.c.day == day))
+def rebuild_call_slices(
+    conn: Connection, day: date, hours: Sequence[int] | None, hour: Any
+) -> None:
+    """Replace the rows of `rollup_call_days` of the calls that started that UTC day (or only
+    those `hours` of it) by their sums (in the caller's transaction: `app.rollups.refresh`'s);
+    `hour`: the rows' `hour`, an expression of `LlmCall.started_at` or WHOLE_DAY."""
+    t = rollup_call_days.c
     start = _midnight(day)
-    in_day = (LlmCall.started_at >= start, LlmCall.started_at < start + timedelta(days=1))
-    query = _summed(literal(day, Date), in_day, by_day=False)
-    conn.execute(insert(rollup_call_days).from_select(list(_COLUMNS), query))
+    if hours is None:
+        conn.execute(delete(rollup_call_days).where(t.day == day))
+        spans = [(start, start + timedelta(days=1))]
+    else:
+        conn.execute(delete(rollup_call_days).where(t.day == day, t.hour.in_(list(hours))))
+        spans = [(start + timedelta(hours=h), start + timedelta(hours=h + 1)) for h in hours]
+    within = or_(*(and_(LlmCall.started_at >= lo, LlmCall.started_at < hi) for lo, hi in spans))
+    query = _summed(literal(day, Date), [within], by_day=False, keys=[hour])
+    conn.execute(insert(rollup_call_days).from_select([*_COLUMNS, "hour"], query))
 
 
 def traced_query(
     since: date,
     until: date | None,
     providers: Sequence[str] | None,
-    dirty: Collection[date],
+    dirty: Stale,
 ) -> Select[Any]:
     """Per call day, provider and served model: calls, tokens, estimate and unpriced calls of
-    the days [since, until), from `rollup_call_days` but for the `dirty` days, which are summed
-    from `llm_calls` (a day is on one side only, so the rows need no second grouping)."""
+    the days [since, until), from `rollup_call_days` but for the `dirty` days and hours, which
+    are summed from `llm_calls` and added (a sliced day's other hours come from the rollup)."""
     r = rollup_call_days.c
-    conds = day_conditions(r.day, since, until, dirty)
+    conds = day_conditions(r.day, since, until) + skip(dirty, r)
     if providers is not None:
         conds.append(r.provider.in_(list(providers)))
     rolled = select(*(r[c] for c in _COLUMNS)).where(*conds)
-    days = [d for d in dirty if d >= since and (until is None or d < until)]
-    if not days:
-        return rolled
-    ranges = [
-        and_(LlmCall.started_at >= _midnight(lo), LlmCall.started_at < _midnight(hi))
-        for lo, hi in day_ranges(days)
-    ]
-    live_conds: list[Any] = [or_(*ranges)]
-    if providers is not None:
-        live_conds.append(LlmCall.provider.in_(list(providers)))
-    live = _summed(func.date(LlmCall.started_at), live_conds, by_day=True)
-    parts = union_all(rolled, live).subquery("parts")
-    return select(*parts.c)
+    stale = dirty.within(since, until)
+    if stale:
+        live_conds: list[Any] = [stale.covers(LlmCall.started_at)]
+        if providers is not None:
+            live_conds.append(LlmCall.provider.in_(list(providers)))
+        live = _summed(func.date(LlmCall.started_at), live_conds, by_day=True, keys=[])
+        rolled = union_all(rolled, live)  # type: ignore[assignment]
+    p = rolled.subquery("parts").c
+    keys = [p.day, p.provider, p.model]
+    # A sliced day has a row per hour, and its stale hours come from the calls: summed.
+    return select(*keys, *(func.sum(p[m]).label(m) for m in MEASURES)).group_by(*keys)
 
 
 _COLUMNS = ("day", "provider", "model", *MEASURES)
 
 
-def _summed(day: Any, conds: Sequence[Any], *, by_day: bool) -> Select[Any]:
-    """The calls that meet `conds`, summed per provider and served model (and `day`, an
-    expression, when `by_day`; else one day's value): the columns of `rollup_call_days`."""
+def _summed(day: Any, conds: Sequence[Any], *, by_day: bool, keys: Sequence[Any]) -> Select[Any]:
+    """The calls that meet `conds`, summed per provider, served model, the `keys` (selected
+    after the measures) and `day` (an expression, when `by_day`; else one day's value): the
+    columns of `rollup_call_days`."""
     model = served_model()
-    keys = [day, LlmCall.provider, model] if by_day else [LlmCall.provider, model]
+    groups = [day, LlmCall.provider, model] if by_day else [LlmCall.provider, model]
     return (
         select(
             day.label("day"),
@@ -107,9 +115,10 @@ def _summed(day: Any, conds: Sequence[Any], *, by_day: bool) -> Select[Any]:
             func.coalesce(func.sum(LlmCall.output_tokens), 0).label("output_tokens"),
             func.coalesce(func.sum(LlmCall.cost_nanousd), 0).label("cost_nanousd"),
             (func.count() - func.count(LlmCall.cost_nanousd)).label("unpriced_calls"),
+            *keys,
         )
         .where(*conds)
-        .group_by(*keys)
+        .group_by(*groups, *keys)
     )
 
 

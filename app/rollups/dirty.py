@@ -25,6 +25,11 @@ the statement that marks the requests' days); `app.reprice` marks the days of th
 re-prices, `mark_all` every day with a request or a call. A mark says "this UTC day's rollups
 are stale", both kinds: the refresh rebuilds them together, and readers of either read the day
 from the base tables until then.
+
+Marks name the hour too where the writer knows it (a batch, a re-price: the stored hour, the
+candidates' and the calls' hours; PostgreSQL's trigger marks the hour a request leaves, migration
+0015), so that on a sliced (live) day only those hours are stale (`app.rollups.refresh`); a mark
+without an hour (`mark_days`, `mark_all`, the GPU allocation, the true-up) stales the whole day.
 """
 
 from __future__ import annotations
@@ -47,34 +52,39 @@ _CHUNK = 5000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def mark_traces(conn: Connection, trace_ids: Iterable[str], also: Iterable[date] = ()) -> None:
-    """Mark the stored days of these traces' requests, in one statement whose ids are one
-    parameter (a JSON array on SQLite, an array on PostgreSQL): no SQL text built per call.
-    `also`: more days to mark (on PostgreSQL in the same statement)."""
+Slice = tuple[date, int | None]  # a UTC day and hour (None: the whole day)
+
+
+def mark_traces(conn: Connection, trace_ids: Iterable[str], also: Iterable[Slice] = ()) -> None:
+    """Mark the stored day and hour of these traces' requests, in one statement whose ids are
+    one parameter (a JSON array on SQLite, an array on PostgreSQL): no SQL text built per
+    call. `also`: more days and hours to mark (on PostgreSQL in the same statement)."""
     ids = list(dict.fromkeys(trace_ids))
-    more = sorted(set(also))
+    more = sorted(set(also), key=_order)
     if not ids:
-        mark_days(conn, more)
+        mark_slices(conn, more)
         return
     name = conn.dialect.name
     if name == "postgresql" and more:
         conn.exec_driver_sql(
-            "INSERT INTO rollup_dirty (day) SELECT started_at::date FROM requests "
-            "WHERE trace_id = ANY(%s) UNION SELECT unnest(%s::date[])",
-            (ids, more),
+            "INSERT INTO rollup_dirty (day, hour) SELECT started_at::date, "
+            "extract(hour FROM started_at)::integer FROM requests WHERE trace_id = ANY(%s) "
+            "UNION SELECT * FROM unnest(%s::date[], %s::integer[])",
+            (ids, [d for d, _ in more], [h for _, h in more]),
         )
         return
-    mark_days(conn, more)
+    mark_slices(conn, more)
     if name == "sqlite":
         conn.exec_driver_sql(
-            "INSERT INTO rollup_dirty (day) SELECT DISTINCT date(r.started_at) "
+            "INSERT INTO rollup_dirty (day, hour) SELECT DISTINCT date(r.started_at), "
+            "CAST(substr(r.started_at, 12, 2) AS INTEGER) "
             "FROM json_each(?) AS j JOIN requests AS r ON r.trace_id = j.value",
             (json.dumps(ids),),
         )
     elif name == "postgresql":
         conn.exec_driver_sql(
-            "INSERT INTO rollup_dirty (day) SELECT DISTINCT started_at::date FROM requests "
-            "WHERE trace_id = ANY(%s)",
+            "INSERT INTO rollup_dirty (day, hour) SELECT DISTINCT started_at::date, "
+            "extract(hour FROM started_at)::integer FROM requests WHERE trace_id = ANY(%s)",
             (ids,),
         )
     else:
@@ -87,8 +97,18 @@ def mark_traces(conn: Connection, trace_ids: Iterable[str], also: Iterable[date]
             conn.execute(insert(rollup_dirty).from_select(["day"], days))
 
 
+def _order(mark: Slice) -> tuple[date, int]:
+    return mark[0], -1 if mark[1] is None else mark[1]
+
+
 def mark_days(conn: Connection, days: Iterable[date]) -> None:
-    rows = [{"day": d} for d in sorted(set(days))]
+    """Mark whole days."""
+    mark_slices(conn, ((d, None) for d in days))
+
+
+def mark_slices(conn: Connection, marks: Iterable[Slice]) -> None:
+    """Mark days and hours (an hour None: the whole day)."""
+    rows = [{"day": d, "hour": h} for d, h in sorted(set(marks), key=_order)]
     if rows:
         conn.execute(insert(rollup_dirty), rows)
 
@@ -129,26 +149,28 @@ def batch_trace_ids(batch: Any, dialect: Dialect) -> list[str]:
     return [str(v) for v in _row_values(batch, dialect, "trace_id")]
 
 
-def batch_days(batch: Any, dialect: Dialect) -> set[date]:
-    """The UTC days of a batch's request candidates (their `started_at`), whichever form its
-    rows took: datetimes, or SQLite's stored text."""
+def batch_hours(batch: Any, dialect: Dialect) -> set[tuple[date, int]]:
+    """The UTC days and hours of a batch's request candidates (their `started_at`), whichever
+    form its rows took: datetimes, or stored text."""
     if batch.requests:
-        return {facts.started_at.date() for facts in batch.requests.values()}
-    days: set[date] = set()
-    for text in {str(v)[:10] for v in _row_values(batch, dialect, "started_at")}:
-        days.add(date.fromisoformat(text))
-    return days
+        return {(f.started_at.date(), f.started_at.hour) for f in batch.requests.values()}
+    return _text_hours(_row_values(batch, dialect, "started_at"))
 
 
-def batch_call_days(batch: Any, dialect: Dialect) -> set[date]:
-    """The UTC days of a batch's calls (their `started_at`), whichever form its rows took: the
-    days of `rollup_call_days` that its new calls make stale."""
+def batch_call_hours(batch: Any, dialect: Dialect) -> set[tuple[date, int]]:
+    """The UTC days and hours of a batch's calls (their `started_at`), whichever form its rows
+    took: the hours of `rollup_call_days` that its new calls make stale."""
     if batch.calls:
-        return {call.started_at.date() for call in batch.calls.values()}
+        return {(c.started_at.date(), c.started_at.hour) for c in batch.calls.values()}
     values = _row_values(batch, dialect, "started_at", "calls")
-    if dialect.name == "sqlite":  # stored text, many calls to a day: slice before parsing
-        return {date.fromisoformat(text) for text in {str(v)[:10] for v in values}}
-    return {v.date() for v in values}  # naive UTC datetimes
+    if dialect.name == "sqlite":  # stored text, many calls to an hour: slice before parsing
+        return _text_hours(values)
+    return {(v.date(), v.hour) for v in values}  # naive UTC datetimes
+
+
+def _text_hours(values: Iterable[Any]) -> set[tuple[date, int]]:
+    """'YYYY-MM-DD HH…' (or ISO 'T') texts as (day, hour), each distinct prefix parsed once."""
+    return {(date.fromisoformat(t[:10]), int(t[11:13])) for t in {str(v)[:13] for v in values}}
 
 
 def _row_values(batch: Any, dialect: Dialect, name: str, kind: str = "requests") -> list[Any]:
@@ -173,23 +195,23 @@ def _row_values(batch: Any, dialect: Dialect, name: str, kind: str = "requests")
 
 
 def marks_rollups(load_batch: F) -> F:
-    """Wraps `load_batch(session, batch, …)`: in the same transaction, the days of the batch's
-    requests and of its calls are marked dirty (how: the module's docstring)."""
+    """Wraps `load_batch(session, batch, …)`: in the same transaction, the days and hours of
+    the batch's requests and of its calls are marked dirty (how: the module's docstring)."""
 
     @functools.wraps(load_batch)
     def wrapper(session: Session, batch: Any, *args: Any, **kwargs: Any) -> Any:
         conn = session.connection()
         dialect = conn.dialect
         ids = batch_trace_ids(batch, dialect)
-        call_days = batch_call_days(batch, dialect)  # whatever the calls' stored days were
+        call_hours: set[Slice] = set(batch_call_hours(batch, dialect))
         if dialect.name == "sqlite":
-            days = batch_days(batch, dialect) | call_days
-            mark_traces(conn, ids)  # where they are now: a request may leave its day
+            hours = call_hours | set(batch_hours(batch, dialect))
+            mark_traces(conn, ids)  # where they are now: a request may leave its hour
             counts = load_batch(session, batch, *args, **kwargs)
-            mark_days(conn, days)
+            mark_slices(conn, hours)
         else:
             counts = load_batch(session, batch, *args, **kwargs)
-            mark_traces(conn, ids, also=call_days)
+            mark_traces(conn, ids, also=call_hours)
         return counts
 
     return wrapper  # type: ignore[return-value]

@@ -16,14 +16,14 @@ the rows that pass counts it once or not at all; a spread request is counted by 
 disjoint, so the counts add up. Spread requests are few (a request that used two pooled models
 or pools, or whose calls straddle midnight), so that distinct count reads few rows.
 
-`gpu_rollup_parts` answers from the rollups; `skip_days` (request days) are left out, for the
+`gpu_rollup_parts` answers from the rollups; `stale` (request days and hours) is left out, for the
 caller to read from the base tables (`app.gpu.report.allocation_query`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -42,11 +42,12 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
 )
 from sqlalchemy.schema import CreateTable
 
-from app.rollups.query import MISSING, day_conditions
+from app.rollups.query import MISSING, Stale, day_conditions, skip
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import (
@@ -71,6 +72,7 @@ _day_shares = Table(
     "rollup_day_gpu_shares",
     MetaData(),
     Column("trace_id", String(32)),
+    Column("hour", Integer),  # the request's UTC hour, or WHOLE_DAY
     Column("call_day", Date),
     Column("pool", String(128)),
     Column("model", String(256)),
@@ -84,12 +86,15 @@ _day_shares = Table(
 )
 
 
-def rebuild_gpu_day(conn: Connection, day: date) -> None:
-    """Write the GPU rollups of one request day; the caller has deleted the day's rows, in the
-    same transaction (`app.rollups.refresh.rebuild_day`)."""
+def rebuild_gpu_slices(
+    conn: Connection, day: date, spans: list[tuple[datetime, datetime]], hour: Any
+) -> None:
+    """Write the GPU rollups of the requests that started in `spans` (UTC ranges of one
+    request day); `hour`: the rows' hour, an expression of the request's start or WHOLE_DAY.
+    The caller has deleted those rows, in the same transaction (`app.rollups.refresh`)."""
     conn.execute(CreateTable(_day_shares, if_not_exists=True))
     conn.execute(delete(_day_shares))
-    shares = _shares(day)
+    shares = _shares(spans, hour)
     conn.execute(insert(_day_shares).from_select(list(shares.selected_columns.keys()), shares))
     f = _day_shares.c
     for table in (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals):
@@ -109,15 +114,15 @@ def rebuild_gpu_day(conn: Connection, day: date) -> None:
     conn.execute(insert(spread).from_select([c.name for c in query.selected_columns], query))
 
 
-def _shares(day: date) -> Select[Any]:
-    """The rows of `_day_shares` for one request day: the shares joined to their call (by
-    primary key) and request (the day's, by the `started_at` index)."""
+def _shares(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
+    """The rows of `_day_shares` for the requests that started in `spans`: the shares joined
+    to their call (by primary key) and request (by the `started_at` index)."""
     r, c, g = Request, LlmCall, GpuAllocation
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     call_day = func.date(g.hour)
     cells = (
         select(
             g.trace_id,
+            hour.label("hour"),
             call_day.label("call_day"),
             g.pool,
             c.model,
@@ -130,8 +135,10 @@ def _shares(day: date) -> Select[Any]:
         .select_from(r)
         .join(g, g.trace_id == r.trace_id)
         .join(c, and_(c.trace_id == g.trace_id, c.span_id == g.span_id))
-        .where(r.started_at >= start, r.started_at < start + timedelta(days=1))
-        .group_by(g.trace_id, call_day, g.pool, c.model, r.endpoint, r.user_id, r.team)
+        .where(or_(*(and_(r.started_at >= lo, r.started_at < hi) for lo, hi in spans)))
+        .group_by(
+            g.trace_id, r.started_at, call_day, g.pool, c.model, r.endpoint, r.user_id, r.team
+        )
         .subquery("cells")
     )
     k = cells.c
@@ -145,12 +152,12 @@ def gpu_rollup_parts(
     until: date | None,
     pools: Sequence[str] = (),
     filters: Mapping[str, Sequence[str]] | None = None,
-    skip_days: Collection[date] = (),
+    stale: Stale | None = None,
 ) -> list[Select[Any]]:
     """The allocated GPU cost by `dims` from the rollups, in two queries of the same columns:
     the dims (NULL as "(none)"), `requests`, `calls`, `cost`. `since`/`until` bound the calls'
-    UTC days, `pools` and `filters` keep the shares of those pools and values, `skip_days`
-    leaves those request days out. The first sums the rollup rows (calls, cost, the single
+    UTC days, `pools` and `filters` keep the shares of those pools and values, `stale` leaves
+    those request days and hours out. The first sums the rollup rows (calls, cost, the single
     requests), the second counts the spread requests: a group's figures are the sum of its rows
     in both (`app.gpu.report.allocation_query` adds them up, with the skipped days')."""
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
@@ -161,9 +168,7 @@ def gpu_rollup_parts(
     parts = []
     for t, spread in ((table, False), (rollup_daily_gpu_spread, True)):
         cols = [func.coalesce(t.c[COLUMNS[d]], literal(MISSING)).label(d) for d in dims]
-        conds = day_conditions(t.c.call_day, since, until)
-        if skip_days:
-            conds.append(t.c.day.not_in(sorted(skip_days)))
+        conds = day_conditions(t.c.call_day, since, until) + skip(stale, t)
         if pools:
             conds.append(t.c.pool.in_(list(pools)))
         for dim, values in chosen.items():

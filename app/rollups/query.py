@@ -26,14 +26,15 @@ cost), or None when only the base tables can answer. The counting rules decide:
   None (the first-pair test would cost more than the base tables).
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
-`skip_days` leaves days out: `app.reports.unit_costs.cost_query` reads the days waiting for a
-rebuild (`dirty_in`) from the base tables instead and adds the two answers.
+`stale` leaves rows out: `app.reports.unit_costs.cost_query` reads the days and hours waiting for
+a rebuild (`dirty_in`: a `Stale`) from the base tables instead and adds the two answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -66,6 +67,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily_user_totals,
     rollup_daily_users,
     rollup_dirty,
+    rollup_sliced,
 )
 from app.warehouse.types import as_date
 
@@ -93,11 +95,11 @@ def rollup_query(
     *,
     true_up: bool = False,
     by_day: bool = False,
-    skip_days: Collection[date] = (),
+    stale: Stale | None = None,
 ) -> Select[Any] | None:
     """The rollups' answer to the unit-cost query, or None when they cannot answer exactly.
-    `by_day` adds the UTC day as a column `day` and a grouping; `skip_days` are left out (the
-    dirty days, which the caller reads from the base tables)."""
+    `by_day` adds the UTC day as a column `day` and a grouping; the `stale` days and hours are
+    left out (the caller reads them from the base tables)."""
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
@@ -120,7 +122,7 @@ def rollup_query(
         elif one_provider and "model" not in used:
             requests = table.c.requests_provider
         elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
-            return _by_call_sets(dims, chosen, since, until, by_day, skip_days, true_up)
+            return _by_call_sets(dims, chosen, since, until, by_day, stale, true_up)
         elif _ordered_values(dims, chosen) > MAX_ORDERED:
             return None
         else:
@@ -143,7 +145,7 @@ def rollup_query(
     )
     if true_up:
         query = query.add_columns(func.coalesce(func.sum(t.trued_up_calls), 0).label(TRUED_UP))
-    conds = day_conditions(t.day, since, until, skip_days)
+    conds = day_conditions(t.day, since, until) + skip(stale, t)
     for dim, values in chosen.items():
         conds.append(t[_COLUMN_NAMES[dim]].in_(values))
     if conds:
@@ -167,7 +169,7 @@ def _by_call_sets(
     since: date | None,
     until: date | None,
     by_day: bool,
-    skip_days: Collection[date],
+    stale: Stale | None,
     true_up: bool,
 ) -> Select[Any]:
     """Several models or providers in one group (by endpoint or team, or none): the calls' sums
@@ -188,7 +190,7 @@ def _by_call_sets(
         ]
         if by_day:
             groups.append(t.day.label("day"))
-        conds = day_conditions(t.day, since, until, skip_days)
+        conds = day_conditions(t.day, since, until) + skip(stale, t)
         for dim, values in chosen.items():
             if not counted or dim not in CALL_DIMENSIONS:
                 conds.append(t[_COLUMN_NAMES[dim]].in_(list(values)))
@@ -322,18 +324,23 @@ def _strpos(element: _position, compiler: SQLCompiler, **kw: Any) -> str:
     return f"strpos({compiler.process(element.clauses, **kw)})"
 
 
-def day_conditions(
-    day: Any, since: date | None, until: date | None, skip_days: Collection[date] = ()
-) -> list[ColumnElement[bool]]:
-    """A rollup's days in [since, until), but `skip_days`."""
+def day_conditions(day: Any, since: date | None, until: date | None) -> list[ColumnElement[bool]]:
+    """A rollup's days in [since, until)."""
     conds: list[ColumnElement[bool]] = []
     if since is not None:
         conds.append(day >= since)
     if until is not None:
         conds.append(day < until)
-    if skip_days:
-        conds.append(day.not_in(sorted(skip_days)))
     return conds
+
+
+def skip(stale: Stale | None, table: Any, day: str = "day") -> list[ColumnElement[bool]]:
+    """The conditions that leave a rollup's `stale` rows out (`table`: a table or its `.c`;
+    `day`: the column that the marks' days are of)."""
+    if not stale:
+        return []
+    columns = getattr(table, "c", table)
+    return stale.skip(columns[day], columns.hour)
 
 
 def day_ranges(days: Collection[date]) -> list[tuple[date, date]]:
@@ -347,17 +354,97 @@ def day_ranges(days: Collection[date]) -> list[tuple[date, date]]:
     return ranges
 
 
-def dirty_in(conn: Connection, since: date | None, until: date | None) -> list[date]:
-    """The days in [since, until) that wait for a rebuild, oldest first."""
+# A sliced day with more stale hours than this is read whole from the base tables: one range
+# scan, and a shorter skip condition for the rollups.
+MAX_STALE_HOURS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """What the rollups don't hold yet, for readers to take from the base tables instead:
+    whole UTC `days`, and `hours` (day, UTC hour) of sliced days (`rollup_sliced`), whose
+    other hours' rows are current. A request (or call) starts in one hour, so the rollups'
+    rows but these and the base tables' rows of these add up to the base tables' answer."""
+
+    days: tuple[date, ...] = ()
+    hours: tuple[tuple[date, int], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.days or self.hours)
+
+    def skip(self, day: Any, hour: Any) -> list[ColumnElement[bool]]:
+        """Conditions on a rollup's `day` and `hour` columns that leave the stale rows out."""
+        conds: list[ColumnElement[bool]] = []
+        if self.days:
+            conds.append(day.not_in(self.days))
+        by_day: dict[date, list[int]] = {}
+        for d, h in self.hours:
+            by_day.setdefault(d, []).append(h)
+        if by_day:
+            stale = [and_(day == d, hour.in_(hs)) for d, hs in sorted(by_day.items())]
+            conds.append(~or_(*stale))
+        return conds
+
+    def periods(self) -> list[tuple[datetime, datetime]]:
+        """The stale time as [start, end) UTC ranges, consecutive ones merged."""
+        spans = [(_midnight(lo), _midnight(hi)) for lo, hi in day_ranges(self.days)]
+        spans += [
+            (_midnight(d) + timedelta(hours=h), _midnight(d) + timedelta(hours=h + 1))
+            for d, h in self.hours
+        ]
+        merged: list[tuple[datetime, datetime]] = []
+        for lo, hi in sorted(spans):
+            if merged and merged[-1][1] >= lo:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        return merged
+
+    def covers(self, column: Any) -> ColumnElement[bool]:
+        """`column` (a UTC timestamp: a request's or a call's start) in the stale time, as
+        ranges that its index can serve."""
+        return or_(*(and_(column >= lo, column < hi) for lo, hi in self.periods()))
+
+    def within(self, since: date | None, until: date | None) -> Stale:
+        """Only the stale days (and hours) in [since, until)."""
+
+        def keep(d: date) -> bool:
+            return (since is None or d >= since) and (until is None or d < until)
+
+        return Stale(
+            tuple(d for d in self.days if keep(d)), tuple(x for x in self.hours if keep(x[0]))
+        )
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def dirty_in(conn: Connection, since: date | None, until: date | None) -> Stale:
+    """What waits for a rebuild in the days [since, until): a marked day is stale whole, but a
+    sliced day whose marks all name an hour, which has only those hours stale (at most
+    MAX_STALE_HOURS, else the whole day)."""
     d = rollup_dirty.c.day
-    query = select(d).distinct().where(*day_conditions(d, since, until)).order_by(d)
-    return [as_date(v) for v in conn.execute(query).scalars()]
+    query = (
+        select(d, rollup_dirty.c.hour, rollup_sliced.c.day.is_not(None).label("sliced"))
+        .distinct()
+        .select_from(rollup_dirty.outerjoin(rollup_sliced, rollup_sliced.c.day == d))
+        .where(*day_conditions(d, since, until))
+    )
+    marks: dict[date, set[int | None]] = {}
+    for day, hour, sliced in conn.execute(query):
+        marks.setdefault(as_date(day), set()).add(hour if sliced else None)
+    whole = {day for day, hs in marks.items() if None in hs or len(hs) > MAX_STALE_HOURS}
+    hours = sorted(
+        (day, h) for day, hs in marks.items() if day not in whole for h in hs if h is not None
+    )
+    return Stale(tuple(sorted(whole)), tuple(hours))
 
 
 def option_costs(
-    dim: str, since: date | None, until: date | None, skip_days: Collection[date] = ()
+    dim: str, since: date | None, until: date | None, stale: Stale | None = None
 ) -> Select[Any]:
-    """The values of `dim` in the range (but `skip_days`) with their token cost, as columns
+    """The values of `dim` in the range (but the `stale` rows) with their token cost, as columns
     `value` and `cost`: what `app.dashboard.queries.filter_options` orders its list by."""
     table = (
         rollup_daily_user_totals
@@ -368,6 +455,24 @@ def option_costs(
     )
     t = table.c
     column = t[_COLUMN_NAMES[dim]]
-    conds = [column.is_not(None), *day_conditions(t.day, since, until, skip_days)]
+    conds = [column.is_not(None), *day_conditions(t.day, since, until), *skip(stale, t)]
     cost = func.coalesce(func.sum(t.token_cost_nanousd), literal(0))
     return select(column.label("value"), cost.label("cost")).where(*conds).group_by(column)
+
+
+class hour_of(FunctionElement[int]):
+    """The UTC hour (0-23) of a stored timestamp (naive UTC on both backends)."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(hour_of)
+def _sqlite_hour(element: hour_of, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite stores 'YYYY-MM-DD HH:MM:SS[.ffffff]': the hour is the text's 12th and 13th.
+    return f"CAST(substr({compiler.process(element.clauses, **kw)}, 12, 2) AS INTEGER)"
+
+
+@compiles(hour_of, "postgresql")
+def _pg_hour(element: hour_of, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(extract(hour FROM {compiler.process(element.clauses, **kw)}) AS INTEGER)"

@@ -40,13 +40,14 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
 )
 from sqlalchemy.schema import CreateTable
 
-from app.rollups.call_days import rebuild_call_day
-from app.rollups.gpu import rebuild_gpu_day
-from app.rollups.query import dirty_in
+from app.rollups.call_days import rebuild_call_slices
+from app.rollups.gpu import rebuild_gpu_slices
+from app.rollups.query import hour_of
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
@@ -58,6 +59,8 @@ from app.warehouse.tables_rollup import (
     PAIR_START,
     ROLLUPS,
     SUMMED,
+    WHOLE_DAY,
+    rollup_call_days,
     rollup_daily,
     rollup_daily_calls,
     rollup_daily_set_calls,
@@ -66,11 +69,13 @@ from app.warehouse.tables_rollup import (
     rollup_daily_user_totals,
     rollup_daily_users,
     rollup_dirty,
+    rollup_sliced,
 )
 from app.warehouse.tables_rollup import (
     rollup_daily_call_sets as SETS,
 )
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
+from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.rollups")
 
@@ -78,22 +83,68 @@ LOCK = "rollup-refresh"
 MAX_PASSES = 3  # days marked while refreshing are taken in the next pass, a few times at most
 # Readers start a rebuild of up to this many days (and read them from the base tables meanwhile).
 LAZY_MAX_DAYS = 7
+# The live days, stored as hour slices: the latest day with requests and the one before it.
+LIVE_DAYS = 2
 
 
 @dataclass(slots=True)
 class RefreshResult:
-    days: int = 0
+    days: int = 0  # days (or a day's hours) rebuilt
     seconds: float = 0.0
     busy: bool = False  # another process was refreshing: nothing done here
+    compacted: int = 0  # sliced days no longer live, summed into whole-day rows
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuild:
+    """One transaction of the refresh: a day whole (`hours` None) or some hours of a sliced
+    day; `sliced`: the rows are hour slices (the day is live)."""
+
+    day: date
+    hours: tuple[int, ...] | None
+    sliced: bool
 
 
 def dirty_days(conn: Connection) -> list[date]:
-    """Every day waiting for a rebuild, oldest first."""
-    return dirty_in(conn, None, None)
+    """Every day with a mark (whole or hours), oldest first."""
+    d = rollup_dirty.c.day
+    return [as_date(v) for v in conn.execute(select(d).distinct().order_by(d)).scalars()]
+
+
+def plan(conn: Connection) -> list[Rebuild]:
+    """What the marks ask for, oldest day first. A day marked whole, or no longer live, is
+    rebuilt whole into WHOLE_DAY rows (leaving `rollup_sliced` if it was there). A live day is
+    rebuilt whole into hour slices the first time, then only its marked hours."""
+    marks: dict[date, set[int | None]] = {}
+    for day, hour in conn.execute(select(rollup_dirty.c.day, rollup_dirty.c.hour).distinct()):
+        marks.setdefault(as_date(day), set()).add(hour)
+    if not marks:
+        return []
+    sliced = {as_date(v) for v in conn.execute(select(rollup_sliced.c.day)).scalars()}
+    live_from = _live_from(conn)
+    jobs = []
+    for day, hours in sorted(marks.items()):
+        live = live_from is not None and day >= live_from
+        if None in hours or not live:
+            jobs.append(Rebuild(day, None, sliced=False))
+        elif day not in sliced:
+            jobs.append(Rebuild(day, None, sliced=True))
+        else:
+            jobs.append(Rebuild(day, tuple(sorted(h for h in hours if h is not None)), True))
+    return jobs
+
+
+def _live_from(conn: Connection) -> date | None:
+    """The first live day: LIVE_DAYS back from the latest day with requests (None: none)."""
+    last = conn.execute(select(func.max(Request.started_at))).scalar_one_or_none()
+    if last is None:
+        return None
+    return last.date() - timedelta(days=LIVE_DAYS - 1)
 
 
 def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> RefreshResult:
-    """Rebuild every dirty day; `busy` when another refresh holds the lock."""
+    """Rebuild every dirty day (or hour), then compact the sliced days no longer live; `busy`
+    when another refresh holds the lock."""
     result = RefreshResult()
     started = time.perf_counter()
     with named_lock(engine, LOCK) as held:
@@ -102,15 +153,16 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
             return result
         for _ in range(MAX_PASSES):
             with engine.connect() as conn:
-                days = dirty_days(conn)
-            if not days:
+                jobs = plan(conn)
+            if not jobs:
                 break
-            for day in days:
-                rebuild_day(engine, day)
+            for job in jobs:
+                rebuild(engine, job)
                 result.days += 1
                 if progress is not None:
-                    progress(day)
-        if result.days:  # a stamp readers can see (app.dashboard.versions): the marks are gone
+                    progress(job.day)
+        result.compacted = compact(engine)
+        if result.days or result.compacted:  # a stamp readers see (app.dashboard.versions)
             with session_scope(engine) as session:
                 write_checkpoint(session, "rollups", "refresh", datetime.now(UTC).isoformat())
     result.seconds = time.perf_counter() - started
@@ -163,6 +215,15 @@ def _refresh_logged(engine: Engine) -> None:
 
 
 def rebuild_day(engine: Engine, day: date) -> None:
+    """Rebuild one day whole, into WHOLE_DAY rows."""
+    rebuild(engine, Rebuild(day, None, sliced=False))
+
+
+def rebuild(engine: Engine, job: Rebuild) -> None:
+    """One `Rebuild`, in one transaction: its marks deleted first (a mark written after that
+    stays for the next refresh, and its rows are read after it anyway), its rows deleted and
+    summed again from the base tables."""
+    day = job.day
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # One day is a small slice of llm_calls: fetch it by primary key, never by scanning
@@ -172,12 +233,27 @@ def rebuild_day(engine: Engine, day: date) -> None:
             conn.exec_driver_sql("SET LOCAL jit = off")
             # A day's requests × models grouped and sorted in memory, not in batches on disk.
             conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-        conn.execute(delete(rollup_dirty).where(rollup_dirty.c.day == day))
-        for table in ROLLUPS:
-            conn.execute(delete(table).where(table.c.day == day))
+        marks = rollup_dirty.c
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if job.hours is None:
+            conn.execute(delete(rollup_dirty).where(marks.day == day))
+            for table in ROLLUPS:
+                conn.execute(delete(table).where(table.c.day == day))
+            spans = [(start, start + timedelta(days=1))]
+            is_sliced = rollup_sliced.c.day == day
+            conn.execute(delete(rollup_sliced).where(is_sliced))
+            if job.sliced:
+                conn.execute(insert(rollup_sliced).values(day=day))
+        else:
+            hours = list(job.hours)
+            conn.execute(delete(rollup_dirty).where(marks.day == day, marks.hour.in_(hours)))
+            for table in ROLLUPS:
+                conn.execute(delete(table).where(table.c.day == day, table.c.hour.in_(hours)))
+            spans = [(start + timedelta(hours=h), start + timedelta(hours=h + 1)) for h in hours]
+        hour: Any = literal(WHOLE_DAY) if not job.sliced else None
         conn.execute(CreateTable(_day_pairs, if_not_exists=True))
         conn.execute(delete(_day_pairs))
-        pairs = _pairs(day)
+        pairs = _pairs(spans, hour if hour is not None else hour_of(Request.started_at))
         conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
         for table in ROLLUPS:
             if table in GPU_ROLLUPS:
@@ -188,10 +264,50 @@ def rebuild_day(engine: Engine, day: date) -> None:
                 conn.execute(_set_calls_insert(table, day, conn.dialect.name))
             else:
                 conn.execute(_insert(table, day))
-        # The GPU shares of the day's requests: moved by a re-allocation and by any change to
-        # the requests' endpoint, user or team, which mark this day too.
-        rebuild_gpu_day(conn, day)
-        rebuild_call_day(conn, day)  # the reconciliation's, by the calls' own day
+        # The GPU shares of the requests: moved by a re-allocation and by any change to the
+        # requests' endpoint, user or team, which mark their day too.
+        rebuild_gpu_slices(
+            conn, day, spans, hour if hour is not None else hour_of(Request.started_at)
+        )
+        # The reconciliation's, by the calls' own day and hour.
+        call_hour = hour if hour is not None else hour_of(LlmCall.started_at)
+        rebuild_call_slices(conn, day, job.hours, call_hour)
+
+
+def compact(engine: Engine) -> int:
+    """Sum each sliced day that is no longer live and has no mark into WHOLE_DAY rows (the
+    slices add up: each request and call is in one hour), and take it off `rollup_sliced`;
+    the number of days compacted. Readers read one state (`app.warehouse.engine.snapshot`), so
+    none sees a day half compacted or its marks and rows from two states."""
+    with engine.connect() as conn:
+        live_from = _live_from(conn)
+        marked = select(rollup_dirty.c.day)
+        sliced = select(rollup_sliced.c.day).where(rollup_sliced.c.day.not_in(marked))
+        days = sorted(as_date(v) for v in conn.execute(sliced).scalars())
+    days = [d for d in days if live_from is None or d < live_from]
+    for day in days:
+        with engine.begin() as conn:
+            if conn.execute(select(rollup_dirty.c.id).where(rollup_dirty.c.day == day)).first():
+                continue  # marked meanwhile: rebuilt whole by the next refresh
+            for table in (*ROLLUPS, rollup_call_days):
+                c = table.c
+                keys = [col for col in c if col.name not in ("day", "hour")]
+                keys = [col for col in keys if not isinstance(col.type, BigInteger)]
+                sums = [
+                    func.sum(col).label(col.name) for col in c if isinstance(col.type, BigInteger)
+                ]
+                query = (
+                    select(c.day, *keys, *sums, literal(WHOLE_DAY).label("hour"))
+                    .where(c.day == day, c.hour != WHOLE_DAY)
+                    .group_by(c.day, *keys)
+                )
+                names = [col.name for col in query.selected_columns]
+                conn.execute(insert(table).from_select(names, query))
+                conn.execute(delete(table).where(c.day == day, c.hour != WHOLE_DAY))
+            conn.execute(delete(rollup_sliced).where(rollup_sliced.c.day == day))
+    if days:
+        log.info("rollups: %d day(s) compacted from hour slices", len(days))
+    return len(days)
 
 
 # The day being rebuilt, one row per request and (model, provider) it called (one row with
@@ -200,6 +316,7 @@ _day_pairs = Table(
     "rollup_day_pairs",
     MetaData(),
     Column("trace_id", String(32)),
+    Column("hour", Integer),  # the request's UTC hour, or WHOLE_DAY
     Column("user_id", String(256)),
     Column("endpoint", String(512)),
     Column("team", String(256)),
@@ -213,13 +330,15 @@ _day_pairs = Table(
 )
 
 
-def _pairs(day: date) -> Select[Any]:
-    """The rows of `_day_pairs` for one day, with the flags that keep distinct counts exact."""
+def _pairs(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
+    """The rows of `_day_pairs` for the requests that started in `spans` (UTC ranges), with
+    the flags that keep distinct counts exact; `hour`: the rows' hour (an expression of the
+    request's start, or WHOLE_DAY)."""
     r, c, g, f = Request, LlmCall, GpuAllocation, TrueUpFactor
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     per_pair = (
         select(
             r.trace_id,
+            hour.label("hour"),
             r.user_id,
             r.endpoint,
             r.team,
@@ -239,8 +358,8 @@ def _pairs(day: date) -> Select[Any]:
         .outerjoin(g, and_(g.trace_id == c.trace_id, g.span_id == c.span_id))
         # At most one factor per call; its day spelled out too, so the lookup is by key.
         .outerjoin(f, and_(factor_join(), f.day == func.date(c.started_at)))
-        .where(r.started_at >= start, r.started_at < start + timedelta(days=1))
-        .group_by(r.trace_id, r.user_id, r.endpoint, r.team, c.model, c.provider)
+        .where(or_(*(and_(r.started_at >= lo, r.started_at < hi) for lo, hi in spans)))
+        .group_by(r.trace_id, r.started_at, r.user_id, r.endpoint, r.team, c.model, c.provider)
         .subquery("pairs")
     )
     p = per_pair.c
@@ -272,15 +391,20 @@ def _sets_insert(day: date, dialect: str) -> Any:
     f = _day_pairs.c
     joined = _joined_pairs(dialect)
     per_request = (
-        select(f.endpoint, f.team, (literal(PAIR_START) + joined).label("pairs"))
+        select(f.hour, f.endpoint, f.team, (literal(PAIR_START) + joined).label("pairs"))
         .where(f.model.is_not(None))
-        .group_by(f.trace_id, f.endpoint, f.team)
+        .group_by(f.trace_id, f.hour, f.endpoint, f.team)
         .subquery("per_request")
     )
     r = per_request.c
     query = select(
-        literal(day, Date).label("day"), r.endpoint, r.team, r.pairs, func.count().label("requests")
-    ).group_by(r.endpoint, r.team, r.pairs)
+        literal(day, Date).label("day"),
+        r.hour,
+        r.endpoint,
+        r.team,
+        r.pairs,
+        func.count().label("requests"),
+    ).group_by(r.hour, r.endpoint, r.team, r.pairs)
     return insert(SETS).from_select([c.name for c in query.selected_columns], query)
 
 
@@ -292,6 +416,7 @@ def _set_calls_insert(table: Table, day: date, dialect: str) -> Any:
     pairs = literal(PAIR_START) + _joined_pairs(dialect).over(partition_by=f.trace_id)
     per_pair = (
         select(
+            f.hour,
             f.user_id,
             f.endpoint,
             f.team,
@@ -306,9 +431,9 @@ def _set_calls_insert(table: Table, day: date, dialect: str) -> Any:
         .subquery("per_pair")
     )
     p = per_pair.c
-    keys = [p.endpoint, p.team, p.model, p.provider, p.pairs]
+    keys = [p.hour, p.endpoint, p.team, p.model, p.provider, p.pairs]
     if "user_id" in table.c:
-        keys.insert(0, p.user_id)
+        keys.insert(1, p.user_id)
     query = select(
         literal(day, Date).label("day"),
         *keys,
@@ -330,7 +455,7 @@ def _insert(table: Table, day: date) -> Any:
         rollup_daily_user_totals: ("user_id", "team"),
         rollup_daily_user_calls: ("user_id", "endpoint", "team", "model", "provider"),
     }[table]
-    keys = [f[n] for n in names]
+    keys = [f.hour, *(f[n] for n in names)]
     if "model" in names:  # only calls: a request counts where it made one
         counts = [
             func.count().label("requests"),

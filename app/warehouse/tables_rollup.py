@@ -58,16 +58,24 @@ unpriced calls. A call never changes day (its `started_at` is written once), so 
 row a call's write or re-price makes stale is the call's own: whatever writes calls marks
 their days too (`app.rollups.dirty`), in the same `rollup_dirty`.
 
-`rollup_dirty` lists the days whose rollup rows are stale: written by whatever changes the base
-tables (`load_batch`, a trigger on `requests` for a request that moved to another day,
-`reprice`, the GPU allocation, `app.trueup`) and emptied by the refresh, which deletes exactly
-the marks it saw, in the transaction that rebuilds their day, so a mark written meanwhile by a
-concurrent writer survives for the next refresh.
+Hour slices: a row's `hour` is WHOLE_DAY (-1) when it sums its whole day, or the UTC hour
+(0-23; of the request, or for `rollup_call_days` of the call) when its day is *sliced*, listed
+in `rollup_sliced`: the live days (the latest two with requests), rebuilt an hour at a time, so
+that an ingest's marks make one hour stale, not the day. Slices add up like days (a request
+starts in one hour, a call too), so readers sum rows whatever their hour; the refresh compacts
+a day into WHOLE_DAY rows once it is no longer live (`app.rollups.refresh`).
+
+`rollup_dirty` lists the days (with an `hour`: the hours) whose rollup rows are stale: written
+by whatever changes the base tables (`load_batch`, a trigger on `requests` for a request that
+moved to another day or hour, `reprice`, the GPU allocation, `app.trueup`) and emptied by the
+refresh, which deletes the marks it handles in the transaction that rebuilds their day or
+hour, before it reads the base tables, so a mark written meanwhile by a concurrent writer
+survives for the next refresh.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Date, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Column, Date, Index, Integer, SmallInteger, String, Table, Text
 
 from app.warehouse.tables import Base
 
@@ -91,8 +99,16 @@ SUMMED = (
 )
 
 
+# The `hour` of a row that sums a whole day (a day not in `rollup_sliced`).
+WHOLE_DAY = -1
+
 # The GPU rollups' sums: requests each on one row only (see above), calls, money.
 GPU_SUMMED = ("requests", "calls", "gpu_cost_nanousd")
+
+
+def _hour() -> Column[int]:
+    """The row's UTC hour on a sliced day (0-23), or WHOLE_DAY."""
+    return Column("hour", SmallInteger, nullable=False, server_default=str(WHOLE_DAY))
 
 
 def _measures(*extra: str) -> list[Column[int]]:
@@ -107,6 +123,7 @@ rollup_daily = Table(
     Column("endpoint", String(512), nullable=False),
     Column("team", String(256)),
     *_measures("requests"),
+    _hour(),
     Index(None, "day"),
 )
 
@@ -119,6 +136,7 @@ rollup_daily_calls = Table(
     Column("model", String(256), nullable=False),
     Column("provider", String(64), nullable=False),
     *_measures("requests", "requests_model", "requests_provider"),
+    _hour(),
     Index(None, "day"),
 )
 
@@ -134,6 +152,7 @@ rollup_daily_call_sets = Table(
     Column("team", String(256)),
     Column("pairs", Text, nullable=False),
     Column("requests", BigInteger, nullable=False),
+    _hour(),
     Index(None, "day"),
 )
 
@@ -145,6 +164,7 @@ rollup_daily_users = Table(
     Column("endpoint", String(512), nullable=False),
     Column("team", String(256)),
     *_measures("requests"),
+    _hour(),
     Index(None, "day"),
     Index(None, "user_id", "day"),
     Index(None, "endpoint", "day"),
@@ -157,6 +177,7 @@ rollup_daily_user_totals = Table(
     Column("user_id", String(256)),
     Column("team", String(256)),
     *_measures("requests"),
+    _hour(),
     Index(None, "day"),
     Index(None, "user_id", "day"),
 )
@@ -171,6 +192,7 @@ rollup_daily_user_calls = Table(
     Column("model", String(256), nullable=False),
     Column("provider", String(64), nullable=False),
     *_measures("requests", "requests_model", "requests_provider"),
+    _hour(),
     Index(None, "day"),
     Index(None, "model", "day"),
     Index(None, "user_id", "day"),
@@ -186,6 +208,7 @@ rollup_daily_set_calls = Table(
     Column("provider", String(64), nullable=False),
     Column("pairs", Text, nullable=False),
     *_measures("requests", "requests_model", "requests_provider"),
+    _hour(),
     Index(None, "day"),
 )
 
@@ -200,6 +223,7 @@ rollup_daily_user_set_calls = Table(
     Column("provider", String(64), nullable=False),
     Column("pairs", Text, nullable=False),
     *_measures("requests", "requests_model", "requests_provider"),
+    _hour(),
     Index(None, "day"),
     Index(None, "model", "day"),
     Index(None, "user_id", "day"),
@@ -215,6 +239,7 @@ rollup_daily_gpu = Table(
     Column("team", String(256)),
     Column("model", String(256), nullable=False),
     *(Column(n, BigInteger, nullable=False) for n in GPU_SUMMED),
+    _hour(),
     Index(None, "day"),
     Index(None, "call_day"),
 )
@@ -230,6 +255,7 @@ rollup_daily_gpu_users = Table(
     Column("team", String(256)),
     Column("model", String(256), nullable=False),
     *(Column(n, BigInteger, nullable=False) for n in GPU_SUMMED),
+    _hour(),
     Index(None, "day"),
     Index(None, "call_day"),
     Index(None, "user_id", "call_day"),
@@ -245,6 +271,7 @@ rollup_daily_gpu_user_totals = Table(
     Column("team", String(256)),
     Column("model", String(256), nullable=False),
     *(Column(n, BigInteger, nullable=False) for n in GPU_SUMMED),
+    _hour(),
     Index(None, "day"),
     Index(None, "call_day"),
     Index(None, "user_id", "call_day"),
@@ -261,6 +288,7 @@ rollup_daily_gpu_spread = Table(
     Column("user_id", String(256)),
     Column("endpoint", String(512), nullable=False),
     Column("team", String(256)),
+    _hour(),
     Index(None, "day"),
     Index(None, "call_day"),
 )
@@ -275,6 +303,7 @@ rollup_call_days = Table(
         Column(n, BigInteger, nullable=False)
         for n in ("llm_calls", "input_tokens", "output_tokens", "cost_nanousd", "unpriced_calls")
     ),
+    _hour(),
     Index(None, "day"),
 )
 
@@ -283,8 +312,12 @@ rollup_dirty = Table(
     _metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("day", Date, nullable=False),
+    Column("hour", SmallInteger),  # NULL: the whole day
     Index(None, "day"),
 )
+
+# The days whose rollup rows are hour slices (`app.rollups.refresh`).
+rollup_sliced = Table("rollup_sliced", _metadata, Column("day", Date, primary_key=True))
 
 # The GPU rollups, rebuilt by `app.rollups.gpu` (the others by `app.rollups.refresh`).
 GPU_ROLLUPS = (
