@@ -22,6 +22,7 @@ filter change ≤ 1 s).
                               [--rebuild-rollups] [--data-dir /work/bench-data]
                               [--postgres URL] [--prefix sg_bench] [--drop]
                               [--pages spend,unit_costs,…] [--reconcile-only]
+                              [--show-slow SECONDS]
 
 `--reuse` keeps a warehouse already generated with the same N (SQLite file
 `<data-dir>/<prefix>_<N>.db`, PostgreSQL database `<prefix>_<N>`); `--drop` deletes them at
@@ -84,6 +85,9 @@ DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 class SqlClock:
     """Seconds spent in SQL statements (every engine), between `reset` calls."""
 
+    # Statements slower than this are printed (--show-slow), with their first characters.
+    show_slow: float | None = None
+
     def __init__(self) -> None:
         self.seconds = 0.0
         self.statements = 0
@@ -94,11 +98,16 @@ class SqlClock:
     def _before(self, conn: Any, cursor: Any, *args: Any) -> None:
         self._started[id(cursor)] = time.perf_counter()
 
-    def _after(self, conn: Any, cursor: Any, *args: Any) -> None:
+    def _after(self, conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
         began = self._started.pop(id(cursor), None)
         if began is not None:
-            self.seconds += time.perf_counter() - began
+            seconds = time.perf_counter() - began
+            self.seconds += seconds
             self.statements += 1
+            if self.show_slow is not None and seconds >= self.show_slow:
+                text = " ".join(statement.split())
+                shown = f"{text[:400]} … {str(params)[:300]}"
+                print(f"      slow SQL {seconds:.2f} s: {shown}", flush=True)
 
     def reset(self) -> None:
         self.seconds, self.statements = 0.0, 0
@@ -410,7 +419,14 @@ def main() -> None:
     parser.add_argument(
         "--reconcile-only", action="store_true", help="time only the estimated-vs-billed query"
     )
+    parser.add_argument(
+        "--show-slow",
+        type=float,
+        metavar="SECONDS",
+        help="print each page's SQL statements that take at least this long",
+    )
     args = parser.parse_args()
+    SqlClock.show_slow = args.show_slow
     pages = args.pages.split(",") if args.pages else None
     if pages and set(pages) - set(PAGES):
         parser.error(f"--pages: not a page: {', '.join(sorted(set(pages) - set(PAGES)))}")

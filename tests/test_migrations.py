@@ -351,9 +351,10 @@ def test_0015_down_and_up_with_sliced_days(engine: Engine) -> None:
     upgrade(engine)
     with engine.connect() as conn:
         assert dirty_days(conn) == [day]
-    refresh(engine)  # a whole-day mark: whole-day rows
+    refresh(engine)  # the live day rebuilt whole, into hour slices again
     with engine.connect() as conn:
-        assert conn.execute(select(rollup_daily.c.hour)).scalars().all() == [-1]
+        assert conn.execute(select(rollup_daily.c.hour)).scalars().all() == [14]
+        assert conn.execute(select(rollup_sliced.c.day)).scalars().all() == [day]
         total = conn.execute(select(func.sum(rollup_daily.c.token_cost_nanousd))).scalar_one()
     assert total == 700
     [row] = unit_costs(engine, [])

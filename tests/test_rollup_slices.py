@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select
+from sqlalchemy import BigInteger, Engine, func, select
 
 from app.dashboard.queries import data_bounds, filter_options
 from app.reports.reconcile import traced_groups
@@ -27,7 +27,13 @@ from app.traces.batch import CallRow
 from app.warehouse.engine import snapshot
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
-from app.warehouse.tables_rollup import ROLLUPS, WHOLE_DAY, rollup_call_days, rollup_sliced
+from app.warehouse.tables_rollup import (
+    MEASURES,
+    ROLLUPS,
+    WHOLE_DAY,
+    rollup_call_days,
+    rollup_sliced,
+)
 from tests.test_rollups import (
     DIMS,
     FILTERS,
@@ -91,25 +97,33 @@ def test_live_days_are_sliced_marked_by_the_hour_and_compacted_when_old(engine: 
         [row] = conn.execute(cost_query(conn, [], Scope())).mappings().all()
     assert (row["requests"], row["cost_nanousd"]) == (3, 123)
 
-    # A whole-day mark (a re-price, say) rebuilds the day whole, out of the slices.
+    # A whole-day mark (a re-price, say) makes the whole day stale; it is rebuilt whole, still
+    # into hour slices (it is live).
     with engine.begin() as conn:
         mark_days(conn, [DAY])
     with engine.connect() as conn:
         assert dirty_in(conn, None, None) == Stale((DAY,), ())
+        assert plan(conn) == [Rebuild(DAY, None, sliced=True)]
     refresh(engine)
-    assert _sliced(engine) == [] and _hours(engine, DAY) == {WHOLE_DAY}
+    assert _sliced(engine) == [DAY] and _hours(engine, DAY) == {9, 10}
 
-    # Live again at the next hour mark (the whole day sliced once), then two days later it is
-    # no longer live: compacted into whole-day rows with the same sums.
+    # Then two days later it is no longer live: compacted into whole-day rows with the same
+    # sums, and a mark on it rebuilds it whole into whole-day rows.
     _load(engine, [_call("d" * 32, 1, T0 + timedelta(hours=23), 4)], [], False)
     refresh(engine)
-    assert _sliced(engine) == [DAY] and _hours(engine, DAY) == {9, 10, 23}
+    assert _hours(engine, DAY) == {9, 10, 23}
     later = T0 + timedelta(days=2, hours=1)
     _load(engine, [_call("e" * 32, 1, later, 5000)], [], False)
     result = refresh(engine)
     assert result.compacted == 1
     assert _sliced(engine) == [later.date()]
     assert _hours(engine, DAY) == {WHOLE_DAY} and _hours(engine, later.date()) == {1}
+    with engine.begin() as conn:
+        mark_days(conn, [DAY])
+    with engine.connect() as conn:
+        assert plan(conn) == [Rebuild(DAY, None, sliced=False)]
+    refresh(engine)
+    assert _hours(engine, DAY) == {WHOLE_DAY}
     with snapshot(engine) as conn:
         rows = conn.execute(cost_query(conn, ["model"], Scope(DAY, DAY + timedelta(days=1))))
         [row] = rows.mappings().all()
@@ -231,3 +245,11 @@ def test_rounds_of_live_traffic_equal_the_base_tables(
     live_from = last.date() - timedelta(days=1)
     assert all(day >= live_from for day in _sliced(engine))
     _assert_like_the_base_tables(engine, rnd)
+
+
+def test_compaction_sums_exactly_the_measures() -> None:
+    """Every summed column is a BIGINT listed in MEASURES, every other column a key: a new
+    measure of another type would otherwise be grouped on, not summed."""
+    for table in (*ROLLUPS, rollup_call_days):
+        big = {c.name for c in table.c if isinstance(c.type, BigInteger)}
+        assert big == {c.name for c in table.c if c.name in MEASURES}, table.name

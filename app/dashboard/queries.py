@@ -16,7 +16,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, func, inspect, literal, select, union_all
 
 from app.money import nanos_to_usd, per_thousand
-from app.reports.unit_costs import COLUMNS, Scope, cost_query
+from app.reports.unit_costs import COLUMNS, Scope, cost_query, unbounded
 from app.rollups.query import dirty_in, option_costs, skip
 from app.rollups.refresh import refresh_in_background
 from app.warehouse.engine import check_connection, snapshot
@@ -132,14 +132,18 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
         query = query.join(LlmCall, join_on)
     else:
         query = query.outerjoin(LlmCall, join_on)
-    query = query.where(*scope.conditions(), column.is_not(None)).group_by(column)
+    base = query
+    query = base.where(*scope.conditions(), column.is_not(None)).group_by(column)
     with snapshot(engine) as conn:
         if not scope.filters:
             # The rollups, and for the days waiting for a rebuild the base tables.
             dirty = dirty_in(conn, scope.since, scope.until)
             rolled = option_costs(dim, scope.since, scope.until, dirty)
             if dirty:
-                live = query.where(dirty.covers(Request.started_at))
+                # The stale time only (it lies in the range): with the range's bounds too, the
+                # planner may scan the whole range's requests.
+                live = base.where(*unbounded(scope).conditions(), column.is_not(None))
+                live = live.where(dirty.covers(Request.started_at)).group_by(column)
                 parts = union_all(rolled, live).subquery("parts")
                 summed = func.sum(parts.c.cost)
                 query = select(parts.c.value, summed.label("cost")).group_by(parts.c.value)

@@ -25,7 +25,7 @@ columns, the same numbers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -86,6 +86,13 @@ class Scope:
 
     def filters_calls(self) -> bool:
         return any(d in CALL_DIMENSIONS and v for d, v in (self.filters or {}).items())
+
+
+def unbounded(scope: Scope) -> Scope:
+    """The scope without its date range: for the part of a query that reads the stale time
+    (which lies in the range) from the base tables. With the range's bounds as well, SQLite's
+    planner may take the range's index scan (every request of 90 days) over the stale hour's."""
+    return replace(scope, since=None, until=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +201,7 @@ def cost_query(
         return _base_query(dims, scope, by_day)
     if not dirty:
         return rolled
-    live = _base_query(dims, scope, by_day).where(dirty.covers(Request.started_at))
+    live = _base_query(dims, unbounded(scope), by_day).where(dirty.covers(Request.started_at))
     parts = union_all(rolled, live).subquery("parts")
     keys = [parts.c[d] for d in (*dims, *(["day"] if by_day else []))]
     measures = (*MEASURES, TRUED_UP) if scope.true_up else MEASURES

@@ -28,8 +28,9 @@ from the base tables until then.
 
 Marks name the hour too where the writer knows it (a batch, a re-price: the stored hour, the
 candidates' and the calls' hours; PostgreSQL's trigger marks the hour a request leaves, migration
-0015), so that on a sliced (live) day only those hours are stale (`app.rollups.refresh`); a mark
-without an hour (`mark_days`, `mark_all`, the GPU allocation, the true-up) stales the whole day.
+0015), so that on a sliced (live) day only those hours are stale (`app.rollups.refresh`); the GPU
+allocation and the true-up mark the hours of the requests they change, and a mark without an
+hour (`mark_days`, `mark_all`) stales the whole day.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from sqlalchemy import Connection, and_, func, insert, select, union
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from app.rollups.query import hour_of
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import rollup_dirty
@@ -114,26 +116,27 @@ def mark_slices(conn: Connection, marks: Iterable[Slice]) -> None:
 
 
 def mark_allocated(conn: Connection, start: datetime, end: datetime) -> None:
-    """Mark the request days of the calls whose GPU allocation falls in [start, end)."""
-    days = (
-        select(func.date(Request.started_at))
+    """Mark the request days and hours of the calls whose GPU allocation falls in
+    [start, end)."""
+    hours = (
+        select(func.date(Request.started_at), hour_of(Request.started_at))
         .join(GpuAllocation, GpuAllocation.trace_id == Request.trace_id)
         .where(and_(GpuAllocation.hour >= start, GpuAllocation.hour < end))
         .distinct()
     )
-    conn.execute(insert(rollup_dirty).from_select(["day"], days))
+    conn.execute(insert(rollup_dirty).from_select(["day", "hour"], hours))
 
 
 def mark_provider_calls(conn: Connection, provider: str, start: datetime, end: datetime) -> None:
-    """Mark the request days of the provider's calls that started in [start, end): the days
-    whose trued-up costs a true-up of those days changes."""
-    days = (
-        select(func.date(Request.started_at))
+    """Mark the request days and hours of the provider's calls that started in [start, end):
+    those whose trued-up costs a true-up of those days changes."""
+    hours = (
+        select(func.date(Request.started_at), hour_of(Request.started_at))
         .join(LlmCall, LlmCall.trace_id == Request.trace_id)
         .where(LlmCall.provider == provider, LlmCall.started_at >= start, LlmCall.started_at < end)
         .distinct()
     )
-    conn.execute(insert(rollup_dirty).from_select(["day"], days))
+    conn.execute(insert(rollup_dirty).from_select(["day", "hour"], hours))
 
 
 def mark_all(conn: Connection) -> None:

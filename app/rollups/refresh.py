@@ -47,7 +47,7 @@ from sqlalchemy.schema import CreateTable
 
 from app.rollups.call_days import rebuild_call_slices
 from app.rollups.gpu import rebuild_gpu_slices
-from app.rollups.query import hour_of
+from app.rollups.query import MAX_STALE_HOURS, hour_of
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
@@ -55,6 +55,7 @@ from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import (
     GPU_ROLLUPS,
+    MEASURES,
     PAIR_MID,
     PAIR_START,
     ROLLUPS,
@@ -89,7 +90,7 @@ LIVE_DAYS = 2
 
 @dataclass(slots=True)
 class RefreshResult:
-    days: int = 0  # days (or a day's hours) rebuilt
+    days: int = 0  # rebuilds: of a day, or of some hours of a sliced day
     seconds: float = 0.0
     busy: bool = False  # another process was refreshing: nothing done here
     compacted: int = 0  # sliced days no longer live, summed into whole-day rows
@@ -112,9 +113,11 @@ def dirty_days(conn: Connection) -> list[date]:
 
 
 def plan(conn: Connection) -> list[Rebuild]:
-    """What the marks ask for, oldest day first. A day marked whole, or no longer live, is
-    rebuilt whole into WHOLE_DAY rows (leaving `rollup_sliced` if it was there). A live day is
-    rebuilt whole into hour slices the first time, then only its marked hours."""
+    """What the marks ask for, oldest day first. A day that is not live is rebuilt whole into
+    WHOLE_DAY rows (leaving `rollup_sliced` if it was there). A live day is rebuilt whole into
+    hour slices when it is not sliced yet, is marked whole or has many hours marked, else only
+    its marked hours. The plan holds while the caller holds the refresh lock (`refresh`): no
+    one else rebuilds, slices or compacts meanwhile."""
     marks: dict[date, set[int | None]] = {}
     for day, hour in conn.execute(select(rollup_dirty.c.day, rollup_dirty.c.hour).distinct()):
         marks.setdefault(as_date(day), set()).add(hour)
@@ -124,11 +127,10 @@ def plan(conn: Connection) -> list[Rebuild]:
     live_from = _live_from(conn)
     jobs = []
     for day, hours in sorted(marks.items()):
-        live = live_from is not None and day >= live_from
-        if None in hours or not live:
+        if live_from is None or day < live_from:
             jobs.append(Rebuild(day, None, sliced=False))
-        elif day not in sliced:
-            jobs.append(Rebuild(day, None, sliced=True))
+        elif None in hours or day not in sliced or len(hours) > MAX_STALE_HOURS:
+            jobs.append(Rebuild(day, None, sliced=True))  # whole, into hour slices
         else:
             jobs.append(Rebuild(day, tuple(sorted(h for h in hours if h is not None)), True))
     return jobs
@@ -167,7 +169,7 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
                 write_checkpoint(session, "rollups", "refresh", datetime.now(UTC).isoformat())
     result.seconds = time.perf_counter() - started
     if result.days:
-        log.info("rollups: %d day(s) rebuilt in %.2f s", result.days, result.seconds)
+        log.info("rollups: %d rebuild(s) in %.2f s", result.days, result.seconds)
     return result
 
 
@@ -220,7 +222,8 @@ def rebuild_day(engine: Engine, day: date) -> None:
 
 
 def rebuild(engine: Engine, job: Rebuild) -> None:
-    """One `Rebuild`, in one transaction: its marks deleted first (a mark written after that
+    """One `Rebuild`, in one transaction (under the refresh lock, as `plan` is): its marks
+    deleted first (a mark written after that
     stays for the next refresh, and its rows are read after it anyway), its rows deleted and
     summed again from the base tables."""
     day = job.day
@@ -288,14 +291,13 @@ def compact(engine: Engine) -> int:
     for day in days:
         with engine.begin() as conn:
             if conn.execute(select(rollup_dirty.c.id).where(rollup_dirty.c.day == day)).first():
-                continue  # marked meanwhile: rebuilt whole by the next refresh
+                continue  # marked since: the next refresh rebuilds it whole
+            # (A mark committed during the compaction is on a day no longer sliced: readers
+            # take that day whole from the base tables, and the next refresh rebuilds it.)
             for table in (*ROLLUPS, rollup_call_days):
                 c = table.c
-                keys = [col for col in c if col.name not in ("day", "hour")]
-                keys = [col for col in keys if not isinstance(col.type, BigInteger)]
-                sums = [
-                    func.sum(col).label(col.name) for col in c if isinstance(col.type, BigInteger)
-                ]
+                keys = [col for col in c if col.name not in ("day", "hour", *MEASURES)]
+                sums = [func.sum(col).label(col.name) for col in c if col.name in MEASURES]
                 query = (
                     select(c.day, *keys, *sums, literal(WHOLE_DAY).label("hour"))
                     .where(c.day == day, c.hour != WHOLE_DAY)

@@ -55,7 +55,8 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
                 yield conn
         return
     with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
+        driver = conn.connection.dbapi_connection
+        if engine.dialect.name == "sqlite" and not getattr(driver, "in_transaction", True):
             conn.exec_driver_sql("BEGIN")
         try:
             yield conn

@@ -316,6 +316,19 @@ rollup_dirty = Table(
     Index(None, "day"),
 )
 
+# Every summed column of any rollup (the others are keys): what compacting hour slices sums.
+MEASURES = frozenset(
+    {
+        "requests",
+        "requests_model",
+        "requests_provider",
+        *SUMMED,
+        *GPU_SUMMED,
+        "calls",
+        "cost_nanousd",
+    }
+)
+
 # The days whose rollup rows are hour slices (`app.rollups.refresh`).
 rollup_sliced = Table("rollup_sliced", _metadata, Column("day", Date, primary_key=True))
 
