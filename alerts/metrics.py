@@ -39,7 +39,7 @@ from alerts.rules import GroupKey, Rule
 from alerts.windows import Window
 from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, MEASURES, Scope, unit_cost_query
-from app.rollups.query import dirty_in, rollup_query
+from app.rollups.query import dirty_in, rollup_query, sliced_in
 from app.warehouse.engine import snapshot
 from app.warehouse.tables import Request
 
@@ -131,9 +131,10 @@ def _key(row: Any, dims: tuple[str, ...]) -> GroupKey:
 class SqlMeasurer:
     """Bounded queries per window (remembered for the life of the measurer). The whole UTC
     days inside a window come from the daily rollups when they answer the rule exactly (no
-    glob filter, and `rollup_query` can); its partial days at either end, and the days (or
-    hours) waiting for a rebuild, from the base tables. Totals are additive over time, so the
-    sum is the base tables' answer."""
+    glob filter, and `rollup_query` can), and so do the whole hours of its partial days at
+    either end when those are sliced (the live days: a window ending now); the rest (minutes
+    at either end, other partial days, the days or hours waiting for a rebuild) from the base
+    tables. Totals are additive over time, so the sum is the base tables' answer."""
 
     def __init__(self, engine: Engine, rule: Rule) -> None:
         self.engine, self.rule = engine, rule
@@ -149,22 +150,66 @@ class SqlMeasurer:
         return self.memo[key]
 
     def _measure(self, conn: Connection, start: datetime, end: datetime) -> Measured:
-        first, last = _utc_ceil(start), _utc_floor(end)
-        if self.exact is None or first >= last:
+        if self.exact is None:
             return self._base(conn, start, end)
-        # Days waiting for a rebuild (live ingest: today) come from the base tables too.
-        dirty = dirty_in(conn, first.date(), last.date())
-        rolled = rollup_query(self.rule.dims, self.exact, first.date(), last.date(), stale=dirty)
+        first, last = _utc_ceil(start), _utc_floor(end)
+        sliced = sliced_in(conn, _utc_floor(start).date(), last.date() + timedelta(days=1))
+        if first > last:  # within one UTC day
+            parts = [self._part_day(conn, start, end, sliced)]
+        else:
+            whole = self._whole_days(conn, first.date(), last.date())
+            if whole is None:
+                return self._base(conn, start, end)
+            parts = [
+                self._part_day(conn, start, first, sliced),
+                whole,
+                self._part_day(conn, last, end, sliced),
+            ]
+        return _added(parts)
+
+    def _whole_days(self, conn: Connection, since: date, until: date) -> Measured | None:
+        """The whole UTC days [since, until): the rollups, but for the days (or hours) waiting
+        for a rebuild (live ingest: the latest hour), from the base tables. None: the rollups
+        cannot answer the rule."""
+        if since >= until:
+            return {}
+        dirty = dirty_in(conn, since, until)
+        rolled = rollup_query(self.rule.dims, self.exact, since, until, stale=dirty)
+        if rolled is None:
+            return None
+        parts = [self._base(conn, lo, hi) for lo, hi in dirty.periods()]
+        parts.append({_key(r, self.rule.dims): _totals(r) for r in conn.execute(rolled).mappings()})
+        return _added(parts)
+
+    def _part_day(
+        self, conn: Connection, start: datetime, end: datetime, sliced: set[date]
+    ) -> Measured:
+        """[start, end) within one UTC day: on a sliced day (the live ones) its whole hours
+        from the rollups' hour rows (but the stale hours), the minutes at either end from the
+        base tables; on another day, all from the base tables."""
+        if start >= end:
+            return {}
+        day = _utc_floor(start).date()
+        lo, hi = _hour_ceil(start), _hour_floor(end)
+        if day not in sliced or lo >= hi:
+            return self._base(conn, start, end)
+        dirty = dirty_in(conn, day, day + timedelta(days=1))
+        to_hour = 24 if hi.date() != day else hi.hour
+        hours = (lo.hour, to_hour)
+        if dirty.days:  # the day is stale whole
+            return self._base(conn, start, end)
+        next_day = day + timedelta(days=1)
+        rolled = rollup_query(self.rule.dims, self.exact, day, next_day, stale=dirty, hours=hours)
         if rolled is None:
             return self._base(conn, start, end)
-        out: Measured = {}
-        parts = [self._base(conn, start, first), self._base(conn, last, end)]
-        parts += [self._base(conn, lo, hi) for lo, hi in dirty.periods()]
+        parts = [self._base(conn, start, lo), self._base(conn, hi, end)]
+        parts += [
+            self._base(conn, at, at + timedelta(hours=1))
+            for d, h in dirty.hours
+            if lo <= (at := _midnight(d) + timedelta(hours=h)) < hi
+        ]
         parts.append({_key(r, self.rule.dims): _totals(r) for r in conn.execute(rolled).mappings()})
-        for part in parts:
-            for group, totals in part.items():
-                out[group] = out[group] + totals if group in out else totals
-        return out
+        return _added(parts)
 
     def _base(self, conn: Connection, start: datetime, end: datetime) -> Measured:
         if start >= end:
@@ -182,6 +227,23 @@ def exact_filters(rule: Rule) -> dict[str, list[str]] | None:
             return None
         exact[dim] = list(values)
     return exact
+
+
+def _added(parts: Iterable[Measured]) -> Measured:
+    out: Measured = {}
+    for part in parts:
+        for group, totals in part.items():
+            out[group] = out[group] + totals if group in out else totals
+    return out
+
+
+def _hour_floor(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _hour_ceil(when: datetime) -> datetime:
+    floor = _hour_floor(when)
+    return floor if floor == when else floor + timedelta(hours=1)
 
 
 def _midnight(day: date) -> datetime:

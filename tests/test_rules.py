@@ -333,3 +333,56 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     assert any("rollup_daily" in s for s in statements)
     with engine.connect() as conn:
         assert got == measurer._base(conn, start, end)
+
+
+@pytest.mark.parametrize("group_by", [[], ["user"], ["model"]])
+def test_the_whole_hours_of_a_live_partial_day_come_from_the_hour_slices(
+    engine: Engine, group_by: list[str]
+) -> None:
+    """A window ending now: its last, partial UTC day is live (sliced), so its whole hours come
+    from the rollups' hour rows, its minutes and its stale hours from the base tables; any
+    window of the live days, with or without stale hours, totals as the base tables do."""
+    import random
+
+    from alerts.metrics import SqlMeasurer
+    from alerts.windows import Window
+    from app.rollups.dirty import mark_days, mark_slices
+    from app.rollups.query import sliced_in
+    from app.rollups.refresh import refresh
+
+    rnd = random.Random(3)
+    today = DAY.date()
+    for i in range(80):  # the day before and today, at random minutes
+        at = DAY - timedelta(days=1) + timedelta(minutes=rnd.randrange(2 * 24 * 60))
+        calls = [("gpt-4o", "1.25"), ("gpt-4o-mini", None)] if i % 3 else [("gpt-4o", "0.5")]
+        add_request(engine, at, user=f"u-{i % 4}", endpoint=f"/v{i % 2}", calls=calls)
+    with engine.begin() as conn:
+        mark_slices(conn, [(today - timedelta(days=1), 0), (today, 0)])
+    refresh(engine)
+    with engine.connect() as conn:
+        assert sliced_in(conn, None, None) == {today - timedelta(days=1), today}
+    rule = compile_rule(RuleConfig.model_validate({**CAP, "group_by": group_by}))
+
+    def check(start: datetime, end: datetime) -> None:
+        measurer = SqlMeasurer(engine, rule)
+        got = measurer.measure(Window(start, end, end, "test"))
+        with engine.connect() as conn:
+            assert got == measurer._base(conn, start, end), (start, end)
+
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    check(DAY - timedelta(days=1, minutes=-7), DAY + timedelta(hours=17, minutes=41))
+    assert any("rollup_daily" in s and "hour" in s for s in statements)
+    for _ in range(12):
+        a, b = sorted(rnd.randrange(2 * 24 * 60) for _ in range(2))
+        check(DAY - timedelta(days=1, minutes=-a), DAY - timedelta(days=1, minutes=-b))
+    # Live ingest: new requests in two hours of today, waiting for their rebuild.
+    for hour in (5, 17):
+        add_request(engine, DAY + timedelta(hours=hour, minutes=3), user="u-9")
+    with engine.begin() as conn:
+        mark_slices(conn, [(today, 5), (today, 17)])
+    check(DAY + timedelta(minutes=30), DAY + timedelta(hours=20, minutes=1))
+    check(DAY - timedelta(hours=3), DAY + timedelta(hours=17))
+    with engine.begin() as conn:  # and the whole day stale
+        mark_days(conn, [today])
+    check(DAY + timedelta(minutes=30), DAY + timedelta(hours=20, minutes=1))

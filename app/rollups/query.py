@@ -96,10 +96,12 @@ def rollup_query(
     true_up: bool = False,
     by_day: bool = False,
     stale: Stale | None = None,
+    hours: tuple[int, int] | None = None,
 ) -> Select[Any] | None:
     """The rollups' answer to the unit-cost query, or None when they cannot answer exactly.
     `by_day` adds the UTC day as a column `day` and a grouping; the `stale` days and hours are
-    left out (the caller reads them from the base tables)."""
+    left out (the caller reads them from the base tables). `hours` (from, to): only the rows of
+    those UTC hours, for days that are sliced (`rollup_sliced`; a whole day's rows have none)."""
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
@@ -122,7 +124,7 @@ def rollup_query(
         elif one_provider and "model" not in used:
             requests = table.c.requests_provider
         elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
-            return _by_call_sets(dims, chosen, since, until, by_day, stale, true_up)
+            return _by_call_sets(dims, chosen, since, until, by_day, stale, true_up, hours)
         elif _ordered_values(dims, chosen) > MAX_ORDERED:
             return None
         else:
@@ -145,7 +147,7 @@ def rollup_query(
     )
     if true_up:
         query = query.add_columns(func.coalesce(func.sum(t.trued_up_calls), 0).label(TRUED_UP))
-    conds = day_conditions(t.day, since, until) + skip(stale, t)
+    conds = day_conditions(t.day, since, until) + skip(stale, t) + _hours(t, hours)
     for dim, values in chosen.items():
         conds.append(t[_COLUMN_NAMES[dim]].in_(values))
     if conds:
@@ -171,6 +173,7 @@ def _by_call_sets(
     by_day: bool,
     stale: Stale | None,
     true_up: bool,
+    hours: tuple[int, int] | None,
 ) -> Select[Any]:
     """Several models or providers in one group (by endpoint or team, or none): the calls' sums
     from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
@@ -190,7 +193,7 @@ def _by_call_sets(
         ]
         if by_day:
             groups.append(t.day.label("day"))
-        conds = day_conditions(t.day, since, until) + skip(stale, t)
+        conds = day_conditions(t.day, since, until) + skip(stale, t) + _hours(t, hours)
         for dim, values in chosen.items():
             if not counted or dim not in CALL_DIMENSIONS:
                 conds.append(t[_COLUMN_NAMES[dim]].in_(list(values)))
@@ -334,6 +337,13 @@ def day_conditions(day: Any, since: date | None, until: date | None) -> list[Col
     return conds
 
 
+def _hours(columns: Any, hours: tuple[int, int] | None) -> list[ColumnElement[bool]]:
+    """Rows of the UTC hours [from, to) of sliced days, or no condition."""
+    if hours is None:
+        return []
+    return [columns.hour >= hours[0], columns.hour < hours[1]]
+
+
 def skip(stale: Stale | None, table: Any, day: str = "day") -> list[ColumnElement[bool]]:
     """The conditions that leave a rollup's `stale` rows out (`table`: a table or its `.c`;
     `day`: the column that the marks' days are of)."""
@@ -418,6 +428,13 @@ class Stale:
 
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def sliced_in(conn: Connection, since: date | None, until: date | None) -> set[date]:
+    """The days in [since, until) whose rollup rows are hour slices."""
+    d = rollup_sliced.c.day
+    days = conn.execute(select(d).where(*day_conditions(d, since, until))).scalars()
+    return {as_date(v) for v in days}
 
 
 def dirty_in(conn: Connection, since: date | None, until: date | None) -> Stale:
