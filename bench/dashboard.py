@@ -135,6 +135,17 @@ def time_reconcile(url: str, title: str) -> None:
         )
 
 
+_CLOCK: list[SqlClock] = []
+
+
+def _clock() -> SqlClock:
+    """One clock for the process: each listens on every engine, so a second would count (and
+    print) every statement again."""
+    if not _CLOCK:
+        _CLOCK.append(SqlClock())
+    return _CLOCK[0]
+
+
 def time_pages(
     url: str, title: str, more: bool = True, pages: list[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -150,7 +161,7 @@ def time_pages(
     print(f"  {title}:", flush=True)
     for name in ("streamlit", "streamlit.runtime"):  # "no runtime", "missing ScriptRunContext"
         logging.getLogger(name).setLevel(logging.ERROR)
-    clock = SqlClock()
+    clock = _clock()
     results = []
 
     def run(at: AppTest) -> tuple[float, float, int]:

@@ -49,7 +49,7 @@ from app.rollups.call_days import rebuild_call_slices
 from app.rollups.gpu import rebuild_gpu_slices
 from app.rollups.query import MAX_STALE_HOURS, hour_of
 from app.warehouse.checkpoints import write_checkpoint
-from app.warehouse.engine import session_scope
+from app.warehouse.engine import READ_SETTINGS, session_scope
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
@@ -229,13 +229,10 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
     day = job.day
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            # One day is a small slice of llm_calls: fetch it by primary key, never by scanning
-            # the table (the default page cost makes the planner prefer a hash join of all of
-            # it); JIT compiles for longer than these queries run.
-            conn.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
-            conn.exec_driver_sql("SET LOCAL jit = off")
-            # A day's requests × models grouped and sorted in memory, not in batches on disk.
-            conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+            # One day is a small slice of llm_calls: fetched by primary key, and grouped and
+            # sorted in memory (the readers' settings).
+            for setting in READ_SETTINGS:
+                conn.exec_driver_sql(f"SET LOCAL {setting}")
         marks = rollup_dirty.c
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         if job.hours is None:
