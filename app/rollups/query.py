@@ -493,3 +493,25 @@ def _sqlite_hour(element: hour_of, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(hour_of, "postgresql")
 def _pg_hour(element: hour_of, compiler: SQLCompiler, **kw: Any) -> str:
     return f"CAST(extract(hour FROM {compiler.process(element.clauses, **kw)}) AS INTEGER)"
+
+
+class unindexed(FunctionElement[Any]):
+    """A column that SQLite's planner will not take an index for (`+column`: the documented
+    no-op that disqualifies a term), e.g. to make it drive a query from another table's index;
+    the column itself elsewhere."""
+
+    inherit_cache = True
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(unindexed, "sqlite")
+def _sqlite_unindexed(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"+{compiler.process(element.clauses, **kw)}"
