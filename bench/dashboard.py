@@ -16,7 +16,8 @@ filter change ≤ 1 s).
 3. Again, every page's first paint and filter change with `pricing.true_up: true`.
 4. Again, with the latest hour waiting for its rebuild (live ingest: the latest two days are
    stored as hour slices, and the pages read that hour from the base tables and the rest from
-   the rollups), and with the whole latest day waiting (a re-price or a true-up of that day).
+   the rollups), and with the whole latest day waiting (changes in more than six of its hours,
+   or a full rebuild).
 
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]
                               [--rebuild-rollups] [--data-dir /work/bench-data]
@@ -390,8 +391,8 @@ def _bench(
     write_config(work, n, engine, true_up=False)
     stale = {
         f"live: {day} {hour:02d}:00 waiting for its rebuild": (day, hour),
-        # A whole day stale (a re-price, a true-up, a GPU re-allocation): read from the base
-        # tables whole.
+        # A whole day stale (changes in more than six of its hours, a full rebuild): read from
+        # the base tables whole.
         f"late: the whole of {day} waiting for its rebuild": (day, None),
     }
     for title, mark in stale.items():
