@@ -143,7 +143,8 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
                 # The stale time only (it lies in the range): with the range's bounds too, the
                 # planner may scan the whole range's requests.
                 live = base.where(*unbounded(scope).conditions(), column.is_not(None))
-                live = live.where(dirty.covers(Request.started_at)).group_by(column)
+                stale = dirty.within(scope.since, scope.until)
+                live = live.where(stale.covers(Request.started_at)).group_by(column)
                 parts = union_all(rolled, live).subquery("parts")
                 summed = func.sum(parts.c.cost)
                 query = select(parts.c.value, summed.label("cost")).group_by(parts.c.value)

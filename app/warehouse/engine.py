@@ -65,12 +65,16 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
         return
     with engine.connect() as conn:
         driver = conn.connection.dbapi_connection
-        if engine.dialect.name == "sqlite" and not getattr(driver, "in_transaction", True):
+        # (A connection already in a transaction, a shared in-memory one, keeps it: its
+        # holder's uncommitted work is not ours to roll back.)
+        began = engine.dialect.name == "sqlite" and not getattr(driver, "in_transaction", False)
+        if began:
             conn.exec_driver_sql("BEGIN")
         try:
             yield conn
         finally:
-            conn.rollback()
+            if began:
+                conn.rollback()
 
 
 @contextmanager
