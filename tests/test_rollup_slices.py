@@ -253,3 +253,16 @@ def test_compaction_sums_exactly_the_measures() -> None:
     for table in (*ROLLUPS, rollup_call_days):
         big = {c.name for c in table.c if isinstance(c.type, BigInteger)}
         assert big == {c.name for c in table.c if c.name in MEASURES}, table.name
+
+
+def test_the_gpu_breakdown_drives_from_little_stale_time_only() -> None:
+    """A stale hour's GPU shares are found from its requests (the (pool, hour) index kept out
+    of SQLite's choice); a pending full rebuild's are bounded by the range's hours instead."""
+    from app.gpu.report import _little
+
+    hour = Stale((), ((DAY, 3),))
+    month = Stale(tuple(DAY - timedelta(days=d) for d in range(30)), ())
+    assert _little(hour, DAY - timedelta(days=30), DAY)
+    assert not _little(month, DAY - timedelta(days=30), DAY)
+    assert _little(Stale((DAY,), ()), None, None)
+    assert not _little(Stale((DAY, DAY + timedelta(days=2)), ()), None, None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -216,12 +216,13 @@ def base_allocation_query(
         func.count().label("calls"),
         func.sum(GpuAllocation.gpu_cost_nanousd).label("cost"),
     ).select_from(GpuAllocation)
-    # The stale time's shares are found from its requests (their `started_at` index, then the
-    # shares' primary key); SQLite's planner would rather scan the range's shares by the
+    # A little stale time's shares are found from its requests (their `started_at` index, then
+    # the shares' primary key); SQLite's planner would rather scan the range's shares by the
     # (pool, hour) index, a month of them for an hour's: that index is kept out of its choice.
+    # Much stale time (a full rebuild pending) is better bounded by the range's hours.
     hour: Any = GpuAllocation.hour
     pool: Any = GpuAllocation.pool
-    if stale is not None:
+    if stale is not None and _little(stale, since, until):
         hour, pool = unindexed(hour), unindexed(pool)
     query = query.where(*_bounds(since, until, hour))
     # Only the tables the breakdown or the filters read: every allocation has its call and
@@ -245,6 +246,14 @@ def base_allocation_query(
         if values:
             query = query.where(BREAKDOWNS[dim].in_(list(values)))
     return query.group_by(*cols) if cols else query
+
+
+def _little(stale: Stale, since: date | None, until: date | None) -> bool:
+    """Whether the stale time is small beside the range (a tenth of it, or of a day)."""
+    spans = sum((hi - lo for lo, hi in stale.periods()), timedelta())
+    if since is None or until is None:
+        return spans <= timedelta(days=1)
+    return spans * 10 <= max(until - since, timedelta(days=1))
 
 
 def last_allocation(engine: Engine) -> datetime | None:
