@@ -26,6 +26,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    and_,
     cast,
     func,
     literal,
@@ -202,14 +203,24 @@ class SqlMeasurer:
         rolled = rollup_query(self.rule.dims, self.exact, day, next_day, stale=dirty, hours=hours)
         if rolled is None:
             return self._base(conn, start, end)
-        parts = [self._base(conn, start, lo), self._base(conn, hi, end)]
-        parts += [
-            self._base(conn, at, at + timedelta(hours=1))
+        # The minutes at either end and the stale hours in between, in one base-table query.
+        spans = [(start, lo), (hi, end)]
+        spans += [
+            (at, at + timedelta(hours=1))
             for d, h in dirty.hours
             if lo <= (at := _midnight(d) + timedelta(hours=h)) < hi
         ]
+        parts = [self._base_spans(conn, [(a, b) for a, b in spans if a < b])]
         parts.append({_key(r, self.rule.dims): _totals(r) for r in conn.execute(rolled).mappings()})
         return _added(parts)
+
+    def _base_spans(self, conn: Connection, spans: list[tuple[datetime, datetime]]) -> Measured:
+        """The base tables' totals of the requests that started in any of `spans` (disjoint)."""
+        if not spans:
+            return {}
+        within = [and_(Request.started_at >= a, Request.started_at < b) for a, b in spans]
+        rows = conn.execute(self.query.where(or_(*within))).mappings().all()
+        return {_key(r, self.rule.dims): _totals(r) for r in rows}
 
     def _base(self, conn: Connection, start: datetime, end: datetime) -> Measured:
         if start >= end:
