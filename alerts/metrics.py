@@ -26,7 +26,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    and_,
     cast,
     func,
     literal,
@@ -40,7 +39,7 @@ from alerts.rules import GroupKey, Rule
 from alerts.windows import Window
 from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, MEASURES, Scope, unit_cost_query
-from app.rollups.query import dirty_in, rollup_query, sliced_in
+from app.rollups.query import dirty_in, in_spans, rollup_query, sliced_in
 from app.warehouse.engine import snapshot
 from app.warehouse.tables import Request
 
@@ -218,8 +217,7 @@ class SqlMeasurer:
         """The base tables' totals of the requests that started in any of `spans` (disjoint)."""
         if not spans:
             return {}
-        within = [and_(Request.started_at >= a, Request.started_at < b) for a, b in spans]
-        rows = conn.execute(self.query.where(or_(*within))).mappings().all()
+        rows = conn.execute(self.query.where(in_spans(Request.started_at, spans))).mappings().all()
         return {_key(r, self.rule.dims): _totals(r) for r in rows}
 
     def _base(self, conn: Connection, start: datetime, end: datetime) -> Measured:

@@ -24,24 +24,21 @@ never waits for a rebuild and never differs from the base tables'.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Date,
     Select,
-    and_,
-    delete,
     func,
     insert,
     literal,
-    or_,
     select,
     union_all,
 )
 
-from app.rollups.query import Stale, day_conditions, skip
+from app.rollups.query import Stale, day_conditions, in_spans, skip
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_rollup import rollup_call_days
 from app.warehouse.tables_trueup import served_model
@@ -51,21 +48,14 @@ MEASURES = ("llm_calls", "input_tokens", "output_tokens", "cost_nanousd", "unpri
 
 
 def rebuild_call_slices(
-    conn: Connection, day: date, hours: Sequence[int] | None, hour: Any
+    conn: Connection, day: date, spans: list[tuple[datetime, datetime]], hour: Any
 ) -> None:
-    """Replace the rows of `rollup_call_days` of the calls that started that UTC day (or only
-    those `hours` of it) by their sums (in the caller's transaction: `app.rollups.refresh`'s);
-    `hour`: the rows' `hour`, an expression of `LlmCall.started_at` or WHOLE_DAY."""
-    t = rollup_call_days.c
-    start = _midnight(day)
-    if hours is None:
-        conn.execute(delete(rollup_call_days).where(t.day == day))
-        spans = [(start, start + timedelta(days=1))]
-    else:
-        conn.execute(delete(rollup_call_days).where(t.day == day, t.hour.in_(list(hours))))
-        spans = [(start + timedelta(hours=h), start + timedelta(hours=h + 1)) for h in hours]
-    within = or_(*(and_(LlmCall.started_at >= lo, LlmCall.started_at < hi) for lo, hi in spans))
-    query = _summed(literal(day, Date), [within], by_day=False, keys=[hour])
+    """Write the rows of `rollup_call_days` of the calls that started in `spans` (UTC ranges of
+    one day); `hour`: the rows' hour, an expression of the call's start or WHOLE_DAY. The
+    caller has deleted those rows, in the same transaction (`app.rollups.refresh`)."""
+    query = _summed(
+        literal(day, Date), [in_spans(LlmCall.started_at, spans)], by_day=False, keys=[hour]
+    )
     conn.execute(insert(rollup_call_days).from_select([*_COLUMNS, "hour"], query))
 
 
@@ -120,7 +110,3 @@ def _summed(day: Any, conds: Sequence[Any], *, by_day: bool, keys: Sequence[Any]
         .where(*conds)
         .group_by(*groups, *keys)
     )
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)

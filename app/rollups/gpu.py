@@ -42,12 +42,11 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
 )
 from sqlalchemy.schema import CreateTable
 
-from app.rollups.query import MISSING, Stale, day_conditions, skip
+from app.rollups.query import MISSING, Stale, day_conditions, in_spans, skip
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import (
@@ -135,7 +134,7 @@ def _shares(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
         .select_from(r)
         .join(g, g.trace_id == r.trace_id)
         .join(c, and_(c.trace_id == g.trace_id, c.span_id == g.span_id))
-        .where(or_(*(and_(r.started_at >= lo, r.started_at < hi) for lo, hi in spans)))
+        .where(in_spans(r.started_at, spans))
         .group_by(
             g.trace_id, r.started_at, call_day, g.pool, c.model, r.endpoint, r.user_id, r.team
         )

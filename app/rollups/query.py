@@ -413,7 +413,7 @@ class Stale:
     def covers(self, column: Any) -> ColumnElement[bool]:
         """`column` (a UTC timestamp: a request's or a call's start) in the stale time, as
         ranges that its index can serve."""
-        return or_(*(and_(column >= lo, column < hi) for lo, hi in self.periods()))
+        return in_spans(column, self.periods())
 
     def within(self, since: date | None, until: date | None) -> Stale:
         """Only the stale days (and hours) in [since, until)."""
@@ -424,6 +424,11 @@ class Stale:
         return Stale(
             tuple(d for d in self.days if keep(d)), tuple(x for x in self.hours if keep(x[0]))
         )
+
+
+def in_spans(column: Any, spans: Sequence[tuple[datetime, datetime]]) -> ColumnElement[bool]:
+    """`column` (a UTC timestamp) in one of the [start, end) `spans`: ranges its index serves."""
+    return or_(*(and_(column >= lo, column < hi) for lo, hi in spans))
 
 
 def _midnight(day: date) -> datetime:

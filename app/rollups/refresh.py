@@ -40,14 +40,13 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
 )
 from sqlalchemy.schema import CreateTable
 
 from app.rollups.call_days import rebuild_call_slices
 from app.rollups.gpu import rebuild_gpu_slices
-from app.rollups.query import MAX_STALE_HOURS, hour_of
+from app.rollups.query import MAX_STALE_HOURS, Stale, hour_of, in_spans
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import READ_SETTINGS, session_scope
 from app.warehouse.locks import named_lock
@@ -86,6 +85,8 @@ MAX_PASSES = 3  # days marked while refreshing are taken in the next pass, a few
 LAZY_MAX_DAYS = 7
 # The live days, stored as hour slices: the latest day with requests and the one before it.
 LIVE_DAYS = 2
+# Every rollup a day's rebuild replaces (`rollup_call_days` by the calls' own day and hour).
+_ALL = (*ROLLUPS, rollup_call_days)
 
 
 @dataclass(slots=True)
@@ -223,9 +224,8 @@ def rebuild_day(engine: Engine, day: date) -> None:
 
 def rebuild(engine: Engine, job: Rebuild) -> None:
     """One `Rebuild`, in one transaction (under the refresh lock, as `plan` is): its marks
-    deleted first (a mark written after that
-    stays for the next refresh, and its rows are read after it anyway), its rows deleted and
-    summed again from the base tables."""
+    deleted first (a mark written after that stays for the next refresh, and its rows are read
+    after it anyway), its rows deleted and summed again from the base tables."""
     day = job.day
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -234,26 +234,29 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
             for setting in READ_SETTINGS:
                 conn.exec_driver_sql(f"SET LOCAL {setting}")
         marks = rollup_dirty.c
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         if job.hours is None:
+            target = Stale((day,), ())
             conn.execute(delete(rollup_dirty).where(marks.day == day))
-            for table in ROLLUPS:
+            for table in _ALL:
                 conn.execute(delete(table).where(table.c.day == day))
-            spans = [(start, start + timedelta(days=1))]
-            is_sliced = rollup_sliced.c.day == day
-            conn.execute(delete(rollup_sliced).where(is_sliced))
+            conn.execute(delete(rollup_sliced).where(rollup_sliced.c.day == day))
             if job.sliced:
                 conn.execute(insert(rollup_sliced).values(day=day))
         else:
+            target = Stale((), tuple((day, h) for h in job.hours))
             hours = list(job.hours)
             conn.execute(delete(rollup_dirty).where(marks.day == day, marks.hour.in_(hours)))
-            for table in ROLLUPS:
+            for table in _ALL:
                 conn.execute(delete(table).where(table.c.day == day, table.c.hour.in_(hours)))
-            spans = [(start + timedelta(hours=h), start + timedelta(hours=h + 1)) for h in hours]
-        hour: Any = literal(WHOLE_DAY) if not job.sliced else None
+        spans = target.periods()
+
+        def hour(column: Any) -> Any:
+            """The rows' `hour`: of `column` (a start) on a sliced day, else WHOLE_DAY."""
+            return hour_of(column) if job.sliced else literal(WHOLE_DAY)
+
         conn.execute(CreateTable(_day_pairs, if_not_exists=True))
         conn.execute(delete(_day_pairs))
-        pairs = _pairs(spans, hour if hour is not None else hour_of(Request.started_at))
+        pairs = _pairs(spans, hour(Request.started_at))
         conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
         for table in ROLLUPS:
             if table in GPU_ROLLUPS:
@@ -266,12 +269,9 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
                 conn.execute(_insert(table, day))
         # The GPU shares of the requests: moved by a re-allocation and by any change to the
         # requests' endpoint, user or team, which mark their day too.
-        rebuild_gpu_slices(
-            conn, day, spans, hour if hour is not None else hour_of(Request.started_at)
-        )
+        rebuild_gpu_slices(conn, day, spans, hour(Request.started_at))
         # The reconciliation's, by the calls' own day and hour.
-        call_hour = hour if hour is not None else hour_of(LlmCall.started_at)
-        rebuild_call_slices(conn, day, job.hours, call_hour)
+        rebuild_call_slices(conn, day, spans, hour(LlmCall.started_at))
 
 
 def compact(engine: Engine) -> int:
@@ -291,7 +291,7 @@ def compact(engine: Engine) -> int:
                 continue  # marked since: the next refresh rebuilds it whole
             # (A mark committed during the compaction is on a day no longer sliced: readers
             # take that day whole from the base tables, and the next refresh rebuilds it.)
-            for table in (*ROLLUPS, rollup_call_days):
+            for table in _ALL:
                 c = table.c
                 keys = [col for col in c if col.name not in ("day", "hour", *MEASURES)]
                 sums = [func.sum(col).label(col.name) for col in c if col.name in MEASURES]
@@ -357,7 +357,7 @@ def _pairs(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
         .outerjoin(g, and_(g.trace_id == c.trace_id, g.span_id == c.span_id))
         # At most one factor per call; its day spelled out too, so the lookup is by key.
         .outerjoin(f, and_(factor_join(), f.day == func.date(c.started_at)))
-        .where(or_(*(and_(r.started_at >= lo, r.started_at < hi) for lo, hi in spans)))
+        .where(in_spans(r.started_at, spans))
         .group_by(r.trace_id, r.started_at, r.user_id, r.endpoint, r.team, c.model, c.provider)
         .subquery("pairs")
     )
