@@ -39,7 +39,8 @@ from alerts.rules import GroupKey, Rule
 from alerts.windows import Window
 from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, MEASURES, Scope, unit_cost_query
-from app.rollups.query import dirty_in, in_spans, rollup_query, sliced_in
+from app.rollups.query import rollup_query
+from app.rollups.stale import dirty_in, in_spans, sliced_in
 from app.warehouse.engine import snapshot
 from app.warehouse.tables import Request
 

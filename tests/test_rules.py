@@ -347,8 +347,8 @@ def test_the_whole_hours_of_a_live_partial_day_come_from_the_hour_slices(
     from alerts.metrics import SqlMeasurer
     from alerts.windows import Window
     from app.rollups.dirty import mark_days, mark_slices
-    from app.rollups.query import sliced_in
     from app.rollups.refresh import refresh
+    from app.rollups.stale import sliced_in
 
     rnd = random.Random(3)
     today = DAY.date()

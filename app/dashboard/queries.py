@@ -17,8 +17,9 @@ from sqlalchemy import Engine, func, inspect, literal, select, union_all
 
 from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, Scope, cost_query, unbounded
-from app.rollups.query import dirty_in, option_costs, skip
+from app.rollups.query import option_costs
 from app.rollups.refresh import refresh_in_background
+from app.rollups.stale import dirty_in, skip
 from app.warehouse.engine import check_connection, snapshot
 from app.warehouse.tables import CollectorRun, LlmCall, Request
 from app.warehouse.tables_rollup import rollup_daily

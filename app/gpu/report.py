@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, Select, case, func, literal, select, 
 
 from app.money import nanos_to_usd
 from app.rollups.gpu import gpu_rollup_parts
-from app.rollups.query import Stale, dirty_in, unindexed
+from app.rollups.stale import Stale, dirty_in, unindexed
 from app.settings.models import UNASSIGNED_POOL
 from app.warehouse.engine import snapshot
 from app.warehouse.tables import CollectorRun, LlmCall, Request

@@ -40,7 +40,7 @@ from sqlalchemy import Engine, func, select
 
 from app.money import format_usd, nanos_to_usd
 from app.rollups.call_days import traced_query
-from app.rollups.query import dirty_in
+from app.rollups.stale import dirty_in
 from app.warehouse.engine import snapshot
 from app.warehouse.tables_billing import BilledCost
 from app.warehouse.types import as_date

@@ -44,7 +44,8 @@ from sqlalchemy import (
 from sqlalchemy.sql import Select
 
 from app.money import nanos_to_usd, per_thousand
-from app.rollups.query import TRUED_UP, dirty_in, rollup_query
+from app.rollups.query import TRUED_UP, rollup_query
+from app.rollups.stale import dirty_in
 from app.warehouse.engine import snapshot
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation

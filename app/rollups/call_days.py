@@ -38,7 +38,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from app.rollups.query import Stale, day_conditions, in_spans, skip
+from app.rollups.stale import Stale, day_conditions, in_spans, skip
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_rollup import rollup_call_days
 from app.warehouse.tables_trueup import served_model

@@ -45,7 +45,7 @@ from sqlalchemy import Connection, and_, func, insert, select, union
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from app.rollups.query import hour_of
+from app.rollups.stale import hour_of
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import rollup_dirty

@@ -46,7 +46,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
-from app.rollups.query import MISSING, Stale, day_conditions, in_spans, skip
+from app.rollups.query import MISSING
+from app.rollups.stale import Stale, day_conditions, in_spans, skip
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import (

@@ -46,7 +46,7 @@ from sqlalchemy.schema import CreateTable
 
 from app.rollups.call_days import rebuild_call_slices
 from app.rollups.gpu import rebuild_gpu_slices
-from app.rollups.query import MAX_STALE_HOURS, Stale, hour_of, in_spans
+from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, in_spans
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import READ_SETTINGS, session_scope
 from app.warehouse.locks import named_lock
