@@ -52,7 +52,7 @@ READ_SETTINGS = ("random_page_cost = 1.1", "jit = off", "work_mem = '64MB'")
 def snapshot(engine: Engine) -> Iterator[Connection]:
     """A read-only connection whose statements all see one state of the warehouse, for a
     reader that takes the rollups' stale days and hours in one statement and the rows in the
-    next (`app.rollups.query.dirty_in`): a refresh committing in between must not make the two
+    next (`app.rollups.stale.dirty_in`): a refresh committing in between must not make the two
     disagree. PostgreSQL: a REPEATABLE READ transaction (with READ_SETTINGS); SQLite (WAL): a
     read transaction, begun explicitly (the driver begins none for a SELECT)."""
     if engine.dialect.name == "postgresql":
