@@ -41,6 +41,7 @@ from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, MEASURES, Scope, unit_cost_query
 from app.rollups.query import rollup_query
 from app.rollups.stale import dirty_in, in_spans, sliced_in
+from app.rollups.weeks import weeks_in
 from app.warehouse.engine import snapshot
 from app.warehouse.tables import Request
 
@@ -175,7 +176,8 @@ class SqlMeasurer:
         if since >= until:
             return {}
         dirty = dirty_in(conn, since, until)
-        rolled = rollup_query(self.rule.dims, self.exact, since, until, stale=dirty)
+        weeks = weeks_in(conn, since, until, dirty)
+        rolled = rollup_query(self.rule.dims, self.exact, since, until, stale=dirty, weeks=weeks)
         if rolled is None:
             return None
         parts = [self._base(conn, lo, hi) for lo, hi in dirty.periods()]

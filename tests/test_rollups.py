@@ -33,6 +33,7 @@ from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuCost, GpuPoolHour
 from app.warehouse.tables_rollup import ROLLUPS, rollup_call_days, rollup_dirty, rollup_sliced
+from app.warehouse.tables_weekly import WEEKLY, rollup_weeks
 
 DAY = date(2025, 11, 20)
 T0 = datetime(2025, 11, 20, tzinfo=UTC)
@@ -198,8 +199,10 @@ def _empty(engine: Engine) -> None:
     with session_scope(engine) as session:
         for table in (GpuAllocation, GpuPoolHour, GpuCost, LlmCall, Request):
             session.execute(delete(table))
-        for rollup in (*ROLLUPS, rollup_call_days, rollup_dirty, rollup_sliced):
+        for rollup in (*ROLLUPS, rollup_call_days, rollup_dirty, rollup_sliced, rollup_weeks):
             session.execute(delete(rollup))
+        for weekly in WEEKLY.values():
+            session.execute(delete(weekly))
 
 
 def _rows(engine: Engine, query: Any) -> list[tuple[tuple[str, Any], ...]]:

@@ -20,6 +20,7 @@ from app.reports.unit_costs import COLUMNS, Scope, cost_query, unbounded
 from app.rollups.query import option_costs
 from app.rollups.refresh import refresh_in_background
 from app.rollups.stale import dirty_in, skip
+from app.rollups.weeks import weeks_in
 from app.warehouse.engine import check_connection, snapshot
 from app.warehouse.tables import CollectorRun, LlmCall, Request
 from app.warehouse.tables_rollup import rollup_daily
@@ -139,7 +140,8 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
         if not scope.filters:
             # The rollups, and for the days waiting for a rebuild the base tables.
             dirty = dirty_in(conn, scope.since, scope.until)
-            rolled = option_costs(dim, scope.since, scope.until, dirty)
+            weeks = weeks_in(conn, scope.since, scope.until, dirty)
+            rolled = option_costs(dim, scope.since, scope.until, dirty, weeks)
             if dirty:
                 # The stale time only (it lies in the range): with the range's bounds too, the
                 # planner may scan the whole range's requests.

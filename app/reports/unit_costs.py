@@ -46,6 +46,7 @@ from sqlalchemy.sql import Select
 from app.money import nanos_to_usd, per_thousand
 from app.rollups.query import TRUED_UP, rollup_query
 from app.rollups.stale import dirty_in
+from app.rollups.weeks import weeks_in
 from app.warehouse.engine import snapshot
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
@@ -197,6 +198,7 @@ def cost_query(
         true_up=scope.true_up,
         by_day=by_day,
         stale=dirty,
+        weeks=() if by_day else weeks_in(conn, scope.since, scope.until, dirty),
     )
     if rolled is None:
         return _base_query(dims, scope, by_day)

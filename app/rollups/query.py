@@ -54,6 +54,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.rollups.stale import Stale, day_conditions, skip
+from app.rollups.weeks import source
 from app.warehouse.tables_rollup import (
     PAIR_MID,
     PAIR_START,
@@ -66,6 +67,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily_user_totals,
     rollup_daily_users,
 )
+from app.warehouse.tables_weekly import WEEKLY
 
 MISSING = "(none)"
 TRUED_UP = "trued_up_calls"
@@ -93,11 +95,14 @@ def rollup_query(
     by_day: bool = False,
     stale: Stale | None = None,
     hours: tuple[int, int] | None = None,
+    weeks: Sequence[date] = (),
 ) -> Select[Any] | None:
     """The rollups' answer to the unit-cost query, or None when they cannot answer exactly.
     `by_day` adds the UTC day as a column `day` and a grouping; the `stale` days and hours are
     left out (the caller reads them from the base tables). `hours` (from, to): only the rows of
-    those UTC hours, for days that are sliced (`rollup_sliced`; a whole day's rows have none)."""
+    those UTC hours, for days that are sliced (`rollup_sliced`; a whole day's rows have none).
+    `weeks` (`app.rollups.weeks.weeks_in`): weeks whose weekly rows a per-user question reads
+    in place of their days' (not `by_day`)."""
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
@@ -109,24 +114,40 @@ def rollup_query(
             table = rollup_daily_users if "endpoint" in used else rollup_daily_user_totals
     else:
         table = rollup_daily_calls if call_level else rollup_daily
-    requests: ColumnElement[int] = table.c.requests
+    count = "requests"
     if call_level:
         one_model = "model" in dims or len(chosen.get("model", ())) == 1
         one_provider = "provider" in dims or len(chosen.get("provider", ())) == 1
         if one_model and one_provider:
-            requests = table.c.requests
+            count = "requests"
         elif one_model and "provider" not in used:
-            requests = table.c.requests_model
+            count = "requests_model"
         elif one_provider and "model" not in used:
-            requests = table.c.requests_provider
+            count = "requests_provider"
         elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
             return _by_call_sets(dims, chosen, since, until, by_day, stale, true_up, hours)
         elif _ordered_values(dims, chosen) > MAX_ORDERED:
             return None
         else:
             table = rollup_daily_user_set_calls if "user" in used else rollup_daily_set_calls
-            requests = _first_accepted(table, dims, chosen)
-    t = table.c
+            count = ""  # the first accepted pair's row
+
+    def day_conds(columns: Any) -> list[ColumnElement[bool]]:
+        return (
+            day_conditions(columns.day, since, until)
+            + skip(stale, columns)
+            + _hours(columns, hours)
+        )
+
+    filters = {_COLUMN_NAMES[d]: values for d, values in chosen.items()}
+    t: Any
+    if weeks and not by_day and table in WEEKLY:
+        t = source(table, weeks, filters, day_conds).c
+        conds: list[ColumnElement[bool]] = []
+    else:
+        t = table.c
+        conds = day_conds(t) + [t[name].in_(values) for name, values in filters.items()]
+    requests = t[count] if count else _first_accepted(t, dims, chosen)
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
     token_cost = func.coalesce(func.sum(t[_token_cost(true_up)]), 0)
     gpu_cost = func.coalesce(func.sum(t.gpu_cost_nanousd), 0)
@@ -143,9 +164,6 @@ def rollup_query(
     )
     if true_up:
         query = query.add_columns(func.coalesce(func.sum(t.trued_up_calls), 0).label(TRUED_UP))
-    conds = day_conditions(t.day, since, until) + skip(stale, t) + _hours(t, hours)
-    for dim, values in chosen.items():
-        conds.append(t[_COLUMN_NAMES[dim]].in_(values))
     if conds:
         query = query.where(*conds)
     groups: list[Any] = list(group_cols)
@@ -242,7 +260,7 @@ def _ordered_values(dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) ->
     return max(models, 1) * max(providers, 1)
 
 
-def _first_accepted(table: Table, dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> Any:
+def _first_accepted(t: Any, dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> Any:
     """`rollup_daily_set_calls` or `rollup_daily_user_set_calls`, whose rows the filters narrow
     to the accepted pairs (those whose model and provider the filters take): the requests of a
     row when it is the one row, of its request's, that counts the request in its group, else 0.
@@ -251,8 +269,7 @@ def _first_accepted(table: Table, dims: Sequence[str], chosen: Mapping[str, Sequ
     the same set) in the order of the sorted filter values, per group: grouped by model, the
     first *of the row's model*; by provider, of its provider. With a filter on models only, the
     first accepted model's row of its first provider (`requests_model`); on providers only,
-    likewise (`requests_provider`)."""
-    t = table.c
+    likewise (`requests_provider`). `t`: the table's columns."""
     models = sorted(set(chosen.get("model", ())))
     providers = sorted(set(chosen.get("provider", ())))
 
@@ -331,10 +348,15 @@ def _hours(columns: Any, hours: tuple[int, int] | None) -> list[ColumnElement[bo
 
 
 def option_costs(
-    dim: str, since: date | None, until: date | None, stale: Stale | None = None
+    dim: str,
+    since: date | None,
+    until: date | None,
+    stale: Stale | None = None,
+    weeks: Sequence[date] = (),
 ) -> Select[Any]:
     """The values of `dim` in the range (but the `stale` rows) with their token cost, as columns
-    `value` and `cost`: what `app.dashboard.queries.filter_options` orders its list by."""
+    `value` and `cost`: what `app.dashboard.queries.filter_options` orders its list by; `weeks`
+    as for `rollup_query`."""
     table = (
         rollup_daily_user_totals
         if dim == "user"
@@ -342,8 +364,14 @@ def option_costs(
         if dim in CALL_DIMENSIONS
         else rollup_daily
     )
-    t = table.c
+
+    def day_conds(columns: Any) -> list[ColumnElement[bool]]:
+        return day_conditions(columns.day, since, until) + skip(stale, columns)
+
+    t: Any = source(table, weeks, {}, day_conds).c if weeks and table in WEEKLY else table.c
     column = t[_COLUMN_NAMES[dim]]
-    conds = [column.is_not(None), *day_conditions(t.day, since, until), *skip(stale, t)]
+    conds = [column.is_not(None)]
+    if t is table.c:
+        conds += day_conds(t)
     cost = func.coalesce(func.sum(t.token_cost_nanousd), literal(0))
     return select(column.label("value"), cost.label("cost")).where(*conds).group_by(column)

@@ -47,6 +47,7 @@ from sqlalchemy.schema import CreateTable
 from app.rollups.call_days import rebuild_call_slices
 from app.rollups.gpu import rebuild_gpu_slices
 from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, in_spans
+from app.rollups.weeks import build_weeks, invalidate
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import READ_SETTINGS, session_scope
 from app.warehouse.locks import named_lock
@@ -95,6 +96,7 @@ class RefreshResult:
     seconds: float = 0.0
     busy: bool = False  # another process was refreshing: nothing done here
     compacted: int = 0  # sliced days no longer live, summed into whole-day rows
+    weeks: int = 0  # weeks summed into the weekly rollups (`app.rollups.weeks`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +148,9 @@ def _live_from(conn: Connection) -> date | None:
 
 
 def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> RefreshResult:
-    """Rebuild every dirty day (or hour), then compact the sliced days no longer live; `busy`
-    when another refresh holds the lock."""
+    """Rebuild every dirty day (or hour), then compact the sliced days no longer live and sum
+    the weeks whose days are all whole and current; `busy` when another refresh holds the
+    lock."""
     result = RefreshResult()
     started = time.perf_counter()
     with named_lock(engine, LOCK) as held:
@@ -165,6 +168,9 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
                 if progress is not None:
                     progress(job.day)
         result.compacted = compact(engine)
+        with engine.connect() as conn:
+            live_from = _live_from(conn)
+        result.weeks = build_weeks(engine, live_from)
         if result.days or result.compacted:  # a stamp readers see (app.dashboard.versions)
             with session_scope(engine) as session:
                 write_checkpoint(session, "rollups", "refresh", datetime.now(UTC).isoformat())
@@ -234,6 +240,7 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
             for setting in READ_SETTINGS:
                 conn.exec_driver_sql(f"SET LOCAL {setting}")
         marks = rollup_dirty.c
+        invalidate(conn, [day])  # its week's sums no longer hold (`app.rollups.weeks`)
         if job.hours is None:
             target = Stale((day,), ())
             conn.execute(delete(rollup_dirty).where(marks.day == day))
@@ -289,6 +296,7 @@ def compact(engine: Engine) -> int:
         with engine.begin() as conn:
             if conn.execute(select(rollup_dirty.c.id).where(rollup_dirty.c.day == day)).first():
                 continue  # marked since: the next refresh rebuilds it whole
+            invalidate(conn, [day])
             # (A mark committed during the compaction is on a day no longer sliced: readers
             # take that day whole from the base tables, and the next refresh rebuilds it.)
             for table in _ALL:

@@ -351,3 +351,6 @@ ROLLUPS = (
     rollup_daily_user_set_calls,
     *GPU_ROLLUPS,
 )
+
+# The weekly sums of the per-user rollups, registered on Base.metadata with these.
+from app.warehouse import tables_weekly  # noqa: E402, F401

@@ -1,0 +1,158 @@
+"""The weekly rollups (`app.warehouse.tables_weekly`): summing whole weeks, and reading them.
+
+- `build_weeks` (the refresh's last step, under its lock) sums each week not yet current
+  whose seven days are all rebuilt whole: none live, sliced or marked. One week per
+  transaction, listed in `rollup_weeks` in it.
+- `invalidate` (in the transaction of a day's rebuild or compaction) takes that day's week off
+  `rollup_weeks`; its rows stay until the week is summed again, unread.
+- `weeks_in` (in a reader's snapshot) gives the current weeks that lie whole in a range and
+  hold no stale day; `source` reads a daily rollup's rows of a range as those weeks' rows plus
+  the daily rows of the other days, which add up to the same answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+)
+from sqlalchemy.sql import Subquery
+
+from app.rollups.stale import Stale, day_conditions
+from app.warehouse.tables_rollup import (
+    MEASURES,
+    WHOLE_DAY,
+    rollup_daily,
+    rollup_dirty,
+    rollup_sliced,
+)
+from app.warehouse.tables_weekly import WEEKLY, rollup_weeks
+from app.warehouse.types import as_date
+
+log = logging.getLogger("spendguard.rollups")
+
+WEEK = timedelta(days=7)
+
+
+def week_of(day: date) -> date:
+    """The Monday of `day`'s week."""
+    return day - timedelta(days=day.weekday())
+
+
+def invalidate(conn: Connection, days: Iterable[date]) -> None:
+    """Take the weeks of `days` off the current ones (their daily rows are being replaced)."""
+    weeks = sorted({week_of(d) for d in days})
+    if weeks:
+        conn.execute(delete(rollup_weeks).where(rollup_weeks.c.week.in_(weeks)))
+
+
+def build_weeks(engine: Engine, live_from: date | None) -> int:
+    """Sum every week that is not current and whose days all precede `live_from` (the first
+    live day) and are neither sliced nor marked; the number of weeks summed. Call it under the
+    refresh lock: no day's rows change meanwhile (a mark may be written, and readers skip a
+    week with a mark)."""
+    if live_from is None:
+        return 0
+    with engine.connect() as conn:
+        first, last = conn.execute(
+            select(func.min(rollup_daily.c.day), func.max(rollup_daily.c.day))
+        ).one()
+        if first is None:
+            return 0
+        current = {as_date(v) for v in conn.execute(select(rollup_weeks.c.week)).scalars()}
+        blocked = {week_of(as_date(v)) for v in conn.execute(_blocking()).scalars()}
+    weeks = []
+    week = week_of(as_date(first))
+    while week <= as_date(last) and week + WEEK <= live_from:
+        if week not in current and week not in blocked:
+            weeks.append(week)
+        week += WEEK
+    for week in weeks:
+        with engine.begin() as conn:
+            _sum_week(conn, week)
+    if weeks:
+        log.info("rollups: %d week(s) summed", len(weeks))
+    return len(weeks)
+
+
+def _blocking() -> Any:
+    """The days whose week cannot be summed: sliced or marked."""
+    return select(rollup_sliced.c.day).union(select(rollup_dirty.c.day))
+
+
+def _sum_week(conn: Connection, week: date) -> None:
+    """Replace `week`'s weekly rows by the sums of its days' daily rows, and list it."""
+    for daily, weekly in WEEKLY.items():
+        c = daily.c
+        keys = [col for col in c if col.name not in ("day", "hour", *MEASURES)]
+        sums = [func.sum(col).label(col.name) for col in c if col.name in MEASURES]
+        query = (
+            select(literal(week, weekly.c.week.type).label("week"), *keys, *sums)
+            .where(c.day >= week, c.day < week + WEEK)
+            .group_by(*keys)
+        )
+        conn.execute(delete(weekly).where(weekly.c.week == week))
+        names = [col.name for col in query.selected_columns]
+        conn.execute(insert(weekly).from_select(names, query))
+    conn.execute(insert(rollup_weeks).values(week=week))
+
+
+def weeks_in(
+    conn: Connection, since: date | None, until: date | None, stale: Stale | None
+) -> tuple[date, ...]:
+    """The current weeks whose seven days lie in [since, until) and none of which is stale."""
+    if since is not None and until is not None and until - since < WEEK:
+        return ()
+    w = rollup_weeks.c.week
+    conds = day_conditions(w, since, None if until is None else until - WEEK + timedelta(days=1))
+    found = {as_date(v) for v in conn.execute(select(w).where(*conds)).scalars()}
+    if stale:
+        found -= {week_of(d) for d in stale.days}
+        found -= {week_of(d) for d, _ in stale.hours}
+    return tuple(sorted(found))
+
+
+def source(
+    daily: Table,
+    weeks: Sequence[date],
+    filters: Mapping[str, Sequence[str]],
+    day_conds: Callable[[Any], list[ColumnElement[bool]]],
+) -> Subquery:
+    """`daily`'s rows as its weekly rows of `weeks` and its own rows of the other days: a
+    subquery with the daily table's columns (a weekly row's `day` is its Monday, its `hour`
+    WHOLE_DAY). `filters` (column name: values) apply to both parts; `day_conds(columns)`,
+    the conditions on `day` and `hour` (the range, the stale rows left out, hours), to the
+    daily rows only: `weeks` must lie in the range and hold no stale day (`weeks_in`)."""
+    weekly = WEEKLY[daily]
+    d, w = daily.c, weekly.c
+
+    def chosen(columns: Any) -> list[ColumnElement[bool]]:
+        return [columns[name].in_(list(values)) for name, values in filters.items()]
+
+    days = select(*d).where(
+        *day_conds(d),
+        *(~and_(d.day >= week, d.day < week + WEEK) for week in weeks),
+        *chosen(d),
+    )
+    columns = [
+        w.week.label("day") if c.name == "day" else
+        literal(WHOLE_DAY).label("hour") if c.name == "hour" else
+        w[c.name]
+        for c in d
+    ]  # fmt: skip
+    in_weeks = select(*columns).where(w.week.in_(list(weeks)), *chosen(w))
+    return union_all(days, in_weeks).subquery(daily.name)
