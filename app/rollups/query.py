@@ -132,21 +132,18 @@ def rollup_query(
             table = rollup_daily_user_set_calls if "user" in used else rollup_daily_set_calls
             count = ""  # the first accepted pair's row
 
-    def day_conds(columns: Any) -> list[ColumnElement[bool]]:
-        return (
-            day_conditions(columns.day, since, until)
-            + skip(stale, columns)
-            + _hours(columns, hours)
-        )
+    def stale_conds(columns: Any) -> list[ColumnElement[bool]]:
+        return skip(stale, columns) + _hours(columns, hours)
 
     filters = {_COLUMN_NAMES[d]: values for d, values in chosen.items()}
     t: Any
     if weeks and not by_day and table in WEEKLY:
-        t = source(table, weeks, filters, day_conds).c
+        t = source(table, weeks, since, until, filters, stale_conds).c
         conds: list[ColumnElement[bool]] = []
     else:
         t = table.c
-        conds = day_conds(t) + [t[name].in_(values) for name, values in filters.items()]
+        conds = day_conditions(t.day, since, until) + stale_conds(t)
+        conds += [t[name].in_(values) for name, values in filters.items()]
     requests = t[count] if count else _first_accepted(t, dims, chosen)
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
     token_cost = func.coalesce(func.sum(t[_token_cost(true_up)]), 0)
@@ -365,13 +362,15 @@ def option_costs(
         else rollup_daily
     )
 
-    def day_conds(columns: Any) -> list[ColumnElement[bool]]:
-        return day_conditions(columns.day, since, until) + skip(stale, columns)
+    def stale_conds(columns: Any) -> list[ColumnElement[bool]]:
+        return skip(stale, columns)
 
-    t: Any = source(table, weeks, {}, day_conds).c if weeks and table in WEEKLY else table.c
+    t: Any = table.c
+    if weeks and table in WEEKLY:
+        t = source(table, weeks, since, until, {}, stale_conds).c
     column = t[_COLUMN_NAMES[dim]]
     conds = [column.is_not(None)]
     if t is table.c:
-        conds += day_conds(t)
+        conds += day_conditions(t.day, since, until) + stale_conds(t)
     cost = func.coalesce(func.sum(t.token_cost_nanousd), literal(0))
     return select(column.label("value"), cost.label("cost")).where(*conds).group_by(column)

@@ -22,7 +22,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
-    and_,
     delete,
     func,
     insert,
@@ -30,7 +29,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.sql import Subquery
+from sqlalchemy.sql import Select, Subquery
 
 from app.rollups.stale import Stale, day_conditions
 from app.warehouse.tables_rollup import (
@@ -129,30 +128,48 @@ def weeks_in(
 def source(
     daily: Table,
     weeks: Sequence[date],
+    since: date | None,
+    until: date | None,
     filters: Mapping[str, Sequence[str]],
     day_conds: Callable[[Any], list[ColumnElement[bool]]],
 ) -> Subquery:
-    """`daily`'s rows as its weekly rows of `weeks` and its own rows of the other days: a
-    subquery with the daily table's columns (a weekly row's `day` is its Monday, its `hour`
-    WHOLE_DAY). `filters` (column name: values) apply to both parts; `day_conds(columns)`,
-    the conditions on `day` and `hour` (the range, the stale rows left out, hours), to the
-    daily rows only: `weeks` must lie in the range and hold no stale day (`weeks_in`)."""
+    """`daily`'s rows of [since, until) as its weekly rows of `weeks` and its own rows of the
+    other days: a subquery with the daily table's columns (a weekly row's `day` is its Monday,
+    its `hour` WHOLE_DAY). `filters` (column name: values) apply to every part;
+    `day_conds(columns)`, the conditions on `day` and `hour` (the stale rows left out, hours),
+    to the daily rows only: `weeks` must lie in the range and hold no stale day (`weeks_in`).
+    The daily rows are read one stretch of days between weeks at a time, each an index range."""
     weekly = WEEKLY[daily]
     d, w = daily.c, weekly.c
 
     def chosen(columns: Any) -> list[ColumnElement[bool]]:
         return [columns[name].in_(list(values)) for name, values in filters.items()]
 
-    days = select(*d).where(
-        *day_conds(d),
-        *(~and_(d.day >= week, d.day < week + WEEK) for week in weeks),
-        *chosen(d),
-    )
+    parts: list[Select[Any]] = [
+        select(*d).where(*day_conditions(d.day, lo, hi), *chosen(d), *day_conds(d))
+        for lo, hi in _between(since, until, weeks)
+    ]
     columns = [
         w.week.label("day") if c.name == "day" else
         literal(WHOLE_DAY).label("hour") if c.name == "hour" else
         w[c.name]
         for c in d
     ]  # fmt: skip
-    in_weeks = select(*columns).where(w.week.in_(list(weeks)), *chosen(w))
-    return union_all(days, in_weeks).subquery(daily.name)
+    parts.append(select(*columns).where(w.week.in_(list(weeks)), *chosen(w)))
+    return union_all(*parts).subquery(daily.name)
+
+
+def _between(
+    since: date | None, until: date | None, weeks: Sequence[date]
+) -> list[tuple[date | None, date | None]]:
+    """The stretches of [since, until) that `weeks` (sorted, in the range) leave, as [from, to)
+    ranges (None: open)."""
+    stretches: list[tuple[date | None, date | None]] = []
+    start = since
+    for week in weeks:
+        if start is None or start < week:
+            stretches.append((start, week))
+        start = week + WEEK
+    if until is None or start is None or start < until:
+        stretches.append((start, until))
+    return stretches
