@@ -110,17 +110,21 @@ def _weekly_rows_are_their_days_sums(engine: Engine) -> None:
                 assert rows(stored) == rows(from_days.group_by(*(d[k] for k in keys))), week
 
 
-# The groupings that read a per-user rollup (with a filter on users, every one does).
+# The groupings that read a per-user rollup (with a filter on users, every one does); the
+# others read the per-model weekly rollups when a model or provider is asked.
 USER_DIMS = [d for d in DIMS if "user" in d]
 
 
 def _assert_answers_like_the_base_tables(engine: Engine, rnd: random.Random) -> int:
-    """Every per-user grouping and one other with a filter on users, filtered at random, over
-    ranges that hold whole weeks and ranges cut inside them; the number of questions in which
-    weeks were read."""
+    """Every per-user grouping and three others (some with a filter on users), filtered at
+    random, over ranges that hold whole weeks and ranges cut inside them; the number of
+    questions in which weeks were read."""
     read_weeks = 0
-    for dims in [*USER_DIMS, rnd.choice([d for d in DIMS if "user" not in d])]:
-        users = {"user": rnd.choice([["u1"], ["u2", "u3"]])} if "user" not in dims else {}
+    others = [d for d in DIMS if "user" not in d]
+    for dims in [*USER_DIMS, *rnd.sample(others, 3)]:
+        users = {}
+        if "user" not in dims and rnd.random() < 0.5:
+            users = {"user": rnd.choice([["u1"], ["u2", "u3"]])}
         for filters in ({**rnd.choice(FILTERS), **users}, {**rnd.choice(SEVERAL), **users}):
             for since, until in rnd.sample(_ranges(rnd), 3):
                 scope = Scope(since, until, filters)

@@ -125,25 +125,15 @@ def rollup_query(
         elif one_provider and "model" not in used:
             count = "requests_provider"
         elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
-            return _by_call_sets(dims, chosen, since, until, by_day, stale, true_up, hours)
+            return _by_call_sets(dims, chosen, since, until, by_day, stale, true_up, hours, weeks)
         elif _ordered_values(dims, chosen) > MAX_ORDERED:
             return None
         else:
             table = rollup_daily_user_set_calls if "user" in used else rollup_daily_set_calls
             count = ""  # the first accepted pair's row
 
-    def stale_conds(columns: Any) -> list[ColumnElement[bool]]:
-        return skip(stale, columns) + _hours(columns, hours)
-
     filters = {_COLUMN_NAMES[d]: values for d, values in chosen.items()}
-    t: Any
-    if weeks and not by_day and table in WEEKLY:
-        t = source(table, weeks, since, until, filters, stale_conds).c
-        conds: list[ColumnElement[bool]] = []
-    else:
-        t = table.c
-        conds = day_conditions(t.day, since, until) + stale_conds(t)
-        conds += [t[name].in_(values) for name, values in filters.items()]
+    t, conds = _rows(table, since, until, filters, stale, hours, () if by_day else weeks)
     requests = t[count] if count else _first_accepted(t, dims, chosen)
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
     token_cost = func.coalesce(func.sum(t[_token_cost(true_up)]), 0)
@@ -172,6 +162,30 @@ def rollup_query(
     return query
 
 
+def _rows(
+    table: Table,
+    since: date | None,
+    until: date | None,
+    filters: Mapping[str, Sequence[str]],
+    stale: Stale | None,
+    hours: tuple[int, int] | None,
+    weeks: Sequence[date],
+) -> tuple[Any, list[ColumnElement[bool]]]:
+    """A rollup's rows of [since, until) that the `filters` (column name: values) take, but the
+    `stale` ones, of the `hours`: the columns to read them by and the conditions still to apply.
+    With `weeks` (and a weekly table), its weekly rows of those weeks and its daily rows of the
+    other days (`app.rollups.weeks.source`)."""
+
+    def stale_conds(columns: Any) -> list[ColumnElement[bool]]:
+        return skip(stale, columns) + _hours(columns, hours)
+
+    if weeks and table in WEEKLY:
+        return source(table, weeks, since, until, filters, stale_conds).c, []
+    t = table.c
+    conds = day_conditions(t.day, since, until) + stale_conds(t)
+    return t, conds + [t[name].in_(list(values)) for name, values in filters.items()]
+
+
 def _token_cost(true_up: bool) -> str:
     return "trued_cost_nanousd" if true_up else "token_cost_nanousd"
 
@@ -185,11 +199,11 @@ def _by_call_sets(
     stale: Stale | None,
     true_up: bool,
     hours: tuple[int, int] | None,
+    weeks: Sequence[date],
 ) -> Select[Any]:
     """Several models or providers in one group (by endpoint or team, or none): the calls' sums
     from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
     pairs holds one that the filters accept, each counted once), joined by group."""
-    calls, sets = rollup_daily_calls.c, rollup_daily_call_sets.c
     models, providers = chosen.get("model", ()), chosen.get("provider", ())
     if models and providers:
         wanted = [PAIR_START + m + PAIR_MID + p + PAIR_START for m in models for p in providers]
@@ -198,19 +212,21 @@ def _by_call_sets(
     else:
         wanted = [PAIR_MID + p + PAIR_START for p in providers]
     parts = []
-    for t, counted in ((calls, False), (sets, True)):
+    for table, counted in ((rollup_daily_calls, False), (rollup_daily_call_sets, True)):
+        filters = {
+            _COLUMN_NAMES[d]: values
+            for d, values in chosen.items()
+            if not counted or d not in CALL_DIMENSIONS
+        }
+        t, conds = _rows(table, since, until, filters, stale, hours, () if by_day else weeks)
         groups: list[Any] = [
             func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims
         ]
         if by_day:
             groups.append(t.day.label("day"))
-        conds = day_conditions(t.day, since, until) + skip(stale, t) + _hours(t, hours)
-        for dim, values in chosen.items():
-            if not counted or dim not in CALL_DIMENSIONS:
-                conds.append(t[_COLUMN_NAMES[dim]].in_(list(values)))
         if counted:
-            conds.append(or_(*(_position(sets.pairs, literal(w)) > 0 for w in wanted)))
-            sums: list[Any] = [func.sum(sets.requests).label("requests")]
+            conds.append(or_(*(_position(t.pairs, literal(w)) > 0 for w in wanted)))
+            sums: list[Any] = [func.sum(t.requests).label("requests")]
         else:
             sums = [
                 func.sum(t[name]).label(name)
@@ -362,15 +378,8 @@ def option_costs(
         else rollup_daily
     )
 
-    def stale_conds(columns: Any) -> list[ColumnElement[bool]]:
-        return skip(stale, columns)
-
-    t: Any = table.c
-    if weeks and table in WEEKLY:
-        t = source(table, weeks, since, until, {}, stale_conds).c
+    t, conds = _rows(table, since, until, {}, stale, None, weeks)
     column = t[_COLUMN_NAMES[dim]]
-    conds = [column.is_not(None)]
-    if t is table.c:
-        conds += day_conditions(t.day, since, until) + stale_conds(t)
+    conds.append(column.is_not(None))
     cost = func.coalesce(func.sum(t.token_cost_nanousd), literal(0))
     return select(column.label("value"), cost.label("cost")).where(*conds).group_by(column)

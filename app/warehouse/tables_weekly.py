@@ -1,10 +1,12 @@
-"""Weekly rollups: the per-user daily rollups summed over whole UTC weeks (Monday to Sunday).
+"""Weekly rollups: the big daily rollups summed over whole UTC weeks (Monday to Sunday).
 
-A user's rows repeat day after day (the same endpoint, model and call set), so a week of them
-sums into about a seventh of the rows, and a 90-day question by user reads twelve weeks and a
-few days instead of 90 days (`app.rollups.weeks`). Each weekly table has its daily table's
-columns but `day` and `hour`, and `week`, the week's Monday; its rows are the sums of the daily
-table's rows of those seven days, grouped by every other key, so they add up like the days.
+The per-user rollups and the per-model ones (calls, call sets): their rows repeat day after
+day (the same user, endpoint, model and call set), so a week of them sums into about a seventh
+of the rows, and a 90-day question reads twelve weeks and a few days instead of 90 days
+(`app.rollups.weeks`). `rollup_daily` (a few hundred rows a day) has none. Each weekly table
+has its daily table's columns but `day` and `hour`, and `week`, the week's Monday; its rows are
+the sums of the daily table's rows of those seven days, grouped by every other key, so they add
+up like the days.
 
 `rollup_weeks` lists the weeks whose rows are current: a week is summed (`app.rollups.weeks`)
 only when each of its days is rebuilt whole (none is live, sliced or marked), and a day's
@@ -20,6 +22,9 @@ from sqlalchemy import Column, Date, Index, Table
 
 from app.warehouse.tables import Base
 from app.warehouse.tables_rollup import (
+    rollup_daily_call_sets,
+    rollup_daily_calls,
+    rollup_daily_set_calls,
     rollup_daily_user_calls,
     rollup_daily_user_set_calls,
     rollup_daily_user_totals,
@@ -47,6 +52,9 @@ def _weekly(daily: Table, *indexed: str) -> Table:
     )
 
 
+rollup_weekly_calls = _weekly(rollup_daily_calls)
+rollup_weekly_call_sets = _weekly(rollup_daily_call_sets)
+rollup_weekly_set_calls = _weekly(rollup_daily_set_calls)
 rollup_weekly_users = _weekly(rollup_daily_users, "user_id", "endpoint")
 rollup_weekly_user_totals = _weekly(rollup_daily_user_totals, "user_id")
 rollup_weekly_user_calls = _weekly(rollup_daily_user_calls, "model", "user_id")
@@ -54,6 +62,9 @@ rollup_weekly_user_set_calls = _weekly(rollup_daily_user_set_calls, "model", "us
 
 # Each daily rollup that has a weekly one, and that one.
 WEEKLY = {
+    rollup_daily_calls: rollup_weekly_calls,
+    rollup_daily_call_sets: rollup_weekly_call_sets,
+    rollup_daily_set_calls: rollup_weekly_set_calls,
     rollup_daily_users: rollup_weekly_users,
     rollup_daily_user_totals: rollup_weekly_user_totals,
     rollup_daily_user_calls: rollup_weekly_user_calls,

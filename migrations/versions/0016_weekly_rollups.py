@@ -1,5 +1,6 @@
-"""weekly rollups: the four per-user daily rollups summed over whole UTC weeks (Monday to
-Sunday), keyed by the week's Monday, and `rollup_weeks`, the weeks whose sums are current
+"""weekly rollups: the per-user and per-model daily rollups summed over whole UTC weeks
+(Monday to Sunday), keyed by the week's Monday, and `rollup_weeks`, the weeks whose sums are
+current
 
 Created empty: readers use the daily rows of any week not in `rollup_weeks`, and the next
 rollup refresh (after an ingest or collector run, or by the worker) sums the weeks.
@@ -22,7 +23,8 @@ _SUMMED = (
     'llm_calls', 'input_tokens', 'output_tokens', 'token_cost_nanousd', 'gpu_cost_nanousd',
     'unpriced_calls', 'trued_cost_nanousd', 'trued_up_calls',
 )
-_BY_CALL = ('requests', 'requests_model', 'requests_provider')
+_BY_CALL = ('requests', 'requests_model', 'requests_provider', *_SUMMED)
+_BY_REQUEST = ('requests', *_SUMMED)
 
 
 def _keys(*names: str) -> list[sa.Column]:
@@ -38,10 +40,15 @@ def _keys(*names: str) -> list[sa.Column]:
     return [sa.Column(n, types[n], nullable=n in nullable) for n in names]
 
 
-# table: (keys, distinct-request counts, indexed columns beside `week`)
+# table: (keys, summed columns, indexed columns beside `week`)
 _TABLES = {
-    'rollup_weekly_users': (('user_id', 'endpoint', 'team'), ('requests',), ('user_id', 'endpoint')),
-    'rollup_weekly_user_totals': (('user_id', 'team'), ('requests',), ('user_id',)),
+    'rollup_weekly_calls': (('endpoint', 'team', 'model', 'provider'), _BY_CALL, ()),
+    'rollup_weekly_call_sets': (('endpoint', 'team', 'pairs'), ('requests',), ()),  # no sums
+    'rollup_weekly_set_calls': (
+        ('endpoint', 'team', 'model', 'provider', 'pairs'), _BY_CALL, (),
+    ),
+    'rollup_weekly_users': (('user_id', 'endpoint', 'team'), _BY_REQUEST, ('user_id', 'endpoint')),
+    'rollup_weekly_user_totals': (('user_id', 'team'), _BY_REQUEST, ('user_id',)),
     'rollup_weekly_user_calls': (
         ('user_id', 'endpoint', 'team', 'model', 'provider'), _BY_CALL, ('model', 'user_id'),
     ),
@@ -52,12 +59,12 @@ _TABLES = {
 
 
 def upgrade() -> None:
-    for table, (keys, counts, indexed) in _TABLES.items():
+    for table, (keys, measures, indexed) in _TABLES.items():
         op.create_table(
             table,
             sa.Column('week', sa.Date(), nullable=False),
             *_keys(*keys),
-            *(sa.Column(n, sa.BigInteger(), nullable=False) for n in (*counts, *_SUMMED)),
+            *(sa.Column(n, sa.BigInteger(), nullable=False) for n in measures),
         )
         op.create_index(f'ix_{table}_week', table, ['week'])
         for column in indexed:
