@@ -1,5 +1,6 @@
-"""`spendguard worker`: runs every enabled registered collector on its `schedule`, and the
-alert rules every `alerts.interval` and right after a collector run that loaded data.
+"""`spendguard worker`: runs every enabled registered collector on its `schedule`, the alert
+rules every `alerts.interval` and right after a collector run that loaded data, and the rollup
+refresh after each collector run and every minute.
 
 One APScheduler job per collector: `every: 60s` is an interval trigger (first run at start),
 `cron: "*/5 * * * *"` a crontab trigger in UTC. A job never overlaps itself
@@ -78,6 +79,7 @@ def run_worker(
     scheduler = BackgroundScheduler(timezone=UTC, executors={"default": pool})
     schedule_collectors(scheduler, settings, engine)
     schedule_alerts(scheduler, settings, engine)
+    schedule_rollups(scheduler, engine)
     if threading.current_thread() is threading.main_thread():
         _stop_on_signals(stop)
     scheduler.start()
@@ -150,6 +152,29 @@ def describe(schedule: Schedule) -> str:
 
 
 ALERTS_JOB = "alerts"
+ROLLUPS_JOB = "rollups"
+# The rollups are rebuilt at least this often, whatever the collectors do: spans pushed to the
+# OTLP receiver (`spendguard api`) mark hours that no collector run rebuilds, and readers take
+# what is marked from the base tables (a live hour is cheap; more than six hours of a day, or a
+# late span on an older day, makes them read the whole day).
+ROLLUP_SECONDS = 60
+
+
+def schedule_rollups(scheduler: BaseScheduler, engine: Engine) -> None:
+    """Rebuild the stale rollups every ROLLUP_SECONDS (first run at start); a run that finds
+    another refresh going (a collector's, the dashboard's) returns at once."""
+    scheduler.add_job(
+        _refresh_rollups,
+        IntervalTrigger(seconds=ROLLUP_SECONDS, timezone=UTC),
+        args=[engine, "schedule"],
+        id=ROLLUPS_JOB,
+        name="rebuild stale rollups",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=MISFIRE_GRACE_SECONDS,
+        replace_existing=True,
+        next_run_time=datetime.now(UTC),
+    )
 
 
 def schedule_alerts(scheduler: BaseScheduler, settings: Settings, engine: Engine) -> bool:
@@ -257,7 +282,8 @@ def _refresh_gpu(engine: Engine, name: str, settings: Settings) -> None:
 
 
 def _refresh_rollups(engine: Engine, name: str) -> None:
-    """After any collector run (a failed one may have loaded batches): the days it touched."""
+    """After any collector run (a failed one may have loaded batches): the days it touched; and
+    on its own schedule (`schedule_rollups`). Never raises."""
     from app.rollups.refresh import refresh
 
     try:

@@ -19,10 +19,13 @@ from app.warehouse.tables import CollectorRun
 from app.worker import (
     ALERTS_JOB,
     MISFIRE_GRACE_SECONDS,
+    ROLLUP_SECONDS,
+    ROLLUPS_JOB,
     run_alerts,
     run_collector,
     schedule_alerts,
     schedule_collectors,
+    schedule_rollups,
 )
 from tests.test_collect_traces import lines, trace_ids
 
@@ -155,3 +158,24 @@ def test_an_alerts_cycle_never_raises(tmp_path: Path, caplog: pytest.LogCaptureF
         run_alerts(unmigrated, Settings(rules=[RULE]))  # type: ignore[list-item]
     assert "alerts cycle failed" in caplog.text
     unmigrated.dispose()
+
+
+def test_the_rollups_are_rebuilt_every_minute_whatever_the_collectors(
+    sqlite_engine: Engine,
+) -> None:
+    """Spans pushed to the receiver mark hours that no collector run rebuilds."""
+    from app.rollups.refresh import dirty_days
+    from tests.test_rollups import T0, _facts, _load
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    schedule_rollups(scheduler, sqlite_engine)
+    job = scheduler.get_job(ROLLUPS_JOB)
+    assert isinstance(job.trigger, IntervalTrigger)
+    assert job.trigger.interval == timedelta(seconds=ROLLUP_SECONDS)
+    assert (job.max_instances, job.coalesce, job.next_run_time is not None) == (1, True, True)
+    _load(sqlite_engine, [_facts("a" * 32, T0, True, "/chat", "u1")], [], False)
+    with sqlite_engine.connect() as conn:
+        assert dirty_days(conn) == [T0.date()]
+    job.func(*job.args)
+    with sqlite_engine.connect() as conn:
+        assert dirty_days(conn) == []
