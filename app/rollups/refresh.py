@@ -5,9 +5,10 @@ rows deleted and written again, in one transaction, so a refresh that fails chan
 running it twice gives the same rows. One pass reads the requests of the day (the
 `requests.started_at` index) with their calls, GPU shares and true-up factors (by primary key)
 into a temporary table, one row per request and (model, provider); each rollup is a GROUP BY of
-that table. The GPU rollups read the day's GPU shares likewise (`app.rollups.gpu`).
-`rollup_call_days`, keyed by the calls' own day, is summed from the calls that started that day
-(`app.rollups.call_days`), in the same transaction.
+that table (`app.rollups.day_pairs`). The GPU rollups read the day's GPU shares likewise
+(`app.rollups.gpu`). `rollup_call_days`, keyed by the calls' own day, is summed from the calls
+that started that day (`app.rollups.call_days`), in the same transaction. Live days are rebuilt
+an hour at a time (`plan`); whole weeks are summed at the end (`app.rollups.weeks`).
 
 One refresh at a time per warehouse (named lock `rollup-refresh`); a refresh that finds the lock
 held returns at once (`busy`), and the marks it did not handle stay for the next one.
@@ -24,58 +25,32 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
-    Date,
     Engine,
-    Integer,
-    MetaData,
-    Select,
-    String,
-    Table,
-    and_,
-    case,
     delete,
     func,
     insert,
     literal,
     select,
 )
-from sqlalchemy.schema import CreateTable
 
 from app.rollups.call_days import rebuild_call_slices
+from app.rollups.day_pairs import rebuild_request_slices
 from app.rollups.gpu import rebuild_gpu_slices
-from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, in_spans
+from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of
 from app.rollups.weeks import build_weeks, invalidate
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import READ_SETTINGS, session_scope
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
-from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import (
-    GPU_ROLLUPS,
     MEASURES,
-    PAIR_MID,
-    PAIR_START,
     ROLLUPS,
-    SUMMED,
     WHOLE_DAY,
     rollup_call_days,
-    rollup_daily,
-    rollup_daily_calls,
-    rollup_daily_set_calls,
-    rollup_daily_user_calls,
-    rollup_daily_user_set_calls,
-    rollup_daily_user_totals,
-    rollup_daily_users,
     rollup_dirty,
     rollup_sliced,
 )
-from app.warehouse.tables_rollup import (
-    rollup_daily_call_sets as SETS,
-)
-from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
 from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.rollups")
@@ -261,19 +236,7 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
             """The rows' `hour`: of `column` (a start) on a sliced day, else WHOLE_DAY."""
             return hour_of(column) if job.sliced else literal(WHOLE_DAY)
 
-        conn.execute(CreateTable(_day_pairs, if_not_exists=True))
-        conn.execute(delete(_day_pairs))
-        pairs = _pairs(spans, hour(Request.started_at))
-        conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
-        for table in ROLLUPS:
-            if table in GPU_ROLLUPS:
-                continue  # below
-            if table is SETS:
-                conn.execute(_sets_insert(day, conn.dialect.name))
-            elif table is rollup_daily_set_calls or table is rollup_daily_user_set_calls:
-                conn.execute(_set_calls_insert(table, day, conn.dialect.name))
-            else:
-                conn.execute(_insert(table, day))
+        rebuild_request_slices(conn, day, spans, hour(Request.started_at))
         # The GPU shares of the requests: moved by a re-allocation and by any change to the
         # requests' endpoint, user or team, which mark their day too.
         rebuild_gpu_slices(conn, day, spans, hour(Request.started_at))
@@ -315,172 +278,3 @@ def compact(engine: Engine) -> int:
     if days:
         log.info("rollups: %d day(s) compacted from hour slices", len(days))
     return len(days)
-
-
-# The day being rebuilt, one row per request and (model, provider) it called (one row with
-# NULLs for a request without calls): read from the base tables once, summed four ways.
-_day_pairs = Table(
-    "rollup_day_pairs",
-    MetaData(),
-    Column("trace_id", String(32)),
-    Column("hour", Integer),  # the request's UTC hour, or WHOLE_DAY
-    Column("user_id", String(256)),
-    Column("endpoint", String(512)),
-    Column("team", String(256)),
-    Column("model", String(256)),
-    Column("provider", String(64)),
-    *(Column(name, BigInteger) for name in SUMMED),
-    Column("is_first", Integer),  # the request's first row: counts the request once
-    Column("is_first_provider", Integer),  # its first provider for this model
-    Column("is_first_model", Integer),  # its first model for this provider
-    prefixes=["TEMPORARY"],
-)
-
-
-def _pairs(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
-    """The rows of `_day_pairs` for the requests that started in `spans` (UTC ranges), with
-    the flags that keep distinct counts exact; `hour`: the rows' hour (an expression of the
-    request's start, or WHOLE_DAY)."""
-    r, c, g, f = Request, LlmCall, GpuAllocation, TrueUpFactor
-    per_pair = (
-        select(
-            r.trace_id,
-            hour.label("hour"),
-            r.user_id,
-            r.endpoint,
-            r.team,
-            c.model,
-            c.provider,
-            func.count(c.span_id).label("llm_calls"),
-            func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
-            func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
-            func.coalesce(func.sum(c.cost_nanousd), 0).label("token_cost_nanousd"),
-            func.coalesce(func.sum(g.gpu_cost_nanousd), 0).label("gpu_cost_nanousd"),
-            (func.count(c.span_id) - func.count(c.cost_nanousd)).label("unpriced_calls"),
-            func.coalesce(func.sum(trued_cost()), 0).label("trued_cost_nanousd"),
-            func.count(f.factor_den).label("trued_up_calls"),
-        )
-        .select_from(r)
-        .outerjoin(c, c.trace_id == r.trace_id)
-        .outerjoin(g, and_(g.trace_id == c.trace_id, g.span_id == c.span_id))
-        # At most one factor per call; its day spelled out too, so the lookup is by key.
-        .outerjoin(f, and_(factor_join(), f.day == func.date(c.started_at)))
-        .where(in_spans(r.started_at, spans))
-        .group_by(r.trace_id, r.started_at, r.user_id, r.endpoint, r.team, c.model, c.provider)
-        .subquery("pairs")
-    )
-    p = per_pair.c
-    first = func.row_number().over(partition_by=p.trace_id, order_by=(p.model, p.provider))
-    first_provider = func.min(p.provider).over(partition_by=(p.trace_id, p.model))
-    first_model = func.min(p.model).over(partition_by=(p.trace_id, p.provider))
-    return select(
-        *p,
-        case((first == 1, 1), else_=0).label("is_first"),
-        case((p.provider == first_provider, 1), else_=0).label("is_first_provider"),
-        case((p.model == first_model, 1), else_=0).label("is_first_model"),
-    )
-
-
-def _joined_pairs(dialect: str) -> Any:
-    """The aggregate of a request's rows of `_day_pairs` into its pairs' text (without the
-    leading PAIR_START)."""
-    f = _day_pairs.c
-    piece = f.model + literal(PAIR_MID) + f.provider + literal(PAIR_START)
-    if dialect == "postgresql":
-        return func.string_agg(piece, literal(""))
-    return func.group_concat(piece, literal(""))
-
-
-def _sets_insert(day: date, dialect: str) -> Any:
-    """`rollup_daily_call_sets` of the day: each request's pairs as one text, counted. The
-    pairs' order in the text is whatever the aggregate gives: the same set in two orders is
-    two rows, and each request is still counted once."""
-    f = _day_pairs.c
-    joined = _joined_pairs(dialect)
-    per_request = (
-        select(f.hour, f.endpoint, f.team, (literal(PAIR_START) + joined).label("pairs"))
-        .where(f.model.is_not(None))
-        .group_by(f.trace_id, f.hour, f.endpoint, f.team)
-        .subquery("per_request")
-    )
-    r = per_request.c
-    query = select(
-        literal(day, Date).label("day"),
-        r.hour,
-        r.endpoint,
-        r.team,
-        r.pairs,
-        func.count().label("requests"),
-    ).group_by(r.hour, r.endpoint, r.team, r.pairs)
-    return insert(SETS).from_select([c.name for c in query.selected_columns], query)
-
-
-def _set_calls_insert(table: Table, day: date, dialect: str) -> Any:
-    """`rollup_daily_set_calls` or `rollup_daily_user_set_calls` of the day: each row of
-    `_day_pairs` with a call, beside its request's pairs text (the aggregate over the request's
-    rows, as a window: one text per request whatever its order), summed by key, set and pair."""
-    f = _day_pairs.c
-    pairs = literal(PAIR_START) + _joined_pairs(dialect).over(partition_by=f.trace_id)
-    per_pair = (
-        select(
-            f.hour,
-            f.user_id,
-            f.endpoint,
-            f.team,
-            f.model,
-            f.provider,
-            pairs.label("pairs"),
-            f.is_first_provider,
-            f.is_first_model,
-            *(f[name] for name in SUMMED),
-        )
-        .where(f.model.is_not(None))
-        .subquery("per_pair")
-    )
-    p = per_pair.c
-    keys = [p.hour, p.endpoint, p.team, p.model, p.provider, p.pairs]
-    if "user_id" in table.c:
-        keys.insert(1, p.user_id)
-    query = select(
-        literal(day, Date).label("day"),
-        *keys,
-        func.count().label("requests"),
-        func.sum(p.is_first_provider).label("requests_model"),
-        func.sum(p.is_first_model).label("requests_provider"),
-        *(func.sum(p[name]).label(name) for name in SUMMED),
-    ).group_by(*keys)
-    return insert(table).from_select([c.name for c in query.selected_columns], query)
-
-
-def _insert(table: Table, day: date) -> Any:
-    """One rollup's rows of the day, summed from `_day_pairs`."""
-    f = _day_pairs.c
-    names = {
-        rollup_daily: ("endpoint", "team"),
-        rollup_daily_calls: ("endpoint", "team", "model", "provider"),
-        rollup_daily_users: ("user_id", "endpoint", "team"),
-        rollup_daily_user_totals: ("user_id", "team"),
-        rollup_daily_user_calls: ("user_id", "endpoint", "team", "model", "provider"),
-    }[table]
-    keys = [f.hour, *(f[n] for n in names)]
-    if "model" in names:  # only calls: a request counts where it made one
-        counts = [
-            func.count().label("requests"),
-            func.sum(f.is_first_provider).label("requests_model"),
-            func.sum(f.is_first_model).label("requests_provider"),
-        ]
-        where = [f.model.is_not(None)]
-    else:  # every request, once
-        counts = [func.sum(f.is_first).label("requests")]
-        where = []
-    query = (
-        select(
-            literal(day, Date).label("day"),
-            *keys,
-            *counts,
-            *(func.sum(f[name]).label(name) for name in SUMMED),
-        )
-        .where(*where)
-        .group_by(*keys)
-    )
-    return insert(table).from_select([c.name for c in query.selected_columns], query)
