@@ -54,7 +54,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.rollups.stale import Stale, day_conditions, skip
-from app.rollups.weeks import source
+from app.rollups.weeks import Week, source
 from app.warehouse.tables_rollup import (
     PAIR_MID,
     PAIR_START,
@@ -95,14 +95,14 @@ def rollup_query(
     by_day: bool = False,
     stale: Stale | None = None,
     hours: tuple[int, int] | None = None,
-    weeks: Sequence[date] = (),
+    weeks: Sequence[Week] = (),
 ) -> Select[Any] | None:
     """The rollups' answer to the unit-cost query, or None when they cannot answer exactly.
     `by_day` adds the UTC day as a column `day` and a grouping; the `stale` days and hours are
     left out (the caller reads them from the base tables). `hours` (from, to): only the rows of
     those UTC hours, for days that are sliced (`rollup_sliced`; a whole day's rows have none).
-    `weeks` (`app.rollups.weeks.weeks_in`): weeks whose weekly rows a per-user question reads
-    in place of their days' (not `by_day`)."""
+    `weeks` (`app.rollups.weeks.weeks_in`): weeks whose weekly rows the per-user and per-model
+    rollups read in place of their days' (not `by_day`)."""
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     call_level = bool(used & CALL_DIMENSIONS)
@@ -169,7 +169,7 @@ def _rows(
     filters: Mapping[str, Sequence[str]],
     stale: Stale | None,
     hours: tuple[int, int] | None,
-    weeks: Sequence[date],
+    weeks: Sequence[Week],
 ) -> tuple[Any, list[ColumnElement[bool]]]:
     """A rollup's rows of [since, until) that the `filters` (column name: values) take, but the
     `stale` ones, of the `hours`: the columns to read them by and the conditions still to apply.
@@ -199,7 +199,7 @@ def _by_call_sets(
     stale: Stale | None,
     true_up: bool,
     hours: tuple[int, int] | None,
-    weeks: Sequence[date],
+    weeks: Sequence[Week],
 ) -> Select[Any]:
     """Several models or providers in one group (by endpoint or team, or none): the calls' sums
     from `rollup_daily_calls`, the requests from `rollup_daily_call_sets` (those whose set of
@@ -365,7 +365,7 @@ def option_costs(
     since: date | None,
     until: date | None,
     stale: Stale | None = None,
-    weeks: Sequence[date] = (),
+    weeks: Sequence[Week] = (),
 ) -> Select[Any]:
     """The values of `dim` in the range (but the `stale` rows) with their token cost, as columns
     `value` and `cost`: what `app.dashboard.queries.filter_options` orders its list by; `weeks`

@@ -1,12 +1,12 @@
 """The weekly rollups (`app.warehouse.tables_weekly`): summing whole weeks, and reading them.
 
-- `build_weeks` (the refresh's last step, under its lock) sums each week not yet current
-  whose seven days are all rebuilt whole: none live, sliced or marked. One week per
-  transaction, listed in `rollup_weeks` in it.
+- `build_weeks` (the refresh's last step, under its lock) sums each week as far as its days
+  are rebuilt whole (none live, sliced or marked): whole weeks, and the week of the live days
+  up to them. One week per transaction, listed in `rollup_weeks` with its days in it.
 - `invalidate` (in the transaction of a day's rebuild or compaction) takes that day's week off
   `rollup_weeks`; its rows stay until the week is summed again, unread.
-- `weeks_in` (in a reader's snapshot) gives the current weeks that lie whole in a range and
-  hold no stale day; `source` reads a daily rollup's rows of a range as those weeks' rows plus
+- `weeks_in` (in a reader's snapshot) gives the current weeks whose summed days lie in a range
+  and hold no stale day; `source` reads a daily rollup's rows of a range as those weeks' rows plus
   the daily rows of the other days, which add up to the same answer.
 """
 
@@ -45,6 +45,7 @@ from app.warehouse.types import as_date
 log = logging.getLogger("spendguard.rollups")
 
 WEEK = timedelta(days=7)
+Week = tuple[date, int]  # a week's Monday, and how many of its days (1-7) its sums hold
 
 
 def week_of(day: date) -> date:
@@ -60,10 +61,10 @@ def invalidate(conn: Connection, days: Iterable[date]) -> None:
 
 
 def build_weeks(engine: Engine, live_from: date | None) -> int:
-    """Sum every week that is not current and whose days all precede `live_from` (the first
-    live day) and are neither sliced nor marked; the number of weeks summed. Call it under the
-    refresh lock: no day's rows change meanwhile (a mark may be written, and readers skip a
-    week with a mark)."""
+    """Sum each week as far as its days (from the Monday) precede `live_from` (the first live
+    day) and are neither sliced nor marked, where that is at least two days and more than its
+    current sums hold; the number of weeks summed. Call it under the refresh lock: no day's rows
+    change meanwhile (a mark may be written, and readers skip a week with a mark)."""
     if live_from is None:
         return 0
     with engine.connect() as conn:
@@ -72,62 +73,77 @@ def build_weeks(engine: Engine, live_from: date | None) -> int:
         ).one()
         if first is None:
             return 0
-        current = {as_date(v) for v in conn.execute(select(rollup_weeks.c.week)).scalars()}
-        blocked = {week_of(as_date(v)) for v in conn.execute(_blocking()).scalars()}
-    weeks = []
+        w = rollup_weeks.c
+        current = {as_date(k): int(n) for k, n in conn.execute(select(w.week, w.days))}
+        blocked = {as_date(v) for v in conn.execute(_blocking()).scalars()}
+    todo: list[Week] = []
     week = week_of(as_date(first))
-    while week <= as_date(last) and week + WEEK <= live_from:
-        if week not in current and week not in blocked:
-            weeks.append(week)
+    while week <= as_date(last) and week < live_from:
+        days = 0
+        while days < 7 and week + timedelta(days=days) < live_from:
+            if week + timedelta(days=days) in blocked:
+                break
+            days += 1
+        if days >= 2 and current.get(week, 0) < days:
+            todo.append((week, days))
         week += WEEK
-    for week in weeks:
+    for week, days in todo:
         with engine.begin() as conn:
-            _sum_week(conn, week)
-    if weeks:
-        log.info("rollups: %d week(s) summed", len(weeks))
-    return len(weeks)
+            _sum_week(conn, week, days)
+    if todo:
+        log.info("rollups: %d week(s) summed", len(todo))
+    return len(todo)
 
 
 def _blocking() -> Any:
-    """The days whose week cannot be summed: sliced or marked."""
+    """The days a week's sums cannot hold: sliced or marked."""
     return select(rollup_sliced.c.day).union(select(rollup_dirty.c.day))
 
 
-def _sum_week(conn: Connection, week: date) -> None:
-    """Replace `week`'s weekly rows by the sums of its days' daily rows, and list it."""
+def _sum_week(conn: Connection, week: date, days: int) -> None:
+    """Replace `week`'s weekly rows by the sums of its first `days` days' daily rows, and list
+    it so."""
     for daily, weekly in WEEKLY.items():
         c = daily.c
         keys = [col for col in c if col.name not in ("day", "hour", *MEASURES)]
         sums = [func.sum(col).label(col.name) for col in c if col.name in MEASURES]
         query = (
             select(literal(week, weekly.c.week.type).label("week"), *keys, *sums)
-            .where(c.day >= week, c.day < week + WEEK)
+            .where(c.day >= week, c.day < week + timedelta(days=days))
             .group_by(*keys)
         )
         conn.execute(delete(weekly).where(weekly.c.week == week))
         names = [col.name for col in query.selected_columns]
         conn.execute(insert(weekly).from_select(names, query))
-    conn.execute(insert(rollup_weeks).values(week=week))
+    conn.execute(delete(rollup_weeks).where(rollup_weeks.c.week == week))
+    conn.execute(insert(rollup_weeks).values(week=week, days=days))
 
 
 def weeks_in(
     conn: Connection, since: date | None, until: date | None, stale: Stale | None
-) -> tuple[date, ...]:
-    """The current weeks whose seven days lie in [since, until) and none of which is stale."""
-    if since is not None and until is not None and until - since < WEEK:
+) -> tuple[Week, ...]:
+    """The current weeks whose summed days lie in [since, until) and none of which is stale,
+    as (Monday, days summed)."""
+    if since is not None and until is not None and until - since < timedelta(days=2):
         return ()
-    w = rollup_weeks.c.week
-    conds = day_conditions(w, since, None if until is None else until - WEEK + timedelta(days=1))
-    found = {as_date(v) for v in conn.execute(select(w).where(*conds)).scalars()}
-    if stale:
-        found -= {week_of(d) for d in stale.days}
-        found -= {week_of(d) for d, _ in stale.hours}
+    w = rollup_weeks.c
+    query = select(w.week, w.days).where(*day_conditions(w.week, since, until))
+    stale_days = set(stale.days) | {d for d, _ in stale.hours} if stale else set()
+    found = []
+    for value, n in conn.execute(query):
+        week, days = as_date(value), int(n)
+        end = week + timedelta(days=days)
+        if until is not None and end > until:
+            continue
+        if any(week <= d < end for d in stale_days):
+            continue
+        found.append((week, days))
     return tuple(sorted(found))
 
 
 def source(
     daily: Table,
-    weeks: Sequence[date],
+    weeks: Sequence[Week],
     since: date | None,
     until: date | None,
     filters: Mapping[str, Sequence[str]],
@@ -155,21 +171,21 @@ def source(
         w[c.name]
         for c in d
     ]  # fmt: skip
-    parts.append(select(*columns).where(w.week.in_(list(weeks)), *chosen(w)))
+    parts.append(select(*columns).where(w.week.in_([k for k, _ in weeks]), *chosen(w)))
     return union_all(*parts).subquery(daily.name)
 
 
 def _between(
-    since: date | None, until: date | None, weeks: Sequence[date]
+    since: date | None, until: date | None, weeks: Sequence[Week]
 ) -> list[tuple[date | None, date | None]]:
     """The stretches of [since, until) that `weeks` (sorted, in the range) leave, as [from, to)
     ranges (None: open)."""
     stretches: list[tuple[date | None, date | None]] = []
     start = since
-    for week in weeks:
+    for week, days in weeks:
         if start is None or start < week:
             stretches.append((start, week))
-        start = week + WEEK
+        start = week + timedelta(days=days)
     if until is None or start is None or start < until:
         stretches.append((start, until))
     return stretches

@@ -8,9 +8,10 @@ has its daily table's columns but `day` and `hour`, and `week`, the week's Monda
 the sums of the daily table's rows of those seven days, grouped by every other key, so they add
 up like the days.
 
-`rollup_weeks` lists the weeks whose rows are current: a week is summed (`app.rollups.weeks`)
-only when each of its days is rebuilt whole (none is live, sliced or marked), and a day's
-rebuild takes its week off the list in the same transaction, so a reader (in one snapshot)
+`rollup_weeks` lists the weeks whose rows are current, with how many days from the Monday they
+sum: a week is summed (`app.rollups.weeks`) as far as its days are rebuilt whole (not live,
+sliced or marked), so the week of the live days is summed up to them, and a day's rebuild or
+compaction takes its week off the list in the same transaction, so a reader (in one snapshot)
 uses a week's rows only while they equal the sum of its days. A week with a day waiting for
 its rebuild (a mark) is not used either: the reader takes the week's other days from the daily
 rows and that day from the base tables.
@@ -18,7 +19,7 @@ rows and that day from the base tables.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Date, Index, Table
+from sqlalchemy import Column, Date, Index, SmallInteger, Table
 
 from app.warehouse.tables import Base
 from app.warehouse.tables_rollup import (
@@ -71,5 +72,12 @@ WEEKLY = {
     rollup_daily_user_set_calls: rollup_weekly_user_set_calls,
 }
 
-# The weeks (their Mondays) whose weekly rows are current.
-rollup_weeks = Table("rollup_weeks", _metadata, Column("week", Date, primary_key=True))
+# The weeks (their Mondays) whose weekly rows are current, and how many of their days (from the
+# Monday, 1-7) those rows sum: the latest week is summed up to its live days, and again as its
+# days stop being live.
+rollup_weeks = Table(
+    "rollup_weeks",
+    _metadata,
+    Column("week", Date, primary_key=True),
+    Column("days", SmallInteger, nullable=False),
+)

@@ -1,6 +1,6 @@
 """weekly rollups: the per-user and per-model daily rollups summed over whole UTC weeks
 (Monday to Sunday), keyed by the week's Monday, and `rollup_weeks`, the weeks whose sums are
-current
+current and how many of their days (from the Monday) they sum
 
 Created empty: readers use the daily rows of any week not in `rollup_weeks`, and the next
 rollup refresh (after an ingest or collector run, or by the worker) sums the weeks.
@@ -72,6 +72,7 @@ def upgrade() -> None:
     op.create_table(
         'rollup_weeks',
         sa.Column('week', sa.Date(), nullable=False),
+        sa.Column('days', sa.SmallInteger(), nullable=False),
         sa.PrimaryKeyConstraint('week', name=op.f('pk_rollup_weeks')),
     )
 
