@@ -92,7 +92,7 @@ def _current_weeks(engine: Engine) -> list[tuple[date, int]]:
 
 def _expected_weeks(engine: Engine) -> list[tuple[date, int]]:
     """With nothing marked: every week summed up to the live days (the latest two with
-    requests), where that is two days or more."""
+    requests), where that is two days or more and holds a day with requests or after one."""
     with engine.connect() as conn:
         assert dirty_days(conn) == []
         first, last = conn.execute(
@@ -101,7 +101,11 @@ def _expected_weeks(engine: Engine) -> list[tuple[date, int]]:
     live_from = last.date() - DAY
     start = first.date() - timedelta(days=first.weekday())
     mondays = [start + k * WEEK for k in range(SPAN_DAYS)]
-    return [(m, min(7, (live_from - m).days)) for m in mondays if m + 2 * DAY <= live_from]
+    return [
+        (m, min(7, (live_from - m).days))
+        for m in mondays
+        if m + 2 * DAY <= live_from and min(m + WEEK, live_from) > first.date()
+    ]
 
 
 def _weekly_rows_are_their_days_sums(engine: Engine) -> None:

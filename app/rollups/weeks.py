@@ -77,14 +77,16 @@ def build_weeks(engine: Engine, live_from: date | None) -> int:
         current = {as_date(k): int(n) for k, n in conn.execute(select(w.week, w.days))}
         blocked = {as_date(v) for v in conn.execute(_blocking()).scalars()}
     todo: list[Week] = []
-    week = week_of(as_date(first))
+    first_day = as_date(first)
+    week = week_of(first_day)
     while week <= as_date(last) and week < live_from:
         days = 0
         while days < 7 and week + timedelta(days=days) < live_from:
             if week + timedelta(days=days) in blocked:
                 break
             days += 1
-        if days >= 2 and current.get(week, 0) < days:
+        # (Days before the first with requests hold nothing to sum.)
+        if days >= 2 and week + timedelta(days=days) > first_day and current.get(week, 0) < days:
             todo.append((week, days))
         week += WEEK
     for week, days in todo:
