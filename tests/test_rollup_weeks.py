@@ -224,6 +224,11 @@ def test_a_week_is_summed_up_to_the_live_days_and_taken_off_when_a_day_is_rebuil
         assert weeks_in(conn, MONDAY, MONDAY + WEEK, None) == ((MONDAY, 7),)
         assert weeks_in(conn, MONDAY + DAY, None, None) == ((second, 6),)
         assert weeks_in(conn, MONDAY, second + 5 * DAY, None) == ((MONDAY, 7),)
+    # Live ingest on the 16th: its hour's rebuild leaves the week summed up to the 15th be.
+    at = T0 + timedelta(days=13, hours=20)
+    _load(engine, [_facts("d" * 32, at, True, "/a", "u1")], [], False)
+    assert refresh(engine).weeks == 0
+    assert _current_weeks(engine) == [(MONDAY, 7), (second, 6)]
     _steady(engine, 17)  # two more days: the 16th is no longer live, the 17th and 18th are
     refresh(engine)
     assert _current_weeks(engine) == [(MONDAY, 7), (second, 7)]  # one day of the 17th's: none
@@ -231,9 +236,9 @@ def test_a_week_is_summed_up_to_the_live_days_and_taken_off_when_a_day_is_rebuil
     # A user's 14 days in two weekly rows, not 14 daily ones; the same answer.
     scope = Scope(MONDAY, MONDAY + 2 * WEEK, {"model": ["m1", "m2"]})
     [u1, u2] = unit_costs(engine, ["user"], scope)
-    assert (u1.group, u1.requests, u1.llm_calls) == ({"user": "u1"}, 14, 28)
-    assert u1.cost_nanousd == 14 * 100 + sum(1000 + d for d in range(14))
-    assert u2.cost_nanousd == u1.cost_nanousd
+    assert (u2.group, u2.requests, u2.llm_calls) == ({"user": "u2"}, 14, 28)
+    assert u2.cost_nanousd == 14 * 100 + sum(1000 + d for d in range(14))
+    assert (u1.group, u1.cost_nanousd) == ({"user": "u1"}, u2.cost_nanousd)
     # A late call on the 5th: its rebuild takes the first week off in its own transaction.
     late = T0 + timedelta(days=2, hours=3)
     _load(engine, [_facts("e" * 32, late, True, "/b", "u1"), _call("e" * 32, 1, late, "p1", "m1",

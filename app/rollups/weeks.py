@@ -22,10 +22,12 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    and_,
     delete,
     func,
     insert,
     literal,
+    or_,
     select,
     union_all,
 )
@@ -54,10 +56,12 @@ def week_of(day: date) -> date:
 
 
 def invalidate(conn: Connection, days: Iterable[date]) -> None:
-    """Take the weeks of `days` off the current ones (their daily rows are being replaced)."""
-    weeks = sorted({week_of(d) for d in days})
-    if weeks:
-        conn.execute(delete(rollup_weeks).where(rollup_weeks.c.week.in_(weeks)))
+    """Take the weeks whose sums hold one of `days` off the current ones (those days' daily
+    rows are being replaced); a week summed up to before such a day stays."""
+    w = rollup_weeks.c
+    held = [and_(w.week == week_of(d), w.days > (d - week_of(d)).days) for d in sorted(set(days))]
+    if held:
+        conn.execute(delete(rollup_weeks).where(or_(*held)))
 
 
 def build_weeks(engine: Engine, live_from: date | None) -> int:
