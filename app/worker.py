@@ -27,6 +27,7 @@ import signal
 import threading
 from datetime import UTC, date, datetime, timedelta
 from types import FrameType
+from typing import Any
 
 from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -163,12 +164,20 @@ ROLLUP_SECONDS = 60
 def schedule_rollups(scheduler: BaseScheduler, engine: Engine) -> None:
     """Rebuild the stale rollups every ROLLUP_SECONDS (first run at start); a run that finds
     another refresh going (a collector's, the dashboard's) returns at once."""
+    _every(scheduler, ROLLUP_SECONDS, ROLLUPS_JOB, "rebuild stale rollups", _refresh_rollups,
+           engine, "schedule")  # fmt: skip
+
+
+def _every(
+    scheduler: BaseScheduler, seconds: float, job_id: str, name: str, func: Any, *args: Any
+) -> None:
+    """A job every `seconds`, first run now, never overlapping itself."""
     scheduler.add_job(
-        _refresh_rollups,
-        IntervalTrigger(seconds=ROLLUP_SECONDS, timezone=UTC),
-        args=[engine, "schedule"],
-        id=ROLLUPS_JOB,
-        name="rebuild stale rollups",
+        func,
+        IntervalTrigger(seconds=seconds, timezone=UTC),
+        args=list(args),
+        id=job_id,
+        name=name,
         max_instances=1,
         coalesce=True,
         misfire_grace_time=MISFIRE_GRACE_SECONDS,
@@ -183,18 +192,8 @@ def schedule_alerts(scheduler: BaseScheduler, settings: Settings, engine: Engine
         log.info("worker: no alert rule enabled; alerts are not evaluated")
         return False
     every = parse_duration(settings.alerts.interval).total_seconds()
-    scheduler.add_job(
-        run_alerts,
-        IntervalTrigger(seconds=every, timezone=UTC),
-        args=[engine, settings],
-        id=ALERTS_JOB,
-        name="evaluate alert rules and deliver",
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=MISFIRE_GRACE_SECONDS,
-        replace_existing=True,
-        next_run_time=datetime.now(UTC),
-    )
+    _every(scheduler, every, ALERTS_JOB, "evaluate alert rules and deliver", run_alerts, engine,
+           settings)  # fmt: skip
     log.info("worker: alert rules evaluated every %s", settings.alerts.interval)
     return True
 

@@ -21,7 +21,7 @@ from app.dashboard.queries import data_bounds, filter_options
 from app.reports.reconcile import traced_groups
 from app.reports.unit_costs import Scope, cost_query
 from app.rollups.dirty import mark_days
-from app.rollups.refresh import LOCK, Rebuild, dirty_days, plan, refresh
+from app.rollups.refresh import LOCK, Rebuild, dirty_days, live_from, plan, refresh
 from app.rollups.stale import Stale, dirty_in
 from app.traces.batch import CallRow
 from app.warehouse.engine import snapshot
@@ -242,8 +242,7 @@ def test_rounds_of_live_traffic_equal_the_base_tables(
     with engine.connect() as conn:
         assert dirty_days(conn) == []
         last = conn.execute(select(func.max(Request.started_at))).scalar_one()
-    live_from = last.date() - timedelta(days=1)
-    assert all(day >= live_from for day in _sliced(engine))
+    assert all(day >= live_from(last) for day in _sliced(engine))
     _assert_like_the_base_tables(engine, rnd)
 
 
@@ -266,3 +265,8 @@ def test_the_gpu_breakdown_drives_from_little_stale_time_only() -> None:
     assert not _little(month, DAY - timedelta(days=30), DAY)
     assert _little(Stale((DAY,), ()), None, None)
     assert not _little(Stale((DAY, DAY + timedelta(days=2)), ()), None, None)
+
+
+def test_the_day_before_stays_live_for_the_first_hours_of_the_latest() -> None:
+    assert live_from(datetime(2025, 11, 22, 1, 59)) == date(2025, 11, 21)
+    assert live_from(datetime(2025, 11, 22, 2, 0)) == date(2025, 11, 22)

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from app.dashboard.queries import filter_options
 from app.reports.unit_costs import Scope, cost_query, unit_costs
-from app.rollups.refresh import dirty_days, refresh
+from app.rollups.refresh import dirty_days, live_from, refresh
 from app.rollups.stale import dirty_in
 from app.rollups.weeks import WEEK, weeks_in
 from app.traces.batch import CallRow
@@ -91,20 +91,20 @@ def _current_weeks(engine: Engine) -> list[tuple[date, int]]:
 
 
 def _expected_weeks(engine: Engine) -> list[tuple[date, int]]:
-    """With nothing marked: every week summed up to the live days (the latest two with
-    requests), where that is two days or more and holds a day with requests or after one."""
+    """With nothing marked: every week summed up to the live days (`live_from`), where that
+    is two days or more and holds a day with requests or after one."""
     with engine.connect() as conn:
         assert dirty_days(conn) == []
         first, last = conn.execute(
             select(func.min(Request.started_at), func.max(Request.started_at))
         ).one()
-    live_from = last.date() - DAY
+    live = live_from(last)
     start = first.date() - timedelta(days=first.weekday())
     mondays = [start + k * WEEK for k in range(SPAN_DAYS)]
     return [
-        (m, min(7, (live_from - m).days))
+        (m, min(7, (live - m).days))
         for m in mondays
-        if m + 2 * DAY <= live_from and min(m + WEEK, live_from) > first.date()
+        if m + 2 * DAY <= live and min(m + WEEK, live) > first.date()
     ]
 
 
@@ -160,9 +160,10 @@ def _assert_answers_like_the_base_tables(engine: Engine, rnd: random.Random) -> 
                 assert _rows(engine, query) == expected, (dims, filters, since, until)
     for since, until in _ranges(rnd):
         scope = Scope(since, until)
-        with engine.connect() as conn:
-            base = filter_options_from_base(conn, "user", scope)
-        assert filter_options(engine, "user", scope) == base, (since, until)
+        for dim in ("user", "model", "provider"):
+            with engine.connect() as conn:
+                base = filter_options_from_base(conn, dim, scope)
+            assert filter_options(engine, dim, scope) == base, (dim, since, until)
     return read_weeks
 
 
@@ -184,13 +185,14 @@ def test_weeks_answer_like_the_base_tables(
     read = _assert_answers_like_the_base_tables(engine, rnd)
     assert read or not weeks
 
-    # A late request into the first week: its day is stale (read from the base tables) and the
-    # week's sums are not read until the refresh has rebuilt the day and summed the week again.
+    # A late request into the first week: its day is stale (read from the base tables) and, if
+    # the week's sums hold that day, they are not read until the refresh has rebuilt the day
+    # and summed the week again.
     late = T0 + timedelta(days=rnd.randrange(0, 7), hours=5)
     trace = "f" * 32
     _load(engine, [_facts(trace, late, True, "/a", "u1"), _call(trace, 1, late, "p1", "m1", 7)],
           [], False)  # fmt: skip
-    if weeks and weeks[0][0] == MONDAY:
+    if weeks and weeks[0][0] == MONDAY and late.date() < MONDAY + weeks[0][1] * DAY:
         with snapshot(engine) as conn:
             read = weeks_in(conn, None, None, dirty_in(conn, None, None))
             assert MONDAY not in [m for m, _ in read]
@@ -216,22 +218,22 @@ def _steady(engine: Engine, days: int) -> None:
 def test_a_week_is_summed_up_to_the_live_days_and_taken_off_when_a_day_is_rebuilt(
     engine: Engine,
 ) -> None:
-    _steady(engine, 15)  # the 3rd to the 17th: the 16th and 17th are live
+    _steady(engine, 15)  # the 3rd to the 17th, 11:00: the 17th is live
     refresh(engine)
-    second = MONDAY + WEEK
-    assert _current_weeks(engine) == [(MONDAY, 7), (second, 6)]  # the 10th to the 15th
+    second, third = MONDAY + WEEK, MONDAY + 2 * WEEK
+    assert _current_weeks(engine) == [(MONDAY, 7), (second, 7)]
     with snapshot(engine) as conn:
         assert weeks_in(conn, MONDAY, MONDAY + WEEK, None) == ((MONDAY, 7),)
-        assert weeks_in(conn, MONDAY + DAY, None, None) == ((second, 6),)
+        assert weeks_in(conn, MONDAY + DAY, None, None) == ((second, 7),)
         assert weeks_in(conn, MONDAY, second + 5 * DAY, None) == ((MONDAY, 7),)
-    # Live ingest on the 16th: its hour's rebuild leaves the week summed up to the 15th be.
-    at = T0 + timedelta(days=13, hours=20)
+    _steady(engine, 17)  # two more days: the 19th is live; the third week summed to the 18th
+    refresh(engine)
+    assert _current_weeks(engine) == [(MONDAY, 7), (second, 7), (third, 2)]
+    # Live ingest on the 19th: its hour's rebuild leaves the week summed up to the 18th be.
+    at = T0 + timedelta(days=16, hours=20)
     _load(engine, [_facts("d" * 32, at, True, "/a", "u1")], [], False)
     assert refresh(engine).weeks == 0
-    assert _current_weeks(engine) == [(MONDAY, 7), (second, 6)]
-    _steady(engine, 17)  # two more days: the 16th is no longer live, the 17th and 18th are
-    refresh(engine)
-    assert _current_weeks(engine) == [(MONDAY, 7), (second, 7)]  # one day of the 17th's: none
+    assert _current_weeks(engine) == [(MONDAY, 7), (second, 7), (third, 2)]
     _weekly_rows_are_their_days_sums(engine)
     # A user's 14 days in two weekly rows, not 14 daily ones; the same answer.
     scope = Scope(MONDAY, MONDAY + 2 * WEEK, {"model": ["m1", "m2"]})
@@ -244,9 +246,7 @@ def test_a_week_is_summed_up_to_the_live_days_and_taken_off_when_a_day_is_rebuil
     _load(engine, [_facts("e" * 32, late, True, "/b", "u1"), _call("e" * 32, 1, late, "p1", "m1",
                                                                      5)], [], False)  # fmt: skip
     with snapshot(engine) as conn:
-        assert weeks_in(conn, MONDAY, MONDAY + 2 * WEEK, dirty_in(conn, None, None)) == (
-            (second, 7),
-        )
+        assert weeks_in(conn, MONDAY, third, dirty_in(conn, None, None)) == ((second, 7),)
     [first, _] = unit_costs(engine, ["user"], scope)
     assert (first.group, first.requests, first.cost_nanousd) == (
         {"user": "u1"},
@@ -254,6 +254,6 @@ def test_a_week_is_summed_up_to_the_live_days_and_taken_off_when_a_day_is_rebuil
         u1.cost_nanousd + 5,
     )
     refresh(engine)
-    assert _current_weeks(engine) == [(MONDAY, 7), (second, 7)]
+    assert _current_weeks(engine) == [(MONDAY, 7), (second, 7), (third, 2)]
     _weekly_rows_are_their_days_sums(engine)
     assert unit_costs(engine, ["user"], scope)[0] == first

@@ -352,8 +352,10 @@ def test_the_whole_hours_of_a_live_partial_day_come_from_the_hour_slices(
 
     rnd = random.Random(3)
     today = DAY.date()
-    for i in range(80):  # the day before and today, at random minutes
-        at = DAY - timedelta(days=1) + timedelta(minutes=rnd.randrange(2 * 24 * 60))
+    # The day before and today's first 100 minutes, at random minutes: both days are live
+    # (the day before stays live for the first hours of the latest, `LIVE_GRACE`).
+    for i in range(80):
+        at = DAY - timedelta(days=1) + timedelta(minutes=rnd.randrange(24 * 60 + 100))
         calls = [("gpt-4o", "1.25"), ("gpt-4o-mini", None)] if i % 3 else [("gpt-4o", "0.5")]
         add_request(engine, at, user=f"u-{i % 4}", endpoint=f"/v{i % 2}", calls=calls)
     with engine.begin() as conn:
