@@ -1,6 +1,7 @@
 """Hour slices: the live days' rollups are rebuilt an hour at a time, and stay exact.
 
-The latest two days with requests are stored as hour slices (`rollup_sliced`); an ingest's
+The live days (the latest with requests, and the day before for its first two hours) are
+stored as hour slices (`rollup_sliced`); an ingest's
 marks name hours, so on those days only the marked hours are stale (readers take them from the
 base tables), and the refresh rebuilds only them; a day that stops being live is compacted into
 whole-day rows. Random traffic arrives in rounds, the live edge moving forward, a refresh after

@@ -60,7 +60,8 @@ their days too (`app.rollups.dirty`), in the same `rollup_dirty`.
 
 Hour slices: a row's `hour` is WHOLE_DAY (-1) when it sums its whole day, or the UTC hour
 (0-23; of the request, or for `rollup_call_days` of the call) when its day is *sliced*, listed
-in `rollup_sliced`: the live days (the latest two with requests), rebuilt an hour at a time, so
+in `rollup_sliced`: the live days (the latest with requests, and for the first two hours of it
+the day before: `app.rollups.refresh.live_from`), rebuilt an hour at a time, so
 that an ingest's marks make one hour stale, not the day. Slices add up like days (a request
 starts in one hour, a call too), so readers sum rows whatever their hour; the refresh compacts
 a day into WHOLE_DAY rows once it is no longer live (`app.rollups.refresh`).
