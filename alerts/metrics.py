@@ -136,7 +136,10 @@ class SqlMeasurer:
     glob filter, and `rollup_query` can), and so do the whole hours of its partial days at
     either end when those are sliced (the live days: a window ending now); the rest (minutes
     at either end, other partial days, the days or hours waiting for a rebuild) from the base
-    tables. Totals are additive over time, so the sum is the base tables' answer."""
+    tables. Totals are additive over time, so the sum is the base tables' answer. (The day
+    before the latest is sliced only for the first two hours of the latest,
+    `app.rollups.refresh.LIVE_GRACE`: after that, a rolling window reaching into it, `24h`
+    say, reads that part from the base tables.)"""
 
     def __init__(self, engine: Engine, rule: Rule) -> None:
         self.engine, self.rule = engine, rule

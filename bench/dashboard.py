@@ -14,9 +14,9 @@ filter change ≤ 1 s).
    page's own controls (split, pools, 90 days), and more changes on the Unit costs page: the
    drill-down, a user, one and two models, 90 days.
 3. Again, every page's first paint and filter change with `pricing.true_up: true`.
-4. Again, with the latest hour waiting for its rebuild (live ingest: the latest two days are
-   stored as hour slices, and the pages read that hour from the base tables and the rest from
-   the rollups), and with the whole latest day waiting (changes in more than six of its hours,
+4. Again, with the latest hour waiting for its rebuild (live ingest: the live days are stored
+   as hour slices, and the pages read that hour from the base tables and the rest from the
+   rollups), and with the whole latest day waiting (changes in more than six of its hours,
    or a full rebuild).
 
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]

@@ -179,7 +179,7 @@ def _rows(
     def stale_conds(columns: Any) -> list[ColumnElement[bool]]:
         return skip(stale, columns) + _hours(columns, hours)
 
-    if weeks and table in WEEKLY:
+    if weeks and hours is None and table in WEEKLY:  # (weekly rows have no hours)
         return source(table, weeks, since, until, filters, stale_conds).c, []
     t = table.c
     conds = day_conditions(t.day, since, until) + stale_conds(t)
