@@ -136,10 +136,10 @@ class SqlMeasurer:
     glob filter, and `rollup_query` can), and so do the whole hours of its partial days at
     either end when those are sliced (the live days: a window ending now); the rest (minutes
     at either end, other partial days, the days or hours waiting for a rebuild) from the base
-    tables. Totals are additive over time, so the sum is the base tables' answer. (The day
-    before the latest is sliced only for the first two hours of the latest,
-    `app.rollups.refresh.LIVE_GRACE`: after that, a rolling window reaching into it, `24h`
-    say, reads that part from the base tables.)"""
+    tables. Totals are additive over time, so the sum is the base tables' answer. Most of a
+    day stored whole (a rolling `24h` window reaching into the day before the latest, which
+    is sliced only for the first two hours of the latest: `app.rollups.refresh.LIVE_GRACE`)
+    is its rollup rows less the rest of the day, read from the base tables."""
 
     def __init__(self, engine: Engine, rule: Rule) -> None:
         self.engine, self.rule = engine, rule
@@ -197,7 +197,9 @@ class SqlMeasurer:
             return {}
         day = _utc_floor(start).date()
         lo, hi = _hour_ceil(start), _hour_floor(end)
-        if day not in sliced or lo >= hi:
+        if day not in sliced:
+            return self._most_of_day(conn, start, end, day)
+        if lo >= hi:
             return self._base(conn, start, end)
         dirty = dirty_in(conn, day, day + timedelta(days=1))
         to_hour = 24 if hi.date() != day else hi.hour
@@ -218,6 +220,30 @@ class SqlMeasurer:
         parts = [self._base_spans(conn, [(a, b) for a, b in spans if a < b])]
         parts.append({_key(r, self.rule.dims): _totals(r) for r in conn.execute(rolled).mappings()})
         return _added(parts)
+
+    def _most_of_day(self, conn: Connection, start: datetime, end: datetime, day: date) -> Measured:
+        """[start, end) within a day stored whole (not sliced): when that is most of the day
+        and nothing of the day waits for a rebuild, the day's rollup rows less the rest of the
+        day from the base tables (each request starts in one of the two), else all from the
+        base tables. (A rolling `24h` window reads most of the day before the latest so.)"""
+        midnight = _midnight(day)
+        following = midnight + timedelta(days=1)
+        if end - start <= (following - midnight) / 2:
+            return self._base(conn, start, end)
+        if dirty_in(conn, day, day + timedelta(days=1)):
+            return self._base(conn, start, end)
+        rolled = rollup_query(self.rule.dims, self.exact, day, day + timedelta(days=1))
+        if rolled is None:
+            return self._base(conn, start, end)
+        spans = [(a, b) for a, b in ((midnight, start), (end, following)) if a < b]
+        rest = self._base_spans(conn, spans)
+        out: Measured = {}
+        for row in conn.execute(rolled).mappings():
+            key = _key(row, self.rule.dims)
+            left = _totals(row) - rest.get(key, EMPTY)
+            if left.requests:  # a group with no request in [start, end) is not in its answer
+                out[key] = left
+        return out
 
     def _base_spans(self, conn: Connection, spans: list[tuple[datetime, datetime]]) -> Measured:
         """The base tables' totals of the requests that started in any of `spans` (disjoint)."""

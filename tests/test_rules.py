@@ -38,7 +38,10 @@ def add_request(
     team: str | None = None,
     calls: Sequence[tuple[str, str | None]] = (("gpt-4o", "1"),),
 ) -> None:
-    """One request at `at` with LLM calls (model, cost in USD or None for unpriced)."""
+    """One request at `at` with LLM calls (model, cost in USD or None for unpriced), and its
+    hour marked for the rollups in the same transaction, as every writer does."""
+    from app.rollups.dirty import mark_slices
+
     n = next(_ids)
     trace = f"{n:032x}"
     with engine.begin() as conn:
@@ -57,6 +60,8 @@ def add_request(
                     price_source="test", ingested_at=at,
                 )
             )  # fmt: skip
+        utc = at.astimezone(UTC)
+        mark_slices(conn, [(utc.date(), utc.hour)])
 
 
 def settings_with(*rules: dict[str, Any], **extra: Any) -> Settings:
