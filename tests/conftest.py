@@ -145,3 +145,19 @@ def sqlite_engine(sqlite_template: SqliteTemplate, tmp_path: Path) -> Iterator[E
     eng = make_engine(sqlite_template.copy_to(tmp_path / "warehouse.db"))
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def page_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """For dashboard pages run through AppTest: a clean working directory (a page reads
+    ./spendguard.yaml) and fresh Streamlit caches."""
+    import streamlit as st
+
+    monkeypatch.delenv("SPENDGUARD_CONFIG", raising=False)
+    monkeypatch.delenv("SPENDGUARD_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield tmp_path
+    st.cache_data.clear()
+    st.cache_resource.clear()
