@@ -176,14 +176,16 @@ def _rows(
     With `weeks` (and a weekly table), its weekly rows of those weeks and its daily rows of the
     other days (`app.rollups.weeks.source`)."""
 
+    def chosen(columns: Any) -> list[ColumnElement[bool]]:
+        return [columns[name].in_(list(values)) for name, values in filters.items()]
+
     def stale_conds(columns: Any) -> list[ColumnElement[bool]]:
         return skip(stale, columns) + _hours(columns, hours)
 
     if weeks and hours is None and table in WEEKLY:  # (weekly rows have no hours)
-        return source(table, weeks, since, until, filters, stale_conds).c, []
+        return source(table, weeks, since, until, chosen, stale_conds).c, []
     t = table.c
-    conds = day_conditions(t.day, since, until) + stale_conds(t)
-    return t, conds + [t[name].in_(list(values)) for name, values in filters.items()]
+    return t, day_conditions(t.day, since, until) + stale_conds(t) + chosen(t)
 
 
 def _token_cost(true_up: bool) -> str:

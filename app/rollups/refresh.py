@@ -37,14 +37,13 @@ from sqlalchemy import (
 from app.rollups.call_days import rebuild_call_slices
 from app.rollups.day_pairs import rebuild_request_slices
 from app.rollups.gpu import rebuild_gpu_slices
-from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of
+from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, keys_and_sums
 from app.rollups.weeks import build_weeks, invalidate
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import READ_SETTINGS, session_scope
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_rollup import (
-    MEASURES,
     ROLLUPS,
     WHOLE_DAY,
     rollup_call_days,
@@ -272,8 +271,7 @@ def compact(engine: Engine) -> int:
             # take that day whole from the base tables, and the next refresh rebuilds it.)
             for table in _ALL:
                 c = table.c
-                keys = [col for col in c if col.name not in ("day", "hour", *MEASURES)]
-                sums = [func.sum(col).label(col.name) for col in c if col.name in MEASURES]
+                keys, sums = keys_and_sums(table)
                 query = (
                     select(c.day, *keys, *sums, literal(WHOLE_DAY).label("hour"))
                     .where(c.day == day, c.hour != WHOLE_DAY)

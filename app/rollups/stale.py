@@ -4,8 +4,9 @@ A rollup row is stale when its day (or, on a sliced day, its hour) is marked in 
 (`app.rollups.dirty`): `dirty_in` reads the marks of a range as a `Stale`, whose `skip` leaves
 those rows out of a rollup query and whose `covers` picks the same time from the base tables,
 so that the two parts add up to the base tables' answer. Also the SQL helpers the rollups
-share: a stored timestamp's UTC hour (`hour_of`), a time-spans condition (`in_spans`), and a
-column SQLite's planner must not use an index for (`unindexed`).
+share: a stored timestamp's UTC hour (`hour_of`), a time-spans condition (`in_spans`), a
+column SQLite's planner must not use an index for (`unindexed`), and a rollup's keys and summed
+measures (`keys_and_sums`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Integer, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Integer, Table, and_, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from app.warehouse.tables_rollup import rollup_dirty, rollup_sliced
+from app.warehouse.tables_rollup import MEASURES, rollup_dirty, rollup_sliced
 from app.warehouse.types import as_date
 
 
@@ -32,6 +33,15 @@ def day_conditions(day: Any, since: date | None, until: date | None) -> list[Col
     if until is not None:
         conds.append(day < until)
     return conds
+
+
+def keys_and_sums(table: Table) -> tuple[list[Any], list[Any]]:
+    """A rollup's key columns (all but `day`, `hour` and the measures) and its measures summed
+    (labelled by name): what summing its rows over time (hours into a day, days into a week)
+    groups by and adds up."""
+    keys = [col for col in table.c if col.name not in ("day", "hour", *MEASURES)]
+    sums = [func.sum(col).label(col.name) for col in table.c if col.name in MEASURES]
+    return keys, sums
 
 
 def skip(stale: Stale | None, table: Any, day: str = "day") -> list[ColumnElement[bool]]:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -33,9 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import Select, Subquery
 
-from app.rollups.stale import Stale, day_conditions
+from app.rollups.stale import Stale, day_conditions, keys_and_sums
 from app.warehouse.tables_rollup import (
-    MEASURES,
     WHOLE_DAY,
     rollup_daily,
     rollup_dirty,
@@ -111,8 +110,7 @@ def _sum_week(conn: Connection, week: date, days: int) -> None:
     it so."""
     for daily, weekly in WEEKLY.items():
         c = daily.c
-        keys = [col for col in c if col.name not in ("day", "hour", *MEASURES)]
-        sums = [func.sum(col).label(col.name) for col in c if col.name in MEASURES]
+        keys, sums = keys_and_sums(daily)
         query = (
             select(literal(week, weekly.c.week.type).label("week"), *keys, *sums)
             .where(c.day >= week, c.day < week + timedelta(days=days))
@@ -152,23 +150,19 @@ def source(
     weeks: Sequence[Week],
     since: date | None,
     until: date | None,
-    filters: Mapping[str, Sequence[str]],
+    filters: Callable[[Any], list[ColumnElement[bool]]],
     day_conds: Callable[[Any], list[ColumnElement[bool]]],
 ) -> Subquery:
     """`daily`'s rows of [since, until) as its weekly rows of `weeks` and its own rows of the
     other days: a subquery with the daily table's columns (a weekly row's `day` is its Monday,
-    its `hour` WHOLE_DAY). `filters` (column name: values) apply to every part;
+    its `hour` WHOLE_DAY). `filters(columns)`, the filters' conditions, apply to every part;
     `day_conds(columns)`, the conditions on `day` and `hour` (the stale rows left out, hours),
     to the daily rows only: `weeks` must lie in the range and hold no stale day (`weeks_in`).
     The daily rows are read one stretch of days between weeks at a time, each an index range."""
     weekly = WEEKLY[daily]
     d, w = daily.c, weekly.c
-
-    def chosen(columns: Any) -> list[ColumnElement[bool]]:
-        return [columns[name].in_(list(values)) for name, values in filters.items()]
-
     parts: list[Select[Any]] = [
-        select(*d).where(*day_conditions(d.day, lo, hi), *chosen(d), *day_conds(d))
+        select(*d).where(*day_conditions(d.day, lo, hi), *filters(d), *day_conds(d))
         for lo, hi in _between(since, until, weeks)
     ]
     columns = [
@@ -177,7 +171,7 @@ def source(
         w[c.name]
         for c in d
     ]  # fmt: skip
-    parts.append(select(*columns).where(w.week.in_([k for k, _ in weeks]), *chosen(w)))
+    parts.append(select(*columns).where(w.week.in_([k for k, _ in weeks]), *filters(w)))
     return union_all(*parts).subquery(daily.name)
 
 
