@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import streamlit as st
 
 from app.dashboard import data
+from app.dashboard.ahead import ahead
 from app.dashboard.data import Filters
 from app.dashboard.queries import DataBounds
 from app.dashboard.tables import title
@@ -145,9 +146,10 @@ def sidebar(url: str | None, bounds: DataBounds | None, default_zone: str) -> Se
         zone = _zone(default_zone)
         chosen: list[tuple[str, tuple[str, ...]]] = []
         if url is not None and bounds is not None:
+            limits = {d: USER_OPTIONS if d == "user" else OPTION_LIMIT for d in FILTER_DIMS}
+            ahead(*(data.filter_options.later(url, d, since, until, limits[d]) for d in limits))
             for dim in FILTER_DIMS:
-                limit = USER_OPTIONS if dim == "user" else OPTION_LIMIT
-                options = data.filter_options(url, dim, since, until, limit)
+                options = data.filter_options(url, dim, since, until, limits[dim])
                 # Keep what is already chosen selectable when a new range no longer has it.
                 current = [v for v in st.session_state.get(filter_key(dim), []) if v not in options]
                 values = st.multiselect(

@@ -22,7 +22,6 @@ from app.dashboard.queries_spend import BilledGap, DaySpend, Mover
 from app.dashboard.versions import versioned
 from app.killswitch.model import Switch
 from app.reports.reconcile import ReconRow
-from app.reports.unit_costs import UnitCostRow, unit_costs
 
 SWITCH_TTL = 5
 BACKTEST_TTL = 600
@@ -62,13 +61,6 @@ def estimated_vs_billed(url: str, since: date, until: date) -> list[BilledGap]:
 @versioned(engine)
 def reconcile_rows(url: str, since: date, until: date) -> list[ReconRow]:
     return queries_spend.reconcile_rows(engine(url), since, until)
-
-
-@versioned(engine, show_spinner="Adding up costs…")
-def drill_rows(
-    url: str, dims: tuple[str, ...], since: date, until: date, filters: Filters, limit: int
-) -> list[UnitCostRow]:
-    return unit_costs(engine(url), dims, data.scope(since, until, filters), limit=limit)
 
 
 @versioned(engine)

@@ -120,12 +120,15 @@ class Versioned(Protocol[R_co]):
 
     def clear(self, *args: Any, **kwargs: Any) -> None: ...
 
+    def later(self, url: str, *args: Any, **kwargs: Any) -> Callable[[], object]: ...
+
 
 def versioned(
     engine: Callable[[str], Engine], *, ttl: float = BACKSTOP_TTL, show_spinner: bool | str = False
 ) -> Callable[[Callable[..., R]], Versioned[R]]:
     """`st.cache_data` keyed by the loader's arguments (the warehouse URL first) and the data
-    version. The wrapper keeps `.clear()`."""
+    version. The wrapper keeps `.clear()`, and `.later(url, ...)` gives a call of it for
+    another thread (`app.dashboard.ahead`): keyed by this rerun's version, without a spinner."""
 
     def wrap(loader: Callable[..., R]) -> Versioned[R]:
         def cached(version: int, url: str, *args: Any, **kwargs: Any) -> R:
@@ -134,6 +137,9 @@ def versioned(
         # Streamlit keys a cache by the function's module, name and source: this one's own.
         cached.__module__, cached.__qualname__ = loader.__module__, loader.__qualname__
         inner = st.cache_data(ttl=ttl, show_spinner=show_spinner)(cached)
+        # The same cache and compute locks (Streamlit keys them by the function), no spinner:
+        # a thread computing ahead of the page has no page to draw one on.
+        quiet = st.cache_data(ttl=ttl, show_spinner=False)(cached)
 
         @functools.wraps(loader)
         def outer(url: str, *args: Any, **kwargs: Any) -> R:
@@ -142,7 +148,12 @@ def versioned(
         def clear(*_args: Any, **_kwargs: Any) -> None:
             inner.clear()  # every version's entries: a caller's arguments lack the version
 
+        def later(url: str, *args: Any, **kwargs: Any) -> Callable[[], object]:
+            version = current(url, engine(url))
+            return functools.partial(quiet, version, url, *args, **kwargs)
+
         outer.clear = clear  # type: ignore[attr-defined]
+        outer.later = later  # type: ignore[attr-defined]
         return outer  # type: ignore[return-value]
 
     return wrap

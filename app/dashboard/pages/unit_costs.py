@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.dashboard import charts, charts_spend, data, loaders, tables
+from app.dashboard import charts, charts_spend, data, tables
+from app.dashboard.ahead import ahead
 from app.dashboard.filters import Selection
 from app.dashboard.formatting import count_text, local_time_text, money_text
 from app.dashboard.shell import NO_MATCH, page
@@ -18,6 +19,7 @@ CHART_GROUPS = 25
 TOP_USERS = 25
 HEAT_ENDPOINTS = 15
 HEAT_MODELS = 12
+HEAT_ROWS = 2000
 ALL = "(all)"
 
 
@@ -29,6 +31,7 @@ def main() -> None:
     assert ctx.bounds is not None
     assert ctx.settings is not None
     url, selection = ctx.url, ctx.selection
+    _load_ahead(url, selection)
     latest = local_time_text(ctx.bounds.last, ctx.timezone)
     repriced = data.last_reprice(url)
     st.caption(
@@ -49,6 +52,28 @@ def main() -> None:
     _breakdowns(url, selection)
     _heatmap(url, selection)
     _drill_down(url, selection)
+
+
+def _load_ahead(url: str, selection: Selection) -> None:
+    """Start every query of this run at once (`app.dashboard.ahead`), in the order the page
+    draws them: the drill-down's with its choices as they stand."""
+    args = (selection.since, selection.until, selection.filters)
+    days = (selection.since, selection.until)
+    endpoint = _narrow(selection.filters, "endpoint", st.session_state.get("drill_endpoint"))
+    scoped = _narrow(endpoint, "model", st.session_state.get("drill_model"))
+    rows, top = data.unit_cost_rows, data.top_unit_cost_rows
+    ahead(
+        rows.later(url, (), *args),
+        data.daily_rows.later(url, *args),
+        rows.later(url, ("endpoint",), *args),
+        rows.later(url, ("model",), *args),
+        top.later(url, ("user",), *args, TOP_USERS),
+        rows.later(url, ("team",), *args),
+        top.later(url, ("endpoint", "model"), *args, HEAT_ROWS),
+        rows.later(url, ("model",), *days, endpoint),
+        top.later(url, ("user",), *days, scoped, TOP_USERS),
+        data.daily_rows.later(url, *days, scoped),
+    )
 
 
 def _headline(total: UnitCostRow) -> None:
@@ -119,8 +144,8 @@ def _breakdown(rows: list[UnitCostRow], dim: str, plural: str) -> None:
 
 def _heatmap(url: str, selection: Selection) -> None:
     st.subheader("Endpoint × model")
-    rows = loaders.drill_rows(
-        url, ("endpoint", "model"), selection.since, selection.until, selection.filters, 2000
+    rows = data.top_unit_cost_rows(
+        url, ("endpoint", "model"), selection.since, selection.until, selection.filters, HEAT_ROWS
     )
     endpoints = _leaders(rows, "endpoint", HEAT_ENDPOINTS)
     models = _leaders(rows, "model", HEAT_MODELS)
@@ -161,10 +186,12 @@ def _drill_down(url: str, selection: Selection) -> None:
     models = data.unit_cost_rows(url, ("model",), *args, scoped)
     model = right.selectbox("Model", [ALL, *(r.group["model"] for r in models)], key="drill_model")
     scoped = _narrow(scoped, "model", model)
+    # (Already under way when the whole page runs; not when only the drill-down does.)
+    ahead(data.daily_rows.later(url, *args, scoped))
     st.markdown("**Models** of the chosen endpoint (all endpoints when none is chosen)")
     tables.show(models, ["model"], key="drill_models")
     st.markdown(f"**Users** of the chosen endpoint and model (the top {TOP_USERS} by spend)")
-    users = loaders.drill_rows(url, ("user",), *args, scoped, TOP_USERS)
+    users = data.top_unit_cost_rows(url, ("user",), *args, scoped, TOP_USERS)
     tables.show(users, ["user"], key="drill_users")
     st.markdown("**Cost per 1,000 requests per day** of the chosen endpoint and model (USD)")
     rows = data.daily_rows(url, *args, scoped)
