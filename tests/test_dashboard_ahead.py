@@ -17,7 +17,7 @@ from app.dashboard.versions import versioned
 from app.warehouse.engine import make_engine
 
 
-@pytest.fixture()
+@pytest.fixture
 def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ahead.db'}"
 
