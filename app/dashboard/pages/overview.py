@@ -8,12 +8,14 @@ Budgets are rules (`metric: cost_usd` over a calendar `window` with an `above` o
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 import streamlit as st
 
 from app.dashboard import charts, charts_spend, data, loaders, tables
+from app.dashboard.ahead import ahead
+from app.dashboard.filters import Selection
 from app.dashboard.formatting import count_text, local_time_text, money_text
 from app.dashboard.queries_alerts import BudgetLine
 from app.dashboard.shell import NO_MATCH, Context, page
@@ -31,6 +33,7 @@ def main() -> None:
     assert ctx.url is not None
     assert ctx.bounds is not None
     sel = ctx.selection
+    _load_ahead(ctx.url, sel)
     st.caption(
         f"{sel.since:%Y-%m-%d} to {sel.last_day:%Y-%m-%d} (UTC days) · latest request "
         f"{local_time_text(ctx.bounds.last, ctx.timezone)}"
@@ -46,6 +49,35 @@ def main() -> None:
     _trend(ctx)
     _movers(ctx)
     _freshness(ctx)
+
+
+def _load_ahead(url: str, sel: Selection) -> None:
+    """Start the page's queries at once (`app.dashboard.ahead`), in the order it draws them."""
+    args = (sel.since, sel.until, sel.filters)
+    ahead(
+        data.unit_cost_rows.later(url, (), *args),
+        data.unit_cost_rows.later(url, (), *sel.previous(), sel.filters),
+        loaders.budget_lines.later(url, _budget_time()),
+        data.daily_rows.later(url, *args),
+        loaders.top_movers.later(url, _movers_dim(), *_movers_days(sel), sel.filters, MOVERS),
+        loaders.freshness.later(url),
+    )
+
+
+def _budget_time() -> datetime:
+    """The minute budgets are judged at (a minute's results are cached)."""
+    return loaders.now().replace(second=0, microsecond=0)
+
+
+def _movers_dim() -> str:
+    return str(st.session_state.get("movers_dim") or "endpoint")
+
+
+def _movers_days(sel: Selection) -> tuple[date, date, date]:
+    """`top_movers`' days: the range's last 7 days [since, until), and the first of the 7
+    days before them."""
+    end = sel.until
+    return end - timedelta(days=7), end, end - timedelta(days=14)
 
 
 def _headline(now: UnitCostRow, before: UnitCostRow | None, days: int) -> None:
@@ -90,8 +122,7 @@ def _budgets(ctx: Context) -> None:
         "Spend against each budget rule as the alert engine judges it: token cost plus "
         "allocated GPU cost."
     )
-    at = loaders.now().replace(second=0, microsecond=0)
-    lines = loaders.budget_lines(ctx.url, at)
+    lines = loaders.budget_lines(ctx.url, _budget_time())
     if lines and not lines[0].configured:
         st.info(
             "No budget is configured. A budget is a rule on `cost_usd` over a calendar window, "
@@ -172,8 +203,7 @@ def _movers(ctx: Context) -> None:
     assert ctx.url is not None
     sel = ctx.selection
     st.subheader("Top movers, week over week")
-    end = sel.until
-    week, before = end - timedelta(days=7), end - timedelta(days=14)
+    week, end, _ = _movers_days(sel)
     st.caption(
         f"Spend {week:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d} against the 7 days "
         f"before (UTC days), with the filters applied."
@@ -186,7 +216,7 @@ def _movers(ctx: Context) -> None:
         key="movers_dim",
     )
     dim = dim or "endpoint"
-    movers = loaders.top_movers(ctx.url, dim, week, end, before, sel.filters, MOVERS)
+    movers = loaders.top_movers(ctx.url, dim, *_movers_days(sel), sel.filters, MOVERS)
     if not movers:
         st.info("Nothing changed between the two weeks (or there is no data for them).")
         return

@@ -14,6 +14,7 @@ import polars as pl
 import streamlit as st
 
 from app.dashboard import charts_spend, data, loaders, tables
+from app.dashboard.ahead import ahead
 from app.dashboard.formatting import money_text
 from app.dashboard.shell import NO_MATCH, Context, page
 from app.money import nanos_to_usd
@@ -26,7 +27,15 @@ def main() -> None:
     ctx = page("Spend explorer")
     if ctx is None:
         return
+    assert ctx.url is not None
     sel = ctx.selection
+    # The page's queries at once (`app.dashboard.ahead`), in the order it draws them.
+    args = (sel.since, sel.until, sel.filters)
+    ahead(
+        loaders.spend_by_day.later(ctx.url, _split(), *args, TOP),
+        data.unit_cost_rows.later(ctx.url, (_split(),), *args),
+        loaders.reconcile_rows.later(ctx.url, sel.since, sel.until),
+    )
     st.caption(f"{sel.since:%Y-%m-%d} to {sel.last_day:%Y-%m-%d} (UTC days)")
     _over_time(ctx)
     _billed(ctx)
@@ -41,7 +50,7 @@ def _over_time(ctx: Context) -> None:
     dim = st.segmented_control(
         "Split by", DIMS, default="provider", format_func=tables.title, key="spend_dim"
     )
-    dim = dim or "provider"
+    dim = dim or _split()
     rows = loaders.spend_by_day(ctx.url, dim, sel.since, sel.until, sel.filters, TOP)
     if not rows:
         st.info(NO_MATCH)
@@ -50,6 +59,11 @@ def _over_time(ctx: Context) -> None:
     st.plotly_chart(charts_spend.spend_stack(rows, title), width="stretch", key="spend_stack")
     groups = data.unit_cost_rows(ctx.url, (dim,), sel.since, sel.until, sel.filters)
     tables.show(groups, [dim], key=f"spend_{dim}")
+
+
+def _split() -> str:
+    """The "Split by" choice as it stands (none: by provider)."""
+    return str(st.session_state.get("spend_dim") or "provider")
 
 
 def _billed(ctx: Context) -> None:
