@@ -83,6 +83,9 @@ def _sg(config: Path, *args: str, cwd: Path) -> str:
     return done.stdout
 
 
+DASHBOARD_HOME: list[Path] = []  # where the running dashboard writes its log
+
+
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A demo-loaded warehouse, a switch the runaway user tripped, and the dashboard on it."""
@@ -92,6 +95,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except ImportError:
         _require("playwright (the test extras)", None)
     home = tmp_path_factory.mktemp("dashboard")
+    DASHBOARD_HOME[:] = [home]
     config = home / "spendguard.yaml"
     config.write_text(
         json.dumps(
@@ -225,3 +229,11 @@ def test_an_operator_releases_the_runaway_switch(dashboard: str, browser: Any) -
         assert page.locator('[data-testid="stException"]').count() == 0
     finally:
         context.close()
+
+
+def test_the_server_logged_no_error_nor_thread_warning(dashboard: str, browser: Any) -> None:
+    """After every page above: the server's log holds no traceback, and no Streamlit warning
+    that a thread (the pages' loading ahead) ran without its script context."""
+    log = (DASHBOARD_HOME[0] / "dashboard.log").read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
+    assert "missing ScriptRunContext" not in log, log[-3000:]

@@ -152,4 +152,5 @@ def test_auth_none_serves_localhost_only(tmp_path: Path) -> None:
     )
     argv = _dashboard_argv(8501, "127.0.0.1")
     assert argv[argv.index("--server.address") + 1] == "127.0.0.1"
+    assert argv[argv.index("--server.fileWatcherType") + 1] == "none"
     assert load_settings(write_config(tmp_path, "sqlite://")).dashboard.local_role == "operator"

@@ -81,6 +81,9 @@ def _dashboard_argv(port: int, address: str = "127.0.0.1") -> list[str]:
         "viewer",  # a product, not a notebook: no Deploy button or developer menu
         "--browser.gatherUsageStats",
         "false",
+        # A served product does not reload on source edits: no watching of its whole tree.
+        "--server.fileWatcherType",
+        "none",
     ]
 
 
