@@ -3,8 +3,9 @@ of its hours, summed from the base tables in one pass (`app.rollups.refresh.rebu
 
 The requests that started in the time being rebuilt are read once, with their calls, GPU shares
 and true-up factors (by primary key), into a temporary table: one row per request and
-(model, provider) it called, one row with NULLs for a request without calls, with the flags that
-keep distinct-request counts exact. Each rollup is then a GROUP BY of that table.
+(model, provider) it called, one row with NULLs for a request without calls, with the request's
+set of pairs as one text and the flags that keep distinct-request counts exact (two sorts of
+those rows in all). Each rollup is then a GROUP BY of that table.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     and_,
     case,
     delete,
@@ -63,15 +65,15 @@ def rebuild_request_slices(
     the request's start, or WHOLE_DAY)."""
     conn.execute(CreateTable(_day_pairs, if_not_exists=True))
     conn.execute(delete(_day_pairs))
-    pairs = _pairs(spans, hour)
+    pairs = _pairs(spans, hour, conn.dialect.name)
     conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
     for table in ROLLUPS:
         if table in GPU_ROLLUPS:
             continue  # app.rollups.gpu
         if table is SETS:
-            conn.execute(_sets_insert(day, conn.dialect.name))
+            conn.execute(_sets_insert(day))
         elif table is rollup_daily_set_calls or table is rollup_daily_user_set_calls:
-            conn.execute(_set_calls_insert(table, day, conn.dialect.name))
+            conn.execute(_set_calls_insert(table, day))
         else:
             conn.execute(_insert(table, day))
 
@@ -88,6 +90,9 @@ _day_pairs = Table(
     Column("team", String(256)),
     Column("model", String(256)),
     Column("provider", String(64)),
+    # The request's set of pairs as one text (`PAIR_START` model `PAIR_MID` provider
+    # `PAIR_START` …, sorted), the same on each of its rows; NULL without calls.
+    Column("pairs", Text),
     *(Column(name, BigInteger) for name in SUMMED),
     Column("is_first", Integer),  # the request's first row: counts the request once
     Column("is_first_provider", Integer),  # its first provider for this model
@@ -96,10 +101,10 @@ _day_pairs = Table(
 )
 
 
-def _pairs(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
+def _pairs(spans: list[tuple[datetime, datetime]], hour: Any, dialect: str) -> Select[Any]:
     """The rows of `_day_pairs` for the requests that started in `spans` (UTC ranges), with
-    the flags that keep distinct counts exact; `hour`: the rows' hour (an expression of the
-    request's start, or WHOLE_DAY)."""
+    the request's pairs text and the flags that keep distinct counts exact; `hour`: the rows'
+    hour (an expression of the request's start, or WHOLE_DAY)."""
     r, c, g, f = Request, LlmCall, GpuAllocation, TrueUpFactor
     per_pair = (
         select(
@@ -129,85 +134,59 @@ def _pairs(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
         .subquery("pairs")
     )
     p = per_pair.c
-    first = func.row_number().over(partition_by=p.trace_id, order_by=(p.model, p.provider))
-    first_provider = func.min(p.provider).over(partition_by=(p.trace_id, p.model))
+    # A request's rows in (model, provider) order, unique: one sort gives its first row, the
+    # first row of each of its models (the previous row has another model), and its pairs
+    # text; the first model of each provider needs the other order.
+    by_model = {"partition_by": p.trace_id, "order_by": (p.model, p.provider)}
+    first = func.row_number().over(**by_model)
+    previous_model = func.lag(p.model).over(**by_model)
+    piece = p.model + literal(PAIR_MID) + p.provider + literal(PAIR_START)
+    joined = func.string_agg if dialect == "postgresql" else func.group_concat
+    text = joined(piece, literal("")).over(**by_model, rows=(None, None))
     first_model = func.min(p.model).over(partition_by=(p.trace_id, p.provider))
     return select(
         *p,
+        (literal(PAIR_START) + text).label("pairs"),
         case((first == 1, 1), else_=0).label("is_first"),
-        case((p.provider == first_provider, 1), else_=0).label("is_first_provider"),
+        case((previous_model.is_(None), 1), (previous_model != p.model, 1), else_=0).label(
+            "is_first_provider"
+        ),
         case((p.model == first_model, 1), else_=0).label("is_first_model"),
     )
 
 
-def _joined_pairs(dialect: str) -> Any:
-    """The aggregate of a request's rows of `_day_pairs` into its pairs' text (without the
-    leading PAIR_START)."""
+def _sets_insert(day: date) -> Any:
+    """`rollup_daily_call_sets` of the day: each request's pairs text (on its first row),
+    counted."""
     f = _day_pairs.c
-    piece = f.model + literal(PAIR_MID) + f.provider + literal(PAIR_START)
-    if dialect == "postgresql":
-        return func.string_agg(piece, literal(""))
-    return func.group_concat(piece, literal(""))
-
-
-def _sets_insert(day: date, dialect: str) -> Any:
-    """`rollup_daily_call_sets` of the day: each request's pairs as one text, counted. The
-    pairs' order in the text is whatever the aggregate gives: the same set in two orders is
-    two rows, and each request is still counted once."""
-    f = _day_pairs.c
-    joined = _joined_pairs(dialect)
-    per_request = (
-        select(f.hour, f.endpoint, f.team, (literal(PAIR_START) + joined).label("pairs"))
-        .where(f.model.is_not(None))
-        .group_by(f.trace_id, f.hour, f.endpoint, f.team)
-        .subquery("per_request")
+    keys = [f.hour, f.endpoint, f.team, f.pairs]
+    query = (
+        select(literal(day, Date).label("day"), *keys, func.count().label("requests"))
+        .where(f.is_first == 1, f.model.is_not(None))
+        .group_by(*keys)
     )
-    r = per_request.c
-    query = select(
-        literal(day, Date).label("day"),
-        r.hour,
-        r.endpoint,
-        r.team,
-        r.pairs,
-        func.count().label("requests"),
-    ).group_by(r.hour, r.endpoint, r.team, r.pairs)
     return insert(SETS).from_select([c.name for c in query.selected_columns], query)
 
 
-def _set_calls_insert(table: Table, day: date, dialect: str) -> Any:
-    """`rollup_daily_set_calls` or `rollup_daily_user_set_calls` of the day: each row of
-    `_day_pairs` with a call, beside its request's pairs text (the aggregate over the request's
-    rows, as a window: one text per request whatever its order), summed by key, set and pair."""
+def _set_calls_insert(table: Table, day: date) -> Any:
+    """`rollup_daily_set_calls` or `rollup_daily_user_set_calls` of the day: the rows of
+    `_day_pairs` with a call, summed by key, set and pair."""
     f = _day_pairs.c
-    pairs = literal(PAIR_START) + _joined_pairs(dialect).over(partition_by=f.trace_id)
-    per_pair = (
+    keys = [f.hour, f.endpoint, f.team, f.model, f.provider, f.pairs]
+    if "user_id" in table.c:
+        keys.insert(1, f.user_id)
+    query = (
         select(
-            f.hour,
-            f.user_id,
-            f.endpoint,
-            f.team,
-            f.model,
-            f.provider,
-            pairs.label("pairs"),
-            f.is_first_provider,
-            f.is_first_model,
-            *(f[name] for name in SUMMED),
+            literal(day, Date).label("day"),
+            *keys,
+            func.count().label("requests"),
+            func.sum(f.is_first_provider).label("requests_model"),
+            func.sum(f.is_first_model).label("requests_provider"),
+            *(func.sum(f[name]).label(name) for name in SUMMED),
         )
         .where(f.model.is_not(None))
-        .subquery("per_pair")
+        .group_by(*keys)
     )
-    p = per_pair.c
-    keys = [p.hour, p.endpoint, p.team, p.model, p.provider, p.pairs]
-    if "user_id" in table.c:
-        keys.insert(1, p.user_id)
-    query = select(
-        literal(day, Date).label("day"),
-        *keys,
-        func.count().label("requests"),
-        func.sum(p.is_first_provider).label("requests_model"),
-        func.sum(p.is_first_model).label("requests_provider"),
-        *(func.sum(p[name]).label(name) for name in SUMMED),
-    ).group_by(*keys)
     return insert(table).from_select([c.name for c in query.selected_columns], query)
 
 
