@@ -6,8 +6,10 @@ ask (the selection, the page's own controls), it hands those calls to `ahead`: t
 start on them at once, in the order given. The page then calls the same loaders as before, in
 its own order, and each call finds its result in the cache, or waits on Streamlit's compute
 lock for the one still running (a value is never computed twice), or, when no thread has got
-to it yet, computes it itself. SQLite and PostgreSQL both run the queries of separate
-connections at the same time, and the Python driver lets go of the interpreter meanwhile.
+to it yet, computes it itself. Callers put the slowest calls first: the threads start on
+them while the page makes the quick ones it reaches first. SQLite and PostgreSQL both run the
+queries of separate connections at the same time, and the Python driver lets go of the
+interpreter meanwhile.
 
 The calls come from `Versioned.later` (`app.dashboard.versions`): keyed by the rerun's data
 version, without a spinner. A call that fails here is only logged: the page makes it again and

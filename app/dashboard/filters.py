@@ -147,7 +147,9 @@ def sidebar(url: str | None, bounds: DataBounds | None, default_zone: str) -> Se
         chosen: list[tuple[str, tuple[str, ...]]] = []
         if url is not None and bounds is not None:
             limits = {d: USER_OPTIONS if d == "user" else OPTION_LIMIT for d in FILTER_DIMS}
-            ahead(*(data.filter_options.later(url, d, since, until, limits[d]) for d in limits))
+            # All at once, the users' (the biggest rollup) first.
+            order = sorted(limits, key=lambda d: d != "user")
+            ahead(*(data.filter_options.later(url, d, since, until, limits[d]) for d in order))
             for dim in FILTER_DIMS:
                 options = data.filter_options(url, dim, since, until, limits[dim])
                 # Keep what is already chosen selectable when a new range no longer has it.

@@ -55,24 +55,25 @@ def main() -> None:
 
 
 def _load_ahead(url: str, selection: Selection) -> None:
-    """Start every query of this run at once (`app.dashboard.ahead`), in the order the page
-    draws them: the drill-down's with its choices as they stand."""
+    """Start every query of this run at once (`app.dashboard.ahead`), the drill-down's with its
+    choices as they stand: the per-user ones first (the biggest rollups; the page meanwhile
+    makes the small ones itself), then the days, then in the order the page draws them."""
     args = (selection.since, selection.until, selection.filters)
     days = (selection.since, selection.until)
     endpoint = _narrow(selection.filters, "endpoint", st.session_state.get("drill_endpoint"))
     scoped = _narrow(endpoint, "model", st.session_state.get("drill_model"))
     rows, top = data.unit_cost_rows, data.top_unit_cost_rows
     ahead(
-        rows.later(url, (), *args),
+        top.later(url, ("user",), *args, TOP_USERS),
+        top.later(url, ("user",), *days, scoped, TOP_USERS),
         data.daily_rows.later(url, *args),
+        data.daily_rows.later(url, *days, scoped),
+        rows.later(url, (), *args),
         rows.later(url, ("endpoint",), *args),
         rows.later(url, ("model",), *args),
-        top.later(url, ("user",), *args, TOP_USERS),
         rows.later(url, ("team",), *args),
         top.later(url, ("endpoint", "model"), *args, HEAT_ROWS),
         rows.later(url, ("model",), *days, endpoint),
-        top.later(url, ("user",), *days, scoped, TOP_USERS),
-        data.daily_rows.later(url, *days, scoped),
     )
 
 
