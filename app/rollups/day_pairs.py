@@ -137,12 +137,14 @@ def _pairs(spans: list[tuple[datetime, datetime]], hour: Any, dialect: str) -> S
     # A request's rows in (model, provider) order, unique: one sort gives its first row, the
     # first row of each of its models (the previous row has another model), and its pairs
     # text; the first model of each provider needs the other order.
-    by_model = {"partition_by": p.trace_id, "order_by": (p.model, p.provider)}
-    first = func.row_number().over(**by_model)
-    previous_model = func.lag(p.model).over(**by_model)
+    order = (p.model, p.provider)
+    first = func.row_number().over(partition_by=p.trace_id, order_by=order)
+    previous_model = func.lag(p.model).over(partition_by=p.trace_id, order_by=order)
     piece = p.model + literal(PAIR_MID) + p.provider + literal(PAIR_START)
     joined = func.string_agg if dialect == "postgresql" else func.group_concat
-    text = joined(piece, literal("")).over(**by_model, rows=(None, None))
+    text = joined(piece, literal("")).over(
+        partition_by=p.trace_id, order_by=order, rows=(None, None)
+    )
     first_model = func.min(p.model).over(partition_by=(p.trace_id, p.provider))
     return select(
         *p,
