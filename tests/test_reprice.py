@@ -19,7 +19,7 @@ from app.settings import PriceOverride, Settings
 from app.warehouse.tables import CollectorRun
 from tests.conftest import FIXTURES
 from tests.test_cli import spendguard
-from tests.test_dashboard import _metrics, _run_page, page_env  # noqa: F401 (fixture)
+from tests.test_dashboard import _metrics, _run_page
 from tests.test_unit_costs import TOTAL
 
 LLAMA = PriceOverride(
