@@ -70,16 +70,11 @@ def rebuild_request_slices(
     for table in ROLLUPS:
         if table in GPU_ROLLUPS:
             continue  # app.rollups.gpu
-        if table is SETS:
-            conn.execute(_sets_insert(day))
-        elif table is rollup_daily_set_calls or table is rollup_daily_user_set_calls:
-            conn.execute(_set_calls_insert(table, day))
-        else:
-            conn.execute(_insert(table, day))
+        conn.execute(_sets_insert(day) if table is SETS else _insert(table, day))
 
 
 # The day being rebuilt, one row per request and (model, provider) it called (one row with
-# NULLs for a request without calls): read from the base tables once, summed four ways.
+# NULLs for a request without calls): read from the base tables once, summed into each rollup.
 _day_pairs = Table(
     "rollup_day_pairs",
     MetaData(),
@@ -170,28 +165,6 @@ def _sets_insert(day: date) -> Any:
     return insert(SETS).from_select([c.name for c in query.selected_columns], query)
 
 
-def _set_calls_insert(table: Table, day: date) -> Any:
-    """`rollup_daily_set_calls` or `rollup_daily_user_set_calls` of the day: the rows of
-    `_day_pairs` with a call, summed by key, set and pair."""
-    f = _day_pairs.c
-    keys = [f.hour, f.endpoint, f.team, f.model, f.provider, f.pairs]
-    if "user_id" in table.c:
-        keys.insert(1, f.user_id)
-    query = (
-        select(
-            literal(day, Date).label("day"),
-            *keys,
-            func.count().label("requests"),
-            func.sum(f.is_first_provider).label("requests_model"),
-            func.sum(f.is_first_model).label("requests_provider"),
-            *(func.sum(f[name]).label(name) for name in SUMMED),
-        )
-        .where(f.model.is_not(None))
-        .group_by(*keys)
-    )
-    return insert(table).from_select([c.name for c in query.selected_columns], query)
-
-
 def _insert(table: Table, day: date) -> Any:
     """One rollup's rows of the day, summed from `_day_pairs`."""
     f = _day_pairs.c
@@ -201,6 +174,9 @@ def _insert(table: Table, day: date) -> Any:
         rollup_daily_users: ("user_id", "endpoint", "team"),
         rollup_daily_user_totals: ("user_id", "team"),
         rollup_daily_user_calls: ("user_id", "endpoint", "team", "model", "provider"),
+        # (by the request's set of pairs too: the same text on each of its rows)
+        rollup_daily_set_calls: ("endpoint", "team", "model", "provider", "pairs"),
+        rollup_daily_user_set_calls: ("user_id", "endpoint", "team", "model", "provider", "pairs"),
     }[table]
     keys = [f.hour, *(f[n] for n in names)]
     if "model" in names:  # only calls: a request counts where it made one
