@@ -215,7 +215,7 @@ def _movers(ctx: Context) -> None:
         format_func=tables.title,
         key="movers_dim",
     )
-    dim = dim or "endpoint"
+    dim = dim or _movers_dim()
     movers = loaders.top_movers(ctx.url, dim, *_movers_days(sel), sel.filters, MOVERS)
     if not movers:
         st.info("Nothing changed between the two weeks (or there is no data for them).")

@@ -30,10 +30,10 @@ def main() -> None:
     assert ctx.url is not None
     sel = ctx.selection
     # The page's queries at once (`app.dashboard.ahead`), in the order it draws them.
-    args = (sel.since, sel.until, sel.filters)
+    args, split = (sel.since, sel.until, sel.filters), _split()
     ahead(
-        loaders.spend_by_day.later(ctx.url, _split(), *args, TOP),
-        data.unit_cost_rows.later(ctx.url, (_split(),), *args),
+        loaders.spend_by_day.later(ctx.url, split, *args, TOP),
+        data.unit_cost_rows.later(ctx.url, (split,), *args),
         loaders.reconcile_rows.later(ctx.url, sel.since, sel.until),
     )
     st.caption(f"{sel.since:%Y-%m-%d} to {sel.last_day:%Y-%m-%d} (UTC days)")
