@@ -142,11 +142,11 @@ def filter_options(engine: Engine, dim: str, scope: Scope, limit: int = 500) -> 
             dirty = dirty_in(conn, scope.since, scope.until)
             weeks = weeks_in(conn, scope.since, scope.until, dirty)
             rolled = option_costs(dim, scope.since, scope.until, dirty, weeks)
-            if dirty:
-                # The stale time only (it lies in the range): with the range's bounds too, the
-                # planner may scan the whole range's requests.
+            # The stale time only (it lies in the range; the staged days are the rollups'):
+            # with the range's bounds too, the planner may scan the whole range's requests.
+            stale = dirty.within(scope.since, scope.until).unstaged()
+            if stale:
                 live = base.where(*unbounded(scope).conditions(), column.is_not(None))
-                stale = dirty.within(scope.since, scope.until)
                 live = live.where(stale.covers(Request.started_at)).group_by(column)
                 parts = union_all(rolled, live).subquery("parts")
                 summed = func.sum(parts.c.cost)

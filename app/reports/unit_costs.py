@@ -202,10 +202,11 @@ def cost_query(
     )
     if rolled is None:
         return _base_query(dims, scope, by_day)
+    # The stale time in the range only, so that the range's own bounds can go (`unbounded`),
+    # but the staged days, which the rollups' answer holds (`app.warehouse.tables_staged`).
+    dirty = dirty.within(scope.since, scope.until).unstaged()
     if not dirty:
         return rolled
-    # The stale time in the range only, so that the range's own bounds can go (`unbounded`).
-    dirty = dirty.within(scope.since, scope.until)
     live = _base_query(dims, unbounded(scope), by_day).where(dirty.covers(Request.started_at))
     parts = union_all(rolled, live).subquery("parts")
     keys = [parts.c[d] for d in (*dims, *(["day"] if by_day else []))]

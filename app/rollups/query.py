@@ -48,11 +48,13 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from app.rollups.day_pairs import rows_of
 from app.rollups.stale import Stale, day_conditions, skip
 from app.rollups.weeks import Week, source
 from app.warehouse.tables_rollup import (
@@ -67,6 +69,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily_user_totals,
     rollup_daily_users,
 )
+from app.warehouse.tables_staged import rollup_staged_pairs
 from app.warehouse.tables_weekly import WEEKLY
 
 MISSING = "(none)"
@@ -174,7 +177,8 @@ def _rows(
     """A rollup's rows of [since, until) that the `filters` (column name: values) take, but the
     `stale` ones, of the `hours`: the columns to read them by and the conditions still to apply.
     With `weeks` (and a weekly table), its weekly rows of those weeks and its daily rows of the
-    other days (`app.rollups.weeks.source`)."""
+    other days (`app.rollups.weeks.source`). The staged days of `stale` are read from their
+    staged pairs, as the table's rows before grouping (`app.rollups.day_pairs.rows_of`)."""
 
     def chosen(columns: Any) -> list[ColumnElement[bool]]:
         return [columns[name].in_(list(values)) for name, values in filters.items()]
@@ -182,10 +186,19 @@ def _rows(
     def stale_conds(columns: Any) -> list[ColumnElement[bool]]:
         return skip(stale, columns) + _hours(columns, hours)
 
+    more: list[Select[Any]] = []
+    staged = stale.within(since, until).staged if stale else ()
+    if staged:
+        p = rollup_staged_pairs.c
+        rows = rows_of(table, rollup_staged_pairs)
+        more.append(rows.where(p.day.in_(staged), *chosen(p), *_hours(p, hours)))
     if weeks and hours is None and table in WEEKLY:  # (weekly rows have no hours)
-        return source(table, weeks, since, until, chosen, stale_conds).c, []
+        return source(table, weeks, since, until, chosen, stale_conds, more).c, []
     t = table.c
-    return t, day_conditions(t.day, since, until) + stale_conds(t) + chosen(t)
+    conds = day_conditions(t.day, since, until) + stale_conds(t) + chosen(t)
+    if not more:
+        return t, conds
+    return union_all(select(*table.c).where(*conds), *more).subquery(table.name).c, []
 
 
 def _token_cost(true_up: bool) -> str:

@@ -1,14 +1,17 @@
-"""Rebuild the rollups of the dirty days, one UTC day per transaction.
+"""Rebuild the rollups of the dirty days, one UTC day at a time.
 
-A day is rebuilt whole from the base tables, never patched: its marks are deleted, its rollup
-rows deleted and written again, in one transaction, so a refresh that fails changes nothing and
-running it twice gives the same rows. One pass reads the requests of the day (the
-`requests.started_at` index) with their calls, GPU shares and true-up factors (by primary key)
-into a temporary table, one row per request and (model, provider); each rollup is a GROUP BY of
-that table (`app.rollups.day_pairs`). The GPU rollups read the day's GPU shares likewise
-(`app.rollups.gpu`). `rollup_call_days`, keyed by the calls' own day, is summed from the calls
-that started that day (`app.rollups.call_days`), in the same transaction. Live days are rebuilt
-an hour at a time (`plan`); whole weeks are summed at the end (`app.rollups.weeks`).
+A day is rebuilt whole from the base tables, never patched: its rollup rows are deleted and
+written again, with the marks they answer, in one transaction, so a refresh that fails leaves
+the rollups as they were and running it twice gives the same rows. One pass reads the requests
+of the day (the `requests.started_at` index) with their calls, GPU shares and true-up factors
+(by primary key) into a pairs table, one row per request and (model, provider); each rollup is
+a GROUP BY of that table (`app.rollups.day_pairs`). For a whole day that pass is committed first,
+on its own (`stage`, `app.warehouse.tables_staged`): readers sum the staged pairs instead of
+the day's base tables while the rollups are written. The GPU rollups read the day's GPU shares
+likewise (`app.rollups.gpu`). `rollup_call_days`, keyed by the calls' own day, is summed from
+the calls that started that day (`app.rollups.call_days`), in the same transaction as the
+rollups. Live days are rebuilt an hour at a time (`plan`); whole weeks are summed at the end
+(`app.rollups.weeks`).
 
 One refresh at a time per warehouse (named lock `rollup-refresh`); a refresh that finds the lock
 held returns at once (`busy`), and the marks it did not handle stay for the next one.
@@ -35,7 +38,8 @@ from sqlalchemy import (
 )
 
 from app.rollups.call_days import rebuild_call_slices
-from app.rollups.day_pairs import rebuild_request_slices
+from app.rollups.day_pairs import rebuild_request_slices, write_rollups
+from app.rollups.day_pairs import stage as stage_pairs
 from app.rollups.gpu import rebuild_gpu_slices
 from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, keys_and_sums
 from app.rollups.weeks import build_weeks, invalidate
@@ -50,6 +54,7 @@ from app.warehouse.tables_rollup import (
     rollup_dirty,
     rollup_sliced,
 )
+from app.warehouse.tables_staged import rollup_staged_marks, rollup_staged_pairs
 from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.rollups")
@@ -144,6 +149,12 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
                 jobs = plan(conn)
             if not jobs:
                 break
+            whole = [job for job in jobs if job.hours is None]
+            if 1 < len(whole) <= LAZY_MAX_DAYS:
+                # Readers take each from its staged pairs as soon as it is staged, the
+                # latest (what pages show most) first; then the rollups are written.
+                for job in sorted(whole, key=lambda job: job.day, reverse=True):
+                    stage(engine, job)
             for job in jobs:
                 rebuild(engine, job)
                 result.days += 1
@@ -210,45 +221,98 @@ def rebuild_day(engine: Engine, day: date) -> None:
     rebuild(engine, Rebuild(day, None, sliced=False))
 
 
-def rebuild(engine: Engine, job: Rebuild) -> None:
-    """One `Rebuild`, in one transaction (under the refresh lock, as `plan` is): its marks
-    deleted first (a mark written after that stays for the next refresh, and its rows are read
-    after it anyway), its rows deleted and summed again from the base tables."""
-    day = job.day
+def stage(engine: Engine, job: Rebuild) -> None:
+    """The first step of a whole day's `Rebuild`, committed on its own: the day's pairs and the
+    marks they hold (`app.rollups.day_pairs.stage`), which readers sum in place of the base
+    tables until the rollups are written from them (`rebuild`)."""
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # One day is a small slice of llm_calls: fetched by primary key, and grouped and
-            # sorted in memory (the readers' settings).
-            for setting in READ_SETTINGS:
-                conn.exec_driver_sql(f"SET LOCAL {setting}")
-        marks = rollup_dirty.c
+        _read_settings(conn)
+        day = job.day
+        stage_pairs(conn, day, Stale((day,), ()).periods(), _hour(job, Request.started_at))
+
+
+def staged(conn: Connection, job: Rebuild) -> bool:
+    """Whether the day of `job` (a whole day) is staged after every mark it has now, as the
+    job writes it (hour slices or whole)."""
+    m, s, p = rollup_dirty.c, rollup_staged_marks.c, rollup_staged_pairs.c
+    if conn.execute(select(s.mark_id).where(s.day == job.day).limit(1)).first() is None:
+        return False
+    hour = conn.execute(select(p.hour).where(p.day == job.day).limit(1)).scalar()
+    if hour is not None and (hour != WHOLE_DAY) != job.sliced:
+        return False
+    unstaged = select(m.id).where(m.day == job.day, m.id.not_in(select(s.mark_id))).limit(1)
+    return conn.execute(unstaged).first() is None
+
+
+def rebuild(engine: Engine, job: Rebuild) -> None:
+    """One `Rebuild` (under the refresh lock, as `plan` is): its rows deleted and summed
+    again. Some hours of a sliced day in one transaction, from the base tables: their marks
+    deleted first (a mark written after that stays for the next refresh, and its rows are
+    read after it anyway). A whole day staged (`stage`) unless it is staged after every mark
+    it has, then written from its staged pairs (`write_staged`)."""
+    if job.hours is None:
+        with engine.connect() as conn:
+            ready = staged(conn, job)
+        if not ready:
+            stage(engine, job)
+        write_staged(engine, job)
+        return
+    day, hours = job.day, list(job.hours)
+    with engine.begin() as conn:
+        _read_settings(conn)
         invalidate(conn, [day])  # its week's sums no longer hold (`app.rollups.weeks`)
-        if job.hours is None:
-            target = Stale((day,), ())
-            conn.execute(delete(rollup_dirty).where(marks.day == day))
-            for table in _ALL:
-                conn.execute(delete(table).where(table.c.day == day))
-            conn.execute(delete(rollup_sliced).where(rollup_sliced.c.day == day))
-            if job.sliced:
-                conn.execute(insert(rollup_sliced).values(day=day))
-        else:
-            target = Stale((), tuple((day, h) for h in job.hours))
-            hours = list(job.hours)
-            conn.execute(delete(rollup_dirty).where(marks.day == day, marks.hour.in_(hours)))
-            for table in _ALL:
-                conn.execute(delete(table).where(table.c.day == day, table.c.hour.in_(hours)))
-        spans = target.periods()
+        marks = rollup_dirty.c
+        conn.execute(delete(rollup_dirty).where(marks.day == day, marks.hour.in_(hours)))
+        for table in _ALL:
+            conn.execute(delete(table).where(table.c.day == day, table.c.hour.in_(hours)))
+        spans = Stale((), tuple((day, h) for h in hours)).periods()
+        rebuild_request_slices(conn, day, spans, _hour(job, Request.started_at))
+        _rebuild_others(conn, job, spans)
 
-        def hour(column: Any) -> Any:
-            """The rows' `hour`: of `column` (a start) on a sliced day, else WHOLE_DAY."""
-            return hour_of(column) if job.sliced else literal(WHOLE_DAY)
 
-        rebuild_request_slices(conn, day, spans, hour(Request.started_at))
-        # The GPU shares of the requests: moved by a re-allocation and by any change to the
-        # requests' endpoint, user or team, which mark their day too.
-        rebuild_gpu_slices(conn, day, spans, hour(Request.started_at))
-        # The reconciliation's, by the calls' own day and hour.
-        rebuild_call_slices(conn, day, spans, hour(LlmCall.started_at))
+def write_staged(engine: Engine, job: Rebuild) -> None:
+    """A whole day's rollups written from its staged pairs, in one transaction: the marks the
+    staging holds deleted (a mark written since stays, and readers take the day from the base
+    tables until the next refresh), the day's rows replaced, its staged rows and marks deleted.
+    The GPU rollups and `rollup_call_days` are read from the base tables there: newer than
+    the staged pairs only where a mark stays."""
+    day = job.day
+    s = rollup_staged_marks.c
+    with engine.begin() as conn:
+        _read_settings(conn)
+        invalidate(conn, [day])  # its week's sums no longer hold (`app.rollups.weeks`)
+        held = select(s.mark_id).where(s.day == day)
+        conn.execute(delete(rollup_dirty).where(rollup_dirty.c.id.in_(held)))
+        for table in _ALL:
+            conn.execute(delete(table).where(table.c.day == day))
+        conn.execute(delete(rollup_sliced).where(rollup_sliced.c.day == day))
+        if job.sliced:
+            conn.execute(insert(rollup_sliced).values(day=day))
+        write_rollups(conn, day, rollup_staged_pairs)
+        conn.execute(delete(rollup_staged_marks).where(s.day == day))
+        conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
+        _rebuild_others(conn, job, Stale((day,), ()).periods())
+
+
+def _rebuild_others(conn: Connection, job: Rebuild, spans: list[tuple[datetime, datetime]]) -> None:
+    # The GPU shares of the requests: moved by a re-allocation and by any change to the
+    # requests' endpoint, user or team, which mark their day too.
+    rebuild_gpu_slices(conn, job.day, spans, _hour(job, Request.started_at))
+    # The reconciliation's, by the calls' own day and hour.
+    rebuild_call_slices(conn, job.day, spans, _hour(job, LlmCall.started_at))
+
+
+def _hour(job: Rebuild, column: Any) -> Any:
+    """The rows' `hour`: of `column` (a start) on a sliced day, else WHOLE_DAY."""
+    return hour_of(column) if job.sliced else literal(WHOLE_DAY)
+
+
+def _read_settings(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # One day is a small slice of llm_calls: fetched by primary key, and grouped and
+        # sorted in memory (the readers' settings).
+        for setting in READ_SETTINGS:
+            conn.exec_driver_sql(f"SET LOCAL {setting}")
 
 
 def compact(engine: Engine) -> int:

@@ -22,6 +22,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.warehouse.tables_rollup import MEASURES, rollup_dirty, rollup_sliced
+from app.warehouse.tables_staged import rollup_staged_marks
 from app.warehouse.types import as_date
 
 
@@ -78,9 +79,18 @@ class Stale:
 
     days: tuple[date, ...] = ()
     hours: tuple[tuple[date, int], ...] = ()
+    # Of `days`, those staged with every mark they have (`app.warehouse.tables_staged`): the
+    # request rollups' readers sum their staged pairs (`app.rollups.query`), and only the
+    # other readers take them from the base tables.
+    staged: tuple[date, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.days or self.hours)
+
+    def unstaged(self) -> Stale:
+        """What the base tables answer for a reader of the staged pairs: all but the staged
+        days."""
+        return Stale(tuple(d for d in self.days if d not in self.staged), self.hours)
 
     def skip(self, day: Any, hour: Any) -> list[ColumnElement[bool]]:
         """Conditions on a rollup's `day` and `hour` columns that leave the stale rows out."""
@@ -122,7 +132,9 @@ class Stale:
             return (since is None or d >= since) and (until is None or d < until)
 
         return Stale(
-            tuple(d for d in self.days if keep(d)), tuple(x for x in self.hours if keep(x[0]))
+            tuple(d for d in self.days if keep(d)),
+            tuple(x for x in self.hours if keep(x[0])),
+            tuple(d for d in self.staged if keep(d)),
         )
 
 
@@ -145,22 +157,36 @@ def sliced_in(conn: Connection, since: date | None, until: date | None) -> set[d
 def dirty_in(conn: Connection, since: date | None, until: date | None) -> Stale:
     """What waits for a rebuild in the days [since, until): a marked day is stale whole, but a
     sliced day whose marks all name an hour, which has only those hours stale (at most
-    MAX_STALE_HOURS, else the whole day)."""
-    d = rollup_dirty.c.day
+    MAX_STALE_HOURS, else the whole day). A day stale whole is `staged` when its pairs were
+    staged after every mark it has."""
+    m, s = rollup_dirty.c, rollup_staged_marks.c
     query = (
-        select(d, rollup_dirty.c.hour, rollup_sliced.c.day.is_not(None).label("sliced"))
+        select(
+            m.day,
+            m.hour,
+            rollup_sliced.c.day.is_not(None).label("sliced"),
+            s.mark_id.is_not(None).label("staged"),
+        )
         .distinct()
-        .select_from(rollup_dirty.outerjoin(rollup_sliced, rollup_sliced.c.day == d))
-        .where(*day_conditions(d, since, until))
+        .select_from(
+            rollup_dirty.outerjoin(rollup_sliced, rollup_sliced.c.day == m.day).outerjoin(
+                rollup_staged_marks, s.mark_id == m.id
+            )
+        )
+        .where(*day_conditions(m.day, since, until))
     )
     marks: dict[date, set[int | None]] = {}
-    for day, hour, sliced in conn.execute(query):
-        marks.setdefault(as_date(day), set()).add(hour if sliced else None)
+    unstaged: set[date] = set()
+    for value, hour, sliced, staged in conn.execute(query):
+        day = as_date(value)
+        marks.setdefault(day, set()).add(hour if sliced else None)
+        if not staged:
+            unstaged.add(day)
     whole = {day for day, hs in marks.items() if None in hs or len(hs) > MAX_STALE_HOURS}
     hours = sorted(
         (day, h) for day, hs in marks.items() if day not in whole for h in hs if h is not None
     )
-    return Stale(tuple(sorted(whole)), tuple(hours))
+    return Stale(tuple(sorted(whole)), tuple(hours), tuple(sorted(whole - unstaged)))
 
 
 class hour_of(FunctionElement[int]):

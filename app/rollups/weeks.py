@@ -152,13 +152,15 @@ def source(
     until: date | None,
     filters: Callable[[Any], list[ColumnElement[bool]]],
     day_conds: Callable[[Any], list[ColumnElement[bool]]],
+    more: Sequence[Select[Any]] = (),
 ) -> Subquery:
     """`daily`'s rows of [since, until) as its weekly rows of `weeks` and its own rows of the
     other days: a subquery with the daily table's columns (a weekly row's `day` is its Monday,
     its `hour` WHOLE_DAY). `filters(columns)`, the filters' conditions, apply to every part;
     `day_conds(columns)`, the conditions on `day` and `hour` (the stale rows left out, hours),
     to the daily rows only: `weeks` must lie in the range and hold no stale day (`weeks_in`).
-    The daily rows are read one stretch of days between weeks at a time, each an index range."""
+    The daily rows are read one stretch of days between weeks at a time, each an index range.
+    `more`: other rows of the daily table's columns (staged days'), in the same subquery."""
     weekly = WEEKLY[daily]
     d, w = daily.c, weekly.c
     parts: list[Select[Any]] = [
@@ -172,7 +174,7 @@ def source(
         for c in d
     ]  # fmt: skip
     parts.append(select(*columns).where(w.week.in_([k for k, _ in weeks]), *filters(w)))
-    return union_all(*parts).subquery(daily.name)
+    return union_all(*parts, *more).subquery(daily.name)
 
 
 def _between(

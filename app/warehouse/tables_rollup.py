@@ -353,5 +353,6 @@ ROLLUPS = (
     *GPU_ROLLUPS,
 )
 
-# The weekly sums of the per-user rollups, registered on Base.metadata with these.
-from app.warehouse import tables_weekly  # noqa: E402, F401
+# The weekly sums of the per-user rollups and the staged rebuilds, registered on Base.metadata
+# with these.
+from app.warehouse import tables_staged, tables_weekly  # noqa: E402, F401

@@ -1,0 +1,191 @@
+"""Staged rebuilds (`app.warehouse.tables_staged`): a day stale whole is staged first, and
+readers sum its staged pairs in place of the base tables, exactly, until a mark written after
+the staging sends them back; the rollups are then written from the staged pairs, keeping any
+such mark for the next refresh, and a refresh cut off after the staging finishes from it."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, func, select
+
+from app.reports.unit_costs import Scope, cost_query, unit_costs
+from app.reprice import reprice
+from app.rollups.dirty import mark_days, mark_slices
+from app.rollups.refresh import Rebuild, dirty_days, plan, refresh, stage, staged, write_staged
+from app.rollups.stale import Stale, dirty_in
+from app.settings import Settings
+from app.traces.batch import CallRow
+from app.warehouse.tables_staged import rollup_staged_marks, rollup_staged_pairs
+from tests.test_rollup_refresh import assert_readers_answer_like_the_base_tables
+from tests.test_rollups import (
+    DAY,
+    OVERRIDES,
+    T0,
+    _empty,
+    _facts,
+    _load,
+    assert_rollups_answer_like_the_base_tables,
+    traffic,
+)
+
+NEXT = DAY + timedelta(days=1)
+
+
+def _call(trace: str, at: Any, model: str, cost: int) -> CallRow:
+    return CallRow(trace, "1" * 16, at, 10, "p1", model, None, None, None, "otel-genai",
+                   100, 0, 0, 10, 0, cost, "catalog")  # fmt: skip
+
+
+def _staged_rows(engine: Engine) -> int:
+    with engine.connect() as conn:
+        pairs = conn.execute(select(func.count()).select_from(rollup_staged_pairs)).scalar_one()
+        marks = conn.execute(select(func.count()).select_from(rollup_staged_marks)).scalar_one()
+    return int(pairs) + int(marks)
+
+
+def _sql(engine: Engine, dims: list[str], scope: Scope | None = None) -> str:
+    with engine.connect() as conn:
+        return str(cost_query(conn, dims, scope or Scope()))
+
+
+def _costs(engine: Engine, dims: list[str]) -> dict[str, tuple[int, int]]:
+    rows = unit_costs(engine, dims)
+    return {"/".join(r.group.values()): (r.requests, r.cost_nanousd) for r in rows}
+
+
+def test_a_staged_day_is_read_from_its_pairs_until_a_later_mark(engine: Engine) -> None:
+    # Two days: DAY is past (rebuilt whole), NEXT is live.
+    _load(engine, [
+        _facts("a" * 32, T0 + timedelta(hours=3), True, "/a", "u1"),
+        _call("a" * 32, T0 + timedelta(hours=3), "m1", 5),
+        _facts("b" * 32, T0 + timedelta(hours=5), True, "/b", "u2"),
+        _call("b" * 32, T0 + timedelta(hours=5), "m2", 7),
+        _call("c" * 32, T0 + timedelta(days=1, hours=5), "m1", 11),
+    ], [], False)  # fmt: skip
+    refresh(engine)
+    reprice(engine, Settings(pricing={"overrides": OVERRIDES}), None)  # marks both days
+    with engine.connect() as conn:
+        jobs = plan(conn)
+    assert [job.day for job in jobs if job.hours is None] == [DAY]
+    job = Rebuild(DAY, None, sliced=False)
+    stage(engine, job)
+    with engine.connect() as conn:
+        dirty = dirty_in(conn, None, None)
+        assert staged(conn, job)
+        assert not staged(conn, Rebuild(DAY, None, sliced=True))  # staged whole, not by hour
+    assert dirty.days == (DAY,) and dirty.staged == (DAY,)
+    assert dirty.unstaged() == Stale((), dirty.hours)
+    # The staged day is summed from its pairs: only NEXT's stale hour is read from the base.
+    sql = _sql(engine, ["model"], Scope(since=DAY, until=NEXT))
+    assert "rollup_staged_pairs" in sql and "FROM requests" not in sql, sql
+    assert_readers_answer_like_the_base_tables(engine, random.Random(1))
+    repriced = _costs(engine, ["model"])
+
+    # A late span on DAY after the staging: its mark is not the staging's, so readers go back
+    # to the base tables for the day, and see the span.
+    _load(engine, [_call("d" * 32, T0 + timedelta(hours=9), "m1", 1000)], [], False)
+    with engine.connect() as conn:
+        dirty = dirty_in(conn, None, None)
+        assert not staged(conn, job)
+    assert dirty.days == (DAY,) and dirty.staged == ()
+    assert "rollup_staged_pairs" not in _sql(engine, ["model"])
+    assert _costs(engine, ["model"])["m1"][0] == repriced["m1"][0] + 1
+    assert_readers_answer_like_the_base_tables(engine, random.Random(2))
+
+    # The rollups written from the staging: its marks go, the late span's stays (the day is
+    # still read from the base tables), and the next refresh takes it.
+    write_staged(engine, job)
+    assert _staged_rows(engine) == 0
+    with engine.connect() as conn:
+        assert DAY in dirty_days(conn)
+        assert dirty_in(conn, DAY, NEXT) == Stale((DAY,), ())
+    assert_readers_answer_like_the_base_tables(engine, random.Random(3))
+    refresh(engine)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+    assert_readers_answer_like_the_base_tables(engine, random.Random(4))
+
+
+def test_a_refresh_cut_off_after_the_staging_finishes_from_it(engine: Engine) -> None:
+    _load(engine, [
+        _facts("a" * 32, T0 + timedelta(hours=3), True, "/a", "u1"),
+        _call("a" * 32, T0 + timedelta(hours=3), "m1", 5),
+    ], [], False)  # fmt: skip
+    with engine.connect() as conn:
+        [job] = plan(conn)
+    assert job == Rebuild(DAY, None, sliced=True)  # the only day: live, into hour slices
+    stage(engine, job)  # … and the worker is killed here
+    assert _costs(engine, ["model"]) == {"m1": (1, 5)}
+    with engine.connect() as conn:
+        assert dirty_in(conn, None, None).staged == (DAY,)
+    assert refresh(engine).days == 1
+    assert _staged_rows(engine) == 0
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+        assert "rollup_staged_pairs" not in str(cost_query(conn, ["model"], Scope()))
+    assert _costs(engine, ["model"]) == {"m1": (1, 5)}
+
+
+def test_only_a_day_stale_whole_is_read_from_its_staging(engine: Engine) -> None:
+    """A sliced day with a few hours marked has only those hours stale, staged or not."""
+    _load(engine, [_call("a" * 32, T0 + timedelta(hours=3), "m1", 5)], [], False)
+    refresh(engine)  # DAY sliced (live)
+    with engine.begin() as conn:
+        mark_slices(conn, [(DAY, 3)])
+    stage(engine, Rebuild(DAY, None, sliced=True))
+    with engine.connect() as conn:
+        assert dirty_in(conn, None, None) == Stale((), ((DAY, 3),))
+    with engine.begin() as conn:
+        mark_days(conn, [DAY])  # now whole, and that mark is not the staging's
+    with engine.connect() as conn:
+        assert dirty_in(conn, None, None) == Stale((DAY,), ())
+    stage(engine, Rebuild(DAY, None, sliced=True))
+    with engine.connect() as conn:
+        assert dirty_in(conn, None, None) == Stale((DAY,), (), (DAY,))
+    assert _costs(engine, ["model"]) == {"m1": (1, 5)}
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(traffic(), traffic(), st.integers(0, 100), st.randoms(use_true_random=False))
+def test_staged_days_answer_like_the_base_tables(
+    engine: Engine, case: dict[str, Any], late: dict[str, Any], held: int, rnd: random.Random
+) -> None:
+    """Part of the traffic is rolled up; the rest (and maybe a re-price) marks its days, some
+    of which are staged; then maybe more traffic marks some days after their staging: every
+    answer, filter list and count equals the base tables', and after a refresh the rollups
+    do, with nothing left staged."""
+    _empty(engine)
+    pieces = case["pieces"]
+    cut = held * len(pieces) // 100
+    _load(engine, pieces[:cut], [], case["prepared"])
+    refresh(engine)
+    _load(engine, pieces[cut:], case["cuts"], case["prepared"])
+    if case["reprice"]:
+        reprice(engine, Settings(pricing={"overrides": OVERRIDES}), None)
+    with engine.connect() as conn:
+        jobs = [job for job in plan(conn) if job.hours is None]
+    for job in jobs:
+        if rnd.random() < 0.8:
+            stage(engine, job)
+    if late["reloads"]:  # later traffic (other traces): its marks are not the stagings'
+        _load(engine, [_renamed(p) for p in late["pieces"]], [], late["prepared"])
+    assert_readers_answer_like_the_base_tables(engine, rnd)
+    refresh(engine)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+    assert _staged_rows(engine) == 0
+    assert assert_rollups_answer_like_the_base_tables(engine, rnd) > 0
+
+
+def _renamed(piece: Any) -> Any:
+    """A piece of another trace (ids "f…"): new requests on the same days."""
+    return piece._replace(trace_id="f" + piece.trace_id[1:])
