@@ -17,12 +17,15 @@ filter change ≤ 1 s).
 4. Again, with the latest hour waiting for its rebuild (live ingest: the live days are stored
    as hour slices, and the pages read that hour from the base tables and the rest from the
    rollups), and with the whole latest day waiting (changes in more than six of its hours,
-   or a full rebuild).
+   or a full rebuild): first read from the base tables, as in the seconds before the refresh
+   stages it, then staged (`app.warehouse.tables_staged`), read from its staged pairs until
+   its rollups are written.
 
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]
                               [--rebuild-rollups] [--data-dir /work/bench-data]
                               [--postgres URL] [--prefix sg_bench] [--drop]
                               [--pages spend,unit_costs,…] [--reconcile-only]
+                              [--passes clean,true_up,live,late,staged]
                               [--show-slow SECONDS]
 
 `--reuse` keeps a warehouse already generated with the same N (SQLite file
@@ -30,7 +33,8 @@ filter change ≤ 1 s).
 the end. `--pages` times only those pages (the Unit costs page's extra changes only with it);
 `--reconcile-only` times only the reconciliation behind the Spend page's "Estimated vs billed"
 (`app.reports.reconcile.reconcile` over the last 30 and 90 days, clean and with the latest day
-waiting for its rebuild), which every pass also prints first.
+waiting for its rebuild), which every pass also prints first. `--passes` times only those
+states (step 2 is `clean`, 3 `true_up`, 4 `live`, `late` and `staged`).
 """
 
 from __future__ import annotations
@@ -48,12 +52,15 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The states timed (each every page): clean, `pricing.true_up`, the latest hour stale, the
+# latest day stale whole (before its staging), and staged.
+PASSES = ("clean", "true_up", "live", "late", "staged")
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, func, select, text  # noqa: E402
 
 from app.rollups.dirty import mark_days, mark_slices  # noqa: E402
-from app.rollups.refresh import LOCK, refresh  # noqa: E402
+from app.rollups.refresh import LOCK, Rebuild, refresh, stage  # noqa: E402
 from app.warehouse.engine import make_engine  # noqa: E402
 from app.warehouse.locks import named_lock  # noqa: E402
 from app.warehouse.migrate import upgrade  # noqa: E402
@@ -123,9 +130,10 @@ def bench(
     rebuild: bool = False,
     pages: list[str] | None = None,
     reconcile_only: bool = False,
+    passes: frozenset[str] = frozenset(PASSES),
 ) -> None:
     with workdir() as work:
-        _bench(url, fresh, n, rebuild, work, pages, reconcile_only)
+        _bench(url, fresh, n, rebuild, work, pages, reconcile_only, passes)
 
 
 def _bench(
@@ -136,6 +144,7 @@ def _bench(
     work: Path,
     pages: list[str] | None,
     reconcile_only: bool,
+    passes: frozenset[str],
 ) -> None:
     engine = make_engine(url)
     upgrade(engine)
@@ -179,9 +188,11 @@ def _bench(
         result = refresh(engine)
         print(f"  refresh after live ingest, {what}: {result.seconds:.2f} s", flush=True)
     more = pages is None or "unit_costs" in pages
-    time_reconcile(url, "clean")
-    if not reconcile_only:
-        time_pages(url, "pricing.true_up: false", more, pages)
+    if "clean" in passes:
+        time_reconcile(url, "clean")
+        if not reconcile_only:
+            time_pages(url, "pricing.true_up: false", more, pages)
+    if "true_up" in passes and not reconcile_only:
         write_config(work, n, engine, true_up=True)
         time_pages(url, "pricing.true_up: true", False, pages)
     # Live ingest: the latest hour waits for its rebuild (another process holds the refresh
@@ -189,20 +200,30 @@ def _bench(
     # tables and adds it to the rollups' other rows.
     write_config(work, n, engine, true_up=False)
     stale = {
-        f"live: {day} {hour:02d}:00 waiting for its rebuild": (day, hour),
+        "live": (f"live: {day} {hour:02d}:00 waiting for its rebuild", (day, hour)),
         # A whole day stale (changes in more than six of its hours, a full rebuild): read from
-        # the base tables whole.
-        f"late: the whole of {day} waiting for its rebuild": (day, None),
+        # the base tables whole until the refresh stages it (its first few seconds) …
+        "late": (f"late: the whole of {day} waiting for its staging", (day, None)),
+        # … then from its staged pairs until its rollups are written.
+        "staged": (f"late: the whole of {day} staged, waiting for its rollups", (day, None)),
     }
-    for title, mark in stale.items():
+    for name, (title, mark) in stale.items():
+        if name not in passes:
+            continue
+        staging = name == "staged"
         with engine.begin() as conn:
             mark_slices(conn, [mark])
         with named_lock(engine, LOCK) as held:
             assert held
+            if staging:
+                began = time.perf_counter()
+                stage(engine, Rebuild(day, None, sliced=True))
+                print(f"  {day} staged in {time.perf_counter() - began:.2f} s", flush=True)
             time_reconcile(url, title)
             if not reconcile_only:
                 time_pages(url, title, more, pages)
-        refresh(engine)
+        result = refresh(engine)
+        print(f"  then its refresh: {result.seconds:.2f} s", flush=True)
     engine.dispose()
 
 
@@ -230,6 +251,7 @@ def main() -> None:
     parser.add_argument(
         "--reconcile-only", action="store_true", help="time only the estimated-vs-billed query"
     )
+    parser.add_argument("--passes", help=f"a comma list of {', '.join(PASSES)} (default: all)")
     parser.add_argument(
         "--show-slow",
         type=float,
@@ -241,6 +263,9 @@ def main() -> None:
     pages = args.pages.split(",") if args.pages else None
     if pages and set(pages) - set(PAGES):
         parser.error(f"--pages: not a page: {', '.join(sorted(set(pages) - set(PAGES)))}")
+    passes = frozenset(args.passes.split(",") if args.passes else PASSES)
+    if passes - set(PASSES):
+        parser.error(f"--passes: not a pass: {', '.join(sorted(passes - set(PASSES)))}")
     n = args.requests
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     print(environment(args.postgres if "postgres" in backends else None))
@@ -251,7 +276,7 @@ def main() -> None:
         else:
             url, fresh = postgres_warehouse(args.postgres, n, args.reuse, args.prefix)
         try:
-            bench(backend, url, fresh, n, args.rebuild_rollups, pages, args.reconcile_only)
+            bench(backend, url, fresh, n, args.rebuild_rollups, pages, args.reconcile_only, passes)
         finally:
             if args.drop:
                 if backend == "sqlite":

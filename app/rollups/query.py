@@ -27,7 +27,9 @@ cost), or None when only the base tables can answer. The counting rules decide:
 
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
 `stale` leaves rows out: `app.reports.unit_costs.cost_query` reads the days and hours waiting for
-a rebuild (`dirty_in`: a `Stale`) from the base tables instead and adds the two answers.
+a rebuild (`dirty_in`: a `Stale`) from the base tables instead and adds the two answers. Its
+staged days are read here, from their staged pairs (`app.warehouse.tables_staged`), as the
+rollups' rows before grouping.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 A rollup row is stale when its day (or, on a sliced day, its hour) is marked in `rollup_dirty`
 (`app.rollups.dirty`): `dirty_in` reads the marks of a range as a `Stale`, whose `skip` leaves
 those rows out of a rollup query and whose `covers` picks the same time from the base tables,
-so that the two parts add up to the base tables' answer. Also the SQL helpers the rollups
+so that the two parts add up to the base tables' answer. A day stale whole whose rebuild is
+staged after its every mark (`app.warehouse.tables_staged`) is `staged`: the request rollups'
+readers sum its staged pairs instead (`unstaged` is what they still read from the base
+tables). Also the SQL helpers the rollups
 share: a stored timestamp's UTC hour (`hour_of`), a time-spans condition (`in_spans`), a
 column SQLite's planner must not use an index for (`unindexed`), and a rollup's keys and summed
 measures (`keys_and_sums`).
