@@ -183,7 +183,8 @@ class SqlMeasurer:
         rolled = rollup_query(self.rule.dims, self.exact, since, until, stale=dirty, weeks=weeks)
         if rolled is None:
             return None
-        parts = [self._base(conn, lo, hi) for lo, hi in dirty.periods()]
+        # (The staged days are in the rollups' answer: `app.warehouse.tables_staged`.)
+        parts = [self._base(conn, lo, hi) for lo, hi in dirty.unstaged().periods()]
         parts.append({_key(r, self.rule.dims): _totals(r) for r in conn.execute(rolled).mappings()})
         return _added(parts)
 

@@ -1,7 +1,7 @@
 """Staged rebuilds (`app.warehouse.tables_staged`): a day stale whole is staged first, and
-readers sum its staged pairs in place of the base tables, exactly, until a mark written after
-the staging sends them back; the rollups are then written from the staged pairs, keeping any
-such mark for the next refresh, and a refresh cut off after the staging finishes from it."""
+readers read its rows in the rollups' twins in place of the base tables, exactly, until a mark
+written after the staging sends them back; the staged rows then replace the day's rows, keeping
+any such mark for the next refresh, and a refresh cut off after the staging finishes from it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from app.rollups.refresh import Rebuild, dirty_days, plan, refresh, stage, stage
 from app.rollups.stale import Stale, dirty_in
 from app.settings import Settings
 from app.traces.batch import CallRow
-from app.warehouse.tables_staged import rollup_staged_marks, rollup_staged_pairs
+from app.warehouse.tables_rollup import rollup_daily_calls
+from app.warehouse.tables_staged import TWINS, rollup_staged_marks
 from tests.test_rollup_refresh import assert_readers_answer_like_the_base_tables
 from tests.test_rollups import (
     DAY,
@@ -43,9 +44,10 @@ def _call(trace: str, at: Any, model: str, cost: int) -> CallRow:
 
 def _staged_rows(engine: Engine) -> int:
     with engine.connect() as conn:
-        pairs = conn.execute(select(func.count()).select_from(rollup_staged_pairs)).scalar_one()
-        marks = conn.execute(select(func.count()).select_from(rollup_staged_marks)).scalar_one()
-    return int(pairs) + int(marks)
+        return sum(
+            int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            for table in (*TWINS.values(), rollup_staged_marks)
+        )
 
 
 def _sql(engine: Engine, dims: list[str], scope: Scope | None = None) -> str:
@@ -58,7 +60,7 @@ def _costs(engine: Engine, dims: list[str]) -> dict[str, tuple[int, int]]:
     return {"/".join(r.group.values()): (r.requests, r.cost_nanousd) for r in rows}
 
 
-def test_a_staged_day_is_read_from_its_pairs_until_a_later_mark(engine: Engine) -> None:
+def test_a_staged_day_is_read_from_its_twins_until_a_later_mark(engine: Engine) -> None:
     # Two days: DAY is past (rebuilt whole), NEXT is live.
     _load(engine, [
         _facts("a" * 32, T0 + timedelta(hours=3), True, "/a", "u1"),
@@ -80,9 +82,10 @@ def test_a_staged_day_is_read_from_its_pairs_until_a_later_mark(engine: Engine) 
         assert not staged(conn, Rebuild(DAY, None, sliced=True))  # staged whole, not by hour
     assert dirty.days == (DAY,) and dirty.staged == (DAY,)
     assert dirty.unstaged() == Stale((), dirty.hours)
-    # The staged day is summed from its pairs: only NEXT's stale hour is read from the base.
+    # The staged day is read from the twins: only NEXT's stale hour is read from the base.
+    twin = TWINS[rollup_daily_calls].name
     sql = _sql(engine, ["model"], Scope(since=DAY, until=NEXT))
-    assert "rollup_staged_pairs" in sql and "FROM requests" not in sql, sql
+    assert twin in sql and "FROM requests" not in sql, sql
     assert_readers_answer_like_the_base_tables(engine, random.Random(1))
     repriced = _costs(engine, ["model"])
 
@@ -93,12 +96,12 @@ def test_a_staged_day_is_read_from_its_pairs_until_a_later_mark(engine: Engine) 
         dirty = dirty_in(conn, None, None)
         assert not staged(conn, job)
     assert dirty.days == (DAY,) and dirty.staged == ()
-    assert "rollup_staged_pairs" not in _sql(engine, ["model"])
+    assert twin not in _sql(engine, ["model"])
     assert _costs(engine, ["model"])["m1"][0] == repriced["m1"][0] + 1
     assert_readers_answer_like_the_base_tables(engine, random.Random(2))
 
-    # The rollups written from the staging: its marks go, the late span's stays (the day is
-    # still read from the base tables), and the next refresh takes it.
+    # The staged rows written: the staging's marks go, the late span's stays (the day is still
+    # read from the base tables), and the next refresh takes it.
     write_staged(engine, job)
     assert _staged_rows(engine) == 0
     with engine.connect() as conn:
@@ -127,7 +130,7 @@ def test_a_refresh_cut_off_after_the_staging_finishes_from_it(engine: Engine) ->
     assert _staged_rows(engine) == 0
     with engine.connect() as conn:
         assert dirty_days(conn) == []
-        assert "rollup_staged_pairs" not in str(cost_query(conn, ["model"], Scope()))
+        assert "rollup_staged" not in str(cost_query(conn, ["model"], Scope()))
     assert _costs(engine, ["model"]) == {"m1": (1, 5)}
 
 

@@ -30,7 +30,7 @@ from app.warehouse.load import load_batch, prepare
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuCost, GpuPoolHour
 from app.warehouse.tables_rollup import ROLLUPS, rollup_call_days, rollup_dirty, rollup_sliced
-from app.warehouse.tables_staged import rollup_staged_marks, rollup_staged_pairs
+from app.warehouse.tables_staged import TWINS, rollup_staged_marks
 from app.warehouse.tables_weekly import WEEKLY, rollup_weeks
 
 DAY = date(2025, 11, 20)
@@ -199,7 +199,7 @@ def _empty(engine: Engine) -> None:
             session.execute(delete(table))
         for rollup in (*ROLLUPS, rollup_call_days, rollup_dirty, rollup_sliced, rollup_weeks):
             session.execute(delete(rollup))
-        for staged in (rollup_staged_pairs, rollup_staged_marks):
+        for staged in (*TWINS.values(), rollup_staged_marks):
             session.execute(delete(staged))
         for weekly in WEEKLY.values():
             session.execute(delete(weekly))

@@ -67,7 +67,7 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     from alerts.metrics import SqlMeasurer
     from alerts.windows import Window
     from app.rollups.dirty import mark_all, mark_days
-    from app.rollups.refresh import refresh
+    from app.rollups.refresh import Rebuild, refresh, stage
 
     for d in range(6):
         at = DAY - timedelta(days=d, hours=-3 * d)
@@ -96,6 +96,15 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     measurer = SqlMeasurer(engine, rule)
     got = measurer.measure(Window(start, end, end, "test"))
     assert any("rollup_daily" in s for s in statements)
+    with engine.connect() as conn:
+        assert got == measurer._base(conn, start, end)
+    # The refresh stages that day: it is read from the rollups' twins, not the base tables
+    # too (`app.warehouse.tables_staged`).
+    stage(engine, Rebuild((DAY - timedelta(days=2)).date(), None, sliced=False))
+    statements.clear()
+    measurer = SqlMeasurer(engine, rule)
+    got = measurer.measure(Window(start, end, end, "test"))
+    assert any("rollup_staged_daily" in s for s in statements)
     with engine.connect() as conn:
         assert got == measurer._base(conn, start, end)
 

@@ -23,7 +23,7 @@ never waits for a rebuild and never differs from the base tables'.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from sqlalchemy import (
     Connection,
     Date,
     Select,
+    Table,
     func,
     insert,
     literal,
@@ -48,15 +49,20 @@ MEASURES = ("llm_calls", "input_tokens", "output_tokens", "cost_nanousd", "unpri
 
 
 def rebuild_call_slices(
-    conn: Connection, day: date, spans: list[tuple[datetime, datetime]], hour: Any
+    conn: Connection,
+    day: date,
+    spans: list[tuple[datetime, datetime]],
+    hour: Any,
+    into: Callable[[Table], Table] = lambda table: table,
 ) -> None:
     """Write the rows of `rollup_call_days` of the calls that started in `spans` (UTC ranges of
-    one day); `hour`: the rows' hour, an expression of the call's start or WHOLE_DAY. The
-    caller has deleted those rows, in the same transaction (`app.rollups.refresh`)."""
+    one day); `hour`: the rows' hour, an expression of the call's start or WHOLE_DAY; `into`:
+    the table to write them into (its staged twin). The caller has deleted those rows, in the
+    same transaction (`app.rollups.refresh`)."""
     query = _summed(
         literal(day, Date), [in_spans(LlmCall.started_at, spans)], by_day=False, keys=[hour]
     )
-    conn.execute(insert(rollup_call_days).from_select([*_COLUMNS, "hour"], query))
+    conn.execute(insert(into(rollup_call_days)).from_select([*_COLUMNS, "hour"], query))
 
 
 def traced_query(

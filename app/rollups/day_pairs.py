@@ -2,18 +2,16 @@
 of its hours, summed from the base tables in one pass (`app.rollups.refresh.rebuild`).
 
 The requests that started in the time being rebuilt are read once, with their calls, GPU shares
-and true-up factors (by primary key), into a pairs table: one row per request and
+and true-up factors (by primary key), into a temporary table: one row per request and
 (model, provider) it called, one row with NULLs for a request without calls, with the request's
 set of pairs as one text and the flags that keep distinct-request counts exact (two sorts of
-those rows in all). Each rollup is then a GROUP BY of that table (`rows_of`, summed).
-
-Some hours of a live day go through a temporary table, in the rebuild's transaction. A whole
-day is staged first (`stage`, its own transaction: `app.warehouse.tables_staged`), so that
-readers sum its staged rows (`rows_of`) while its rollups are written from them.
+those rows in all). Each rollup is then a GROUP BY of that table, written into the rollup or,
+for a day being staged, into its twin (`app.warehouse.tables_staged`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -22,9 +20,12 @@ from sqlalchemy import (
     Column,
     Connection,
     Date,
+    Integer,
     MetaData,
     Select,
+    String,
     Table,
+    Text,
     and_,
     case,
     delete,
@@ -35,60 +36,38 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
-from app.rollups.stale import in_spans, keys_and_sums
+from app.rollups.stale import in_spans
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import (
     GPU_ROLLUPS,
+    MEASURES,
     PAIR_MID,
     PAIR_START,
     ROLLUPS,
-    rollup_dirty,
+    SUMMED,
 )
-from app.warehouse.tables_staged import pair_columns
-from app.warehouse.tables_staged import rollup_staged_marks as STAGED_MARKS
-from app.warehouse.tables_staged import rollup_staged_pairs as STAGED
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
 
 
 def rebuild_request_slices(
-    conn: Connection, day: date, spans: list[tuple[datetime, datetime]], hour: Any
+    conn: Connection,
+    day: date,
+    spans: list[tuple[datetime, datetime]],
+    hour: Any,
+    into: Callable[[Table], Table] = lambda table: table,
 ) -> None:
     """Write the rollups' rows (but the GPU ones) of the requests that started in `spans` (UTC
     ranges of `day`), whose rows the caller deleted; `hour`: the rows' hour (an expression of
-    the request's start, or WHOLE_DAY)."""
+    the request's start, or WHOLE_DAY); `into`: the table to write a rollup's rows into (its
+    staged twin, `app.warehouse.tables_staged`)."""
     conn.execute(CreateTable(_day_pairs, if_not_exists=True))
     conn.execute(delete(_day_pairs))
-    _fill(conn, _day_pairs, day, spans, hour)
-    write_rollups(conn, day, _day_pairs)
-
-
-def stage(conn: Connection, day: date, spans: list[tuple[datetime, datetime]], hour: Any) -> None:
-    """Stage `day` (`app.warehouse.tables_staged`): its marks, then the pairs of the requests
-    that started in `spans` (the whole day), replacing what was staged of it before. The marks
-    are read first: on PostgreSQL each statement sees the writes committed before it, so every
-    mark listed is of a write that the pairs hold, and a write they may hold whose mark is
-    not listed only sends readers to the base tables."""
-    conn.execute(delete(STAGED_MARKS).where(STAGED_MARKS.c.day == day))
-    conn.execute(delete(STAGED).where(STAGED.c.day == day))
-    marks = select(rollup_dirty.c.id, rollup_dirty.c.day).where(rollup_dirty.c.day == day)
-    conn.execute(insert(STAGED_MARKS).from_select(["mark_id", "day"], marks))
-    _fill(conn, STAGED, day, spans, hour)
-
-
-def write_rollups(conn: Connection, day: date, pairs: Table) -> None:
-    """Write the rollups' rows (but the GPU ones) of `day` from its rows in `pairs`
-    (`_day_pairs`, or the staged ones)."""
+    pairs = _pairs(spans, hour, conn.dialect.name)
+    conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
     for table in ROLLUPS:
         if table not in GPU_ROLLUPS:  # (app.rollups.gpu)
-            conn.execute(_insert(table, day, pairs))
-
-
-def _fill(
-    conn: Connection, pairs: Table, day: date, spans: list[tuple[datetime, datetime]], hour: Any
-) -> None:
-    query = _pairs(day, spans, hour, conn.dialect.name)
-    conn.execute(insert(pairs).from_select(list(query.selected_columns.keys()), query))
+            conn.execute(_insert(table, day, into(table)))
 
 
 # The day being rebuilt, one row per request and (model, provider) it called (one row with
@@ -96,19 +75,28 @@ def _fill(
 _day_pairs = Table(
     "rollup_day_pairs",
     MetaData(),
-    Column("day", Date),
-    *pair_columns(),
+    Column("trace_id", String(32)),
+    Column("hour", Integer),  # the request's UTC hour, or WHOLE_DAY
+    Column("user_id", String(256)),
+    Column("endpoint", String(512)),
+    Column("team", String(256)),
+    Column("model", String(256)),
+    Column("provider", String(64)),
+    # The request's set of pairs as one text (`PAIR_START` model `PAIR_MID` provider
+    # `PAIR_START` …, sorted), the same on each of its rows; NULL without calls.
+    Column("pairs", Text),
+    *(Column(name, BigInteger) for name in SUMMED),
+    Column("is_first", Integer),  # the request's first row: counts the request once
+    Column("is_first_provider", Integer),  # its first provider for this model
+    Column("is_first_model", Integer),  # its first model for this provider
     prefixes=["TEMPORARY"],
 )
 
 
-def _pairs(
-    day: date, spans: list[tuple[datetime, datetime]], hour: Any, dialect: str
-) -> Select[Any]:
-    """The rows of a pairs table (`_day_pairs`, `rollup_staged_pairs`) of `day` for the
-    requests that started in `spans` (UTC ranges), with the request's pairs text and the flags
-    that keep distinct counts exact; `hour`: the rows' hour (an expression of the request's
-    start, or WHOLE_DAY)."""
+def _pairs(spans: list[tuple[datetime, datetime]], hour: Any, dialect: str) -> Select[Any]:
+    """The rows of `_day_pairs` for the requests that started in `spans` (UTC ranges), with
+    the request's pairs text and the flags that keep distinct counts exact; `hour`: the rows'
+    hour (an expression of the request's start, or WHOLE_DAY)."""
     r, c, g, f = Request, LlmCall, GpuAllocation, TrueUpFactor
     per_pair = (
         select(
@@ -151,7 +139,6 @@ def _pairs(
     )
     first_model = func.min(p.model).over(partition_by=(p.trace_id, p.provider))
     return select(
-        literal(day, Date).label("day"),
         *p,
         (literal(PAIR_START) + text).label("pairs"),
         case((first == 1, 1), else_=0).label("is_first"),
@@ -162,37 +149,36 @@ def _pairs(
     )
 
 
-def rows_of(table: Table, pairs: Table) -> Select[Any]:
-    """`pairs` rows (`_day_pairs`, `rollup_staged_pairs`) as rows of a request rollup, before
-    grouping: its columns, with the distinct-request counts that add up. By call (a table with
-    a model), a row per call group, of the requests that made one: `requests` 1,
-    `requests_model` on the request's first provider of the model, `requests_provider` on its
-    first model of the provider. The call sets (`rollup_daily_call_sets`): each request with
-    calls once, by its pairs text. Else every request once (its first row), with or without
-    calls. Summed by the table's keys, they are the table's rows."""
-    p = pairs.c
-    one = literal(1, BigInteger)
-    counts: dict[str, Any] = {"requests": p.is_first}
+def _insert(table: Table, day: date, target: Table) -> Any:
+    """One rollup's rows of the day, summed from `_day_pairs`, written into `target` (the
+    rollup, or its twin). The rows per pair before grouping, with the distinct-request counts
+    that add up: by call (a table with a model), the requests that made one, `requests_model`
+    on each one's first provider of the model, `requests_provider` on its first model of the
+    provider; the call sets (`rollup_daily_call_sets`), each request with calls once, by its
+    pairs text; else every request once (its first row), with or without calls."""
+    p = _day_pairs.c
+    counts: dict[str, Any] = {"requests": func.sum(p.is_first)}
     where: list[Any] = []
     if "model" in table.c:
         counts = {
-            "requests": one,
-            "requests_model": p.is_first_provider,
-            "requests_provider": p.is_first_model,
+            "requests": func.count(),
+            "requests_model": func.sum(p.is_first_provider),
+            "requests_provider": func.sum(p.is_first_model),
         }
         where = [p.model.is_not(None)]
     elif "pairs" in table.c:
-        counts = {"requests": one}
+        counts = {"requests": func.count()}
         where = [p.is_first == 1, p.model.is_not(None)]
-    columns = [(counts[c.name] if c.name in counts else p[c.name]).label(c.name) for c in table.c]
-    return select(*columns).where(*where)
-
-
-def _insert(table: Table, day: date, pairs: Table) -> Any:
-    """One rollup's rows of `day`, summed from its rows in `pairs`."""
-    rows = rows_of(table, pairs).where(pairs.c.day == day).subquery()
-    keys, sums = keys_and_sums(table)
-    by = [rows.c[c.name] for c in (table.c.day, table.c.hour, *keys)]
-    measures = [func.sum(rows.c[s.name]).label(s.name) for s in sums]
-    query = select(*by, *measures).group_by(*by)
-    return insert(table).from_select([c.name for c in query.selected_columns], query)
+    keys = [p[c.name] for c in table.c if c.name != "day" and c.name not in MEASURES]
+    sums = [func.sum(p[c.name]).label(c.name) for c in table.c if c.name in SUMMED]
+    query = (
+        select(
+            literal(day, Date).label("day"),
+            *keys,
+            *(count.label(name) for name, count in counts.items()),
+            *sums,
+        )
+        .where(*where)
+        .group_by(*keys)
+    )
+    return insert(target).from_select([c.name for c in query.selected_columns], query)

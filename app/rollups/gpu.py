@@ -22,7 +22,7 @@ caller to read from the base tables (`app.gpu.report.allocation_query`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -87,11 +87,16 @@ _day_shares = Table(
 
 
 def rebuild_gpu_slices(
-    conn: Connection, day: date, spans: list[tuple[datetime, datetime]], hour: Any
+    conn: Connection,
+    day: date,
+    spans: list[tuple[datetime, datetime]],
+    hour: Any,
+    into: Callable[[Table], Table] = lambda table: table,
 ) -> None:
     """Write the GPU rollups of the requests that started in `spans` (UTC ranges of one
-    request day); `hour`: the rows' hour, an expression of the request's start or WHOLE_DAY.
-    The caller has deleted those rows, in the same transaction (`app.rollups.refresh`)."""
+    request day); `hour`: the rows' hour, an expression of the request's start or WHOLE_DAY;
+    `into`: the table to write a rollup's rows into (its staged twin). The caller has deleted
+    those rows, in the same transaction (`app.rollups.refresh`)."""
     conn.execute(CreateTable(_day_shares, if_not_exists=True))
     conn.execute(delete(_day_shares))
     shares = _shares(spans, hour)
@@ -106,12 +111,13 @@ def rebuild_gpu_slices(
             func.sum(f.calls).label("calls"),
             func.sum(f.gpu_cost_nanousd).label("gpu_cost_nanousd"),
         ).group_by(*keys)
-        conn.execute(insert(table).from_select([c.name for c in query.selected_columns], query))
+        names = [c.name for c in query.selected_columns]
+        conn.execute(insert(into(table)).from_select(names, query))
     spread = rollup_daily_gpu_spread
     query = select(
         literal(day, Date).label("day"), *(f[c.name] for c in spread.c if c.name != "day")
     ).where(f.single == 0)
-    conn.execute(insert(spread).from_select([c.name for c in query.selected_columns], query))
+    conn.execute(insert(into(spread)).from_select([c.name for c in query.selected_columns], query))
 
 
 def _shares(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:

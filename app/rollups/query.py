@@ -28,8 +28,7 @@ cost), or None when only the base tables can answer. The counting rules decide:
 Days are the requests' UTC days, as the report's `since`/`until` bounds are whole UTC days.
 `stale` leaves rows out: `app.reports.unit_costs.cost_query` reads the days and hours waiting for
 a rebuild (`dirty_in`: a `Stale`) from the base tables instead and adds the two answers. Its
-staged days are read here, from their staged pairs (`app.warehouse.tables_staged`), as the
-rollups' rows before grouping.
+staged days are read here, from the rollups' staged twins (`app.warehouse.tables_staged`).
 """
 
 from __future__ import annotations
@@ -56,7 +55,6 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from app.rollups.day_pairs import rows_of
 from app.rollups.stale import Stale, day_conditions, skip
 from app.rollups.weeks import Week, source
 from app.warehouse.tables_rollup import (
@@ -71,7 +69,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily_user_totals,
     rollup_daily_users,
 )
-from app.warehouse.tables_staged import rollup_staged_pairs
+from app.warehouse.tables_staged import TWINS
 from app.warehouse.tables_weekly import WEEKLY
 
 MISSING = "(none)"
@@ -179,8 +177,8 @@ def _rows(
     """A rollup's rows of [since, until) that the `filters` (column name: values) take, but the
     `stale` ones, of the `hours`: the columns to read them by and the conditions still to apply.
     With `weeks` (and a weekly table), its weekly rows of those weeks and its daily rows of the
-    other days (`app.rollups.weeks.source`). The staged days of `stale` are read from their
-    staged pairs, as the table's rows before grouping (`app.rollups.day_pairs.rows_of`)."""
+    other days (`app.rollups.weeks.source`). The staged days of `stale` are read from the
+    table's staged twin (`app.warehouse.tables_staged`)."""
 
     def chosen(columns: Any) -> list[ColumnElement[bool]]:
         return [columns[name].in_(list(values)) for name, values in filters.items()]
@@ -191,9 +189,9 @@ def _rows(
     more: list[Select[Any]] = []
     staged = stale.within(since, until).staged if stale else ()
     if staged:
-        p = rollup_staged_pairs.c
-        rows = rows_of(table, rollup_staged_pairs)
-        more.append(rows.where(p.day.in_(staged), *chosen(p), *_hours(p, hours)))
+        twin = TWINS[table].c
+        rows = select(*(twin[c.name] for c in table.c))
+        more.append(rows.where(twin.day.in_(staged), *chosen(twin), *_hours(twin, hours)))
     if weeks and hours is None and table in WEEKLY:  # (weekly rows have no hours)
         return source(table, weeks, since, until, chosen, stale_conds, more).c, []
     t = table.c

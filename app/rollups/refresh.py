@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Table,
     delete,
     func,
     insert,
@@ -38,8 +39,7 @@ from sqlalchemy import (
 )
 
 from app.rollups.call_days import rebuild_call_slices
-from app.rollups.day_pairs import rebuild_request_slices, write_rollups
-from app.rollups.day_pairs import stage as stage_pairs
+from app.rollups.day_pairs import rebuild_request_slices
 from app.rollups.gpu import rebuild_gpu_slices
 from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, keys_and_sums
 from app.rollups.weeks import build_weeks, invalidate
@@ -51,10 +51,11 @@ from app.warehouse.tables_rollup import (
     ROLLUPS,
     WHOLE_DAY,
     rollup_call_days,
+    rollup_daily,
     rollup_dirty,
     rollup_sliced,
 )
-from app.warehouse.tables_staged import rollup_staged_marks, rollup_staged_pairs
+from app.warehouse.tables_staged import TWINS, rollup_staged_marks
 from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.rollups")
@@ -222,22 +223,32 @@ def rebuild_day(engine: Engine, day: date) -> None:
 
 
 def stage(engine: Engine, job: Rebuild) -> None:
-    """The first step of a whole day's `Rebuild`, committed on its own: the day's pairs and the
-    marks they hold (`app.rollups.day_pairs.stage`), which readers sum in place of the base
-    tables until the rollups are written from them (`rebuild`)."""
+    """The first step of a whole day's `Rebuild`, committed on its own: the day's rows of every
+    rollup summed into the rollups' twins, with the marks they hold
+    (`app.warehouse.tables_staged`), which readers read in place of the base tables until they
+    replace the day's rows (`write_staged`). The marks are listed first: on PostgreSQL each
+    statement sees the writes committed before it, so every mark listed is of a write the sums
+    hold, and a write they may hold whose mark is not listed only sends readers to the base
+    tables."""
+    day = job.day
+    marks = rollup_staged_marks.c
     with engine.begin() as conn:
         _read_settings(conn)
-        day = job.day
-        stage_pairs(conn, day, Stale((day,), ()).periods(), _hour(job, Request.started_at))
+        conn.execute(delete(rollup_staged_marks).where(marks.day == day))
+        for twin in TWINS.values():
+            conn.execute(delete(twin).where(twin.c.day == day))
+        listed = select(rollup_dirty.c.id, rollup_dirty.c.day).where(rollup_dirty.c.day == day)
+        conn.execute(insert(rollup_staged_marks).from_select(["mark_id", "day"], listed))
+        _rebuild_rows(conn, job, Stale((day,), ()).periods(), TWINS.__getitem__)
 
 
 def staged(conn: Connection, job: Rebuild) -> bool:
     """Whether the day of `job` (a whole day) is staged after every mark it has now, as the
     job writes it (hour slices or whole)."""
-    m, s, p = rollup_dirty.c, rollup_staged_marks.c, rollup_staged_pairs.c
+    m, s, t = rollup_dirty.c, rollup_staged_marks.c, TWINS[rollup_daily].c
     if conn.execute(select(s.mark_id).where(s.day == job.day).limit(1)).first() is None:
         return False
-    hour = conn.execute(select(p.hour).where(p.day == job.day).limit(1)).scalar()
+    hour = conn.execute(select(t.hour).where(t.day == job.day).limit(1)).scalar()
     if hour is not None and (hour != WHOLE_DAY) != job.sliced:
         return False
     unstaged = select(m.id).where(m.day == job.day, m.id.not_in(select(s.mark_id))).limit(1)
@@ -249,7 +260,7 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
     again. Some hours of a sliced day in one transaction, from the base tables: their marks
     deleted first (a mark written after that stays for the next refresh, and its rows are
     read after it anyway). A whole day staged (`stage`) unless it is staged after every mark
-    it has, then written from its staged pairs (`write_staged`)."""
+    it has, then its staged rows written (`write_staged`)."""
     if job.hours is None:
         with engine.connect() as conn:
             ready = staged(conn, job)
@@ -265,41 +276,47 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
         conn.execute(delete(rollup_dirty).where(marks.day == day, marks.hour.in_(hours)))
         for table in _ALL:
             conn.execute(delete(table).where(table.c.day == day, table.c.hour.in_(hours)))
-        spans = Stale((), tuple((day, h) for h in hours)).periods()
-        rebuild_request_slices(conn, day, spans, _hour(job, Request.started_at))
-        _rebuild_others(conn, job, spans)
+        _rebuild_rows(conn, job, Stale((), tuple((day, h) for h in hours)).periods())
 
 
 def write_staged(engine: Engine, job: Rebuild) -> None:
-    """A whole day's rollups written from its staged pairs, in one transaction: the marks the
-    staging holds deleted (a mark written since stays, and readers take the day from the base
-    tables until the next refresh), the day's rows replaced, its staged rows and marks deleted.
-    The GPU rollups and `rollup_call_days` are read from the base tables there: newer than
-    the staged pairs only where a mark stays."""
+    """A whole day's staged rows in place of its rollup rows, in one transaction: the marks
+    the staging holds deleted (a mark written since stays, and readers take the day from the
+    base tables until the next refresh), the day's rows replaced by its twins' rows, which
+    are deleted."""
     day = job.day
     s = rollup_staged_marks.c
     with engine.begin() as conn:
-        _read_settings(conn)
         invalidate(conn, [day])  # its week's sums no longer hold (`app.rollups.weeks`)
         held = select(s.mark_id).where(s.day == day)
         conn.execute(delete(rollup_dirty).where(rollup_dirty.c.id.in_(held)))
-        for table in _ALL:
-            conn.execute(delete(table).where(table.c.day == day))
+        conn.execute(delete(rollup_staged_marks).where(s.day == day))
         conn.execute(delete(rollup_sliced).where(rollup_sliced.c.day == day))
         if job.sliced:
             conn.execute(insert(rollup_sliced).values(day=day))
-        write_rollups(conn, day, rollup_staged_pairs)
-        conn.execute(delete(rollup_staged_marks).where(s.day == day))
-        conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
-        _rebuild_others(conn, job, Stale((day,), ()).periods())
+        for table, twin in TWINS.items():
+            names = [c.name for c in table.c]
+            conn.execute(delete(table).where(table.c.day == day))
+            rows = select(*(twin.c[n] for n in names)).where(twin.c.day == day)
+            conn.execute(insert(table).from_select(names, rows))
+            conn.execute(delete(twin).where(twin.c.day == day))
 
 
-def _rebuild_others(conn: Connection, job: Rebuild, spans: list[tuple[datetime, datetime]]) -> None:
+def _rebuild_rows(
+    conn: Connection,
+    job: Rebuild,
+    spans: list[tuple[datetime, datetime]],
+    into: Callable[[Table], Table] = lambda table: table,
+) -> None:
+    """Every rollup's rows of the requests (and, for `rollup_call_days`, the calls) that started
+    in `spans` (of the job's day), written into `into(rollup)`."""
+    day, requests = job.day, _hour(job, Request.started_at)
+    rebuild_request_slices(conn, day, spans, requests, into)
     # The GPU shares of the requests: moved by a re-allocation and by any change to the
     # requests' endpoint, user or team, which mark their day too.
-    rebuild_gpu_slices(conn, job.day, spans, _hour(job, Request.started_at))
+    rebuild_gpu_slices(conn, day, spans, requests, into)
     # The reconciliation's, by the calls' own day and hour.
-    rebuild_call_slices(conn, job.day, spans, _hour(job, LlmCall.started_at))
+    rebuild_call_slices(conn, day, spans, _hour(job, LlmCall.started_at), into)
 
 
 def _hour(job: Rebuild, column: Any) -> Any:

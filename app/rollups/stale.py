@@ -5,8 +5,8 @@ A rollup row is stale when its day (or, on a sliced day, its hour) is marked in 
 those rows out of a rollup query and whose `covers` picks the same time from the base tables,
 so that the two parts add up to the base tables' answer. A day stale whole whose rebuild is
 staged after its every mark (`app.warehouse.tables_staged`) is `staged`: the request rollups'
-readers sum its staged pairs instead (`unstaged` is what they still read from the base
-tables). Also the SQL helpers the rollups
+readers read its rows in the rollups' staged twins instead (`unstaged` is what they still
+read from the base tables). Also the SQL helpers the rollups
 share: a stored timestamp's UTC hour (`hour_of`), a time-spans condition (`in_spans`), a
 column SQLite's planner must not use an index for (`unindexed`), and a rollup's keys and summed
 measures (`keys_and_sums`).
@@ -82,16 +82,16 @@ class Stale:
 
     days: tuple[date, ...] = ()
     hours: tuple[tuple[date, int], ...] = ()
-    # Of `days`, those staged with every mark they have (`app.warehouse.tables_staged`): the
-    # request rollups' readers sum their staged pairs (`app.rollups.query`), and only the
-    # other readers take them from the base tables.
+    # Of `days`, those staged after every mark they have (`app.warehouse.tables_staged`): the
+    # request rollups' readers read their rows in the rollups' twins (`app.rollups.query`),
+    # the other readers from the base tables.
     staged: tuple[date, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.days or self.hours)
 
     def unstaged(self) -> Stale:
-        """What the base tables answer for a reader of the staged pairs: all but the staged
+        """What the base tables answer for a reader of the staged twins: all but the staged
         days."""
         return Stale(tuple(d for d in self.days if d not in self.staged), self.hours)
 
@@ -160,7 +160,7 @@ def sliced_in(conn: Connection, since: date | None, until: date | None) -> set[d
 def dirty_in(conn: Connection, since: date | None, until: date | None) -> Stale:
     """What waits for a rebuild in the days [since, until): a marked day is stale whole, but a
     sliced day whose marks all name an hour, which has only those hours stale (at most
-    MAX_STALE_HOURS, else the whole day). A day stale whole is `staged` when its pairs were
+    MAX_STALE_HOURS, else the whole day). A day stale whole is `staged` when its rows were
     staged after every mark it has."""
     m, s = rollup_dirty.c, rollup_staged_marks.c
     query = (

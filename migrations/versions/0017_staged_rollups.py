@@ -1,9 +1,11 @@
-"""staged rollup rebuilds: a whole day's pairs (`rollup_staged_pairs`) and the marks they were
-read after (`rollup_staged_marks`), committed before the day's rollups are written from them, so
-that readers sum them in place of the base tables meanwhile (`app.warehouse.tables_staged`)
+"""staged rollup rebuilds: a twin of each rollup (`rollup_staged_<name>`, the same columns,
+indexed by day) for the rows of the days being rebuilt whole, and the marks they were summed
+after (`rollup_staged_marks`), committed before they replace the days' rows, so that readers
+read them in place of the base tables meanwhile (`app.warehouse.tables_staged`)
 
-UNLOGGED on PostgreSQL: rows that live seconds need no WAL, and a crash empties both tables
-together (the day is then read from the base tables until its rebuild).
+The twins copy their rollup's columns as the database has them at this revision. UNLOGGED on
+PostgreSQL: rows that live seconds need no WAL, and a crash empties every table here together
+(the day is then read from the base tables until its rebuild).
 
 Revision ID: 0017
 Revises: 0016
@@ -19,32 +21,30 @@ down_revision = '0016'
 branch_labels = None
 depends_on = None
 
-_SUMMED = (
-    'llm_calls', 'input_tokens', 'output_tokens', 'token_cost_nanousd', 'gpu_cost_nanousd',
-    'unpriced_calls', 'trued_cost_nanousd', 'trued_up_calls',
+_ROLLUPS = (
+    'rollup_daily', 'rollup_daily_calls', 'rollup_daily_call_sets', 'rollup_daily_users',
+    'rollup_daily_user_totals', 'rollup_daily_user_calls', 'rollup_daily_set_calls',
+    'rollup_daily_user_set_calls', 'rollup_daily_gpu', 'rollup_daily_gpu_users',
+    'rollup_daily_gpu_user_totals', 'rollup_daily_gpu_spread', 'rollup_call_days',
 )
 
 
+def _twin(name: str) -> str:
+    return name.replace('rollup_', 'rollup_staged_', 1)
+
+
 def upgrade() -> None:
-    prefixes = ['UNLOGGED'] if op.get_bind().dialect.name == 'postgresql' else []
-    op.create_table(
-        'rollup_staged_pairs',
-        sa.Column('day', sa.Date(), nullable=False),
-        sa.Column('trace_id', sa.String(length=32), nullable=True),
-        sa.Column('hour', sa.Integer(), nullable=True),
-        sa.Column('user_id', sa.String(length=256), nullable=True),
-        sa.Column('endpoint', sa.String(length=512), nullable=True),
-        sa.Column('team', sa.String(length=256), nullable=True),
-        sa.Column('model', sa.String(length=256), nullable=True),
-        sa.Column('provider', sa.String(length=64), nullable=True),
-        sa.Column('pairs', sa.Text(), nullable=True),
-        *(sa.Column(n, sa.BigInteger(), nullable=True) for n in _SUMMED),
-        sa.Column('is_first', sa.Integer(), nullable=True),
-        sa.Column('is_first_provider', sa.Integer(), nullable=True),
-        sa.Column('is_first_model', sa.Integer(), nullable=True),
-        prefixes=prefixes,
-    )
-    op.create_index('ix_rollup_staged_pairs_day', 'rollup_staged_pairs', ['day'])
+    bind = op.get_bind()
+    prefixes = ['UNLOGGED'] if bind.dialect.name == 'postgresql' else []
+    for name in _ROLLUPS:
+        source = sa.Table(name, sa.MetaData(), autoload_with=bind)
+        twin = _twin(name)
+        op.create_table(
+            twin,
+            *(sa.Column(c.name, c.type, nullable=c.nullable) for c in source.c),
+            prefixes=prefixes,
+        )
+        op.create_index(f'ix_{twin}_day', twin, ['day'])
     op.create_table(
         'rollup_staged_marks',
         sa.Column('mark_id', sa.Integer(), autoincrement=False, nullable=False),
@@ -57,4 +57,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('rollup_staged_marks')
-    op.drop_table('rollup_staged_pairs')
+    for name in _ROLLUPS:
+        op.drop_table(_twin(name))
