@@ -40,7 +40,7 @@ from alerts.windows import Window
 from app.money import nanos_to_usd, per_thousand
 from app.reports.unit_costs import COLUMNS, MEASURES, Scope, unit_cost_query
 from app.rollups.query import rollup_query
-from app.rollups.stale import dirty_in, in_spans, sliced_in
+from app.rollups.stale import dirty_in, in_spans, sliced_in, staged_by_hour
 from app.rollups.weeks import weeks_in
 from app.warehouse.engine import snapshot
 from app.warehouse.tables import Request
@@ -205,7 +205,9 @@ class SqlMeasurer:
         dirty = dirty_in(conn, day, day + timedelta(days=1))
         to_hour = 24 if hi.date() != day else hi.hour
         hours = (lo.hour, to_hour)
-        if dirty.days:  # the day is stale whole
+        # The day stale whole: from the base tables, unless it is staged in hour slices (then
+        # its staged rows are the rollups': `app.warehouse.tables_staged`).
+        if dirty.days and not (dirty.staged and staged_by_hour(conn, day)):
             return self._base(conn, start, end)
         next_day = day + timedelta(days=1)
         rolled = rollup_query(self.rule.dims, self.exact, day, next_day, stale=dirty, hours=hours)

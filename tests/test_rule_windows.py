@@ -157,6 +157,17 @@ def test_the_whole_hours_of_a_live_partial_day_come_from_the_hour_slices(
     with engine.begin() as conn:  # and the whole day stale
         mark_days(conn, [today])
     check(DAY + timedelta(minutes=30), DAY + timedelta(hours=20, minutes=1))
+    # The refresh stages it: in hour slices (a live day), whose whole hours the window reads
+    # from the rollups' twins; staged whole, all from the base tables.
+    from app.rollups.refresh import Rebuild, stage
+
+    for by_hour in (True, False):
+        stage(engine, Rebuild(today, None, sliced=by_hour))
+        statements.clear()
+        check(DAY + timedelta(minutes=30), DAY + timedelta(hours=20, minutes=1))
+        check(DAY - timedelta(hours=3), DAY + timedelta(hours=17))
+        summed = [s for s in statements if "rollup_staged_daily" in s and "sum(" in s]
+        assert bool(summed) == by_hour
 
 
 def assert_measured_like_the_base_tables(

@@ -187,8 +187,9 @@ def allocation_query(
     its GPU shares) may fall on another day than the request."""
     dirty = dirty_in(conn, None, None)
     parts = gpu_rollup_parts(dims, since, until, pools, filters, dirty)
-    if dirty:
-        parts.append(base_allocation_query(dims, since, until, pools, filters, stale=dirty))
+    base = dirty.unstaged()  # (the staged days are the rollups' twins')
+    if base:
+        parts.append(base_allocation_query(dims, since, until, pools, filters, stale=base))
     both = union_all(*parts).subquery("parts")
     keys = [both.c[d] for d in dims]
     query = select(

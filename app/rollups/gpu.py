@@ -57,6 +57,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily_gpu_user_totals,
     rollup_daily_gpu_users,
 )
+from app.warehouse.tables_staged import TWINS
 
 # A breakdown's column in the GPU rollups (the page's and the CLI's names).
 COLUMNS = {
@@ -152,6 +153,11 @@ def _shares(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
     return select(*k, single.label("single"))
 
 
+def _sources(table: Table) -> tuple[tuple[Table, bool], ...]:
+    """The rollup read, and the spread requests' (True)."""
+    return ((table, False), (rollup_daily_gpu_spread, True))
+
+
 def gpu_rollup_parts(
     dims: Sequence[str],
     since: date | None,
@@ -165,16 +171,24 @@ def gpu_rollup_parts(
     UTC days, `pools` and `filters` keep the shares of those pools and values, `stale` leaves
     those request days and hours out. The first sums the rollup rows (calls, cost, the single
     requests), the second counts the spread requests: a group's figures are the sum of its rows
-    in both (`app.gpu.report.allocation_query` adds them up, with the skipped days')."""
+    in both (`app.gpu.report.allocation_query` adds them up, with the skipped days'). The
+    staged days of `stale` are read from the rollups' twins (`app.warehouse.tables_staged`),
+    in two more such queries: a spread request is on its own day's rows only, so it is
+    counted in one of the two."""
     chosen = {d: list(v) for d, v in (filters or {}).items() if v}
     used = set(dims) | set(chosen)
     table = rollup_daily_gpu
     if "user" in used:
         table = rollup_daily_gpu_users if "endpoint" in used else rollup_daily_gpu_user_totals
+    sources = [(t, spread, skip(stale, t)) for t, spread in _sources(table)]
+    if stale and stale.staged:
+        sources += [
+            (TWINS[t], spread, [TWINS[t].c.day.in_(stale.staged)]) for t, spread in _sources(table)
+        ]
     parts = []
-    for t, spread in ((table, False), (rollup_daily_gpu_spread, True)):
+    for t, spread, kept in sources:
         cols = [func.coalesce(t.c[COLUMNS[d]], literal(MISSING)).label(d) for d in dims]
-        conds = day_conditions(t.c.call_day, since, until) + skip(stale, t)
+        conds = day_conditions(t.c.call_day, since, until) + kept
         if pools:
             conds.append(t.c.pool.in_(list(pools)))
         for dim, values in chosen.items():

@@ -41,7 +41,7 @@ from sqlalchemy import (
 from app.rollups.call_days import rebuild_call_slices
 from app.rollups.day_pairs import rebuild_request_slices
 from app.rollups.gpu import rebuild_gpu_slices
-from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, keys_and_sums
+from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, keys_and_sums, staged_by_hour
 from app.rollups.weeks import build_weeks, invalidate
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.engine import READ_SETTINGS, session_scope
@@ -51,7 +51,6 @@ from app.warehouse.tables_rollup import (
     ROLLUPS,
     WHOLE_DAY,
     rollup_call_days,
-    rollup_daily,
     rollup_dirty,
     rollup_sliced,
 )
@@ -245,11 +244,10 @@ def stage(engine: Engine, job: Rebuild) -> None:
 def staged(conn: Connection, job: Rebuild) -> bool:
     """Whether the day of `job` (a whole day) is staged after every mark it has now, as the
     job writes it (hour slices or whole)."""
-    m, s, t = rollup_dirty.c, rollup_staged_marks.c, TWINS[rollup_daily].c
+    m, s = rollup_dirty.c, rollup_staged_marks.c
     if conn.execute(select(s.mark_id).where(s.day == job.day).limit(1)).first() is None:
         return False
-    hour = conn.execute(select(t.hour).where(t.day == job.day).limit(1)).scalar()
-    if hour is not None and (hour != WHOLE_DAY) != job.sliced:
+    if staged_by_hour(conn, job.day) not in (None, job.sliced):
         return False
     unstaged = select(m.id).where(m.day == job.day, m.id.not_in(select(s.mark_id))).limit(1)
     return conn.execute(unstaged).first() is None

@@ -24,8 +24,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from app.warehouse.tables_rollup import MEASURES, rollup_dirty, rollup_sliced
-from app.warehouse.tables_staged import rollup_staged_marks
+from app.warehouse.tables_rollup import (
+    MEASURES,
+    WHOLE_DAY,
+    rollup_daily,
+    rollup_dirty,
+    rollup_sliced,
+)
+from app.warehouse.tables_staged import TWINS, rollup_staged_marks
 from app.warehouse.types import as_date
 
 
@@ -190,6 +196,14 @@ def dirty_in(conn: Connection, since: date | None, until: date | None) -> Stale:
         (day, h) for day, hs in marks.items() if day not in whole for h in hs if h is not None
     )
     return Stale(tuple(sorted(whole)), tuple(hours), tuple(sorted(whole - unstaged)))
+
+
+def staged_by_hour(conn: Connection, day: date) -> bool | None:
+    """Whether `day`'s staged rows (`app.warehouse.tables_staged`) are hour slices (staged as
+    a live day) or whole-day rows; None when it has none."""
+    t = TWINS[rollup_daily].c
+    hour = conn.execute(select(t.hour).where(t.day == day).limit(1)).scalar()
+    return None if hour is None else hour != WHOLE_DAY
 
 
 class hour_of(FunctionElement[int]):
