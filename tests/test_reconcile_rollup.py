@@ -23,7 +23,8 @@ from sqlalchemy import Engine, delete, select
 from app.reports.reconcile import reconcile, reconcile_records
 from app.reprice import reprice
 from app.rollups.dirty import mark_all
-from app.rollups.refresh import dirty_days, refresh
+from app.rollups.refresh import dirty_days, plan, refresh, stage
+from app.rollups.stale import dirty_in
 from app.settings import Settings
 from app.traces.batch import CallRow
 from app.trueup import refresh_true_up
@@ -183,6 +184,13 @@ def test_the_rollup_reconciles_like_the_calls(engine: Engine, case: dict[str, An
 
     with engine.begin() as conn:  # every day dirty: the reconciliation from the calls alone
         mark_all(conn)
+    assert _answers(engine) == answers, dirty
+    with engine.connect() as conn:  # every day staged: from the rollup's twin alone
+        whole = [job for job in plan(conn) if job.hours is None]
+    for job in whole:
+        stage(engine, job)
+    with engine.connect() as conn:
+        assert dirty_in(conn, None, None).staged == tuple(job.day for job in whole)
     assert _answers(engine) == answers, dirty
 
 

@@ -42,6 +42,7 @@ from sqlalchemy import (
 from app.rollups.stale import Stale, day_conditions, in_spans, skip
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_rollup import rollup_call_days
+from app.warehouse.tables_staged import TWINS
 from app.warehouse.tables_trueup import served_model
 
 # The measures, in the table's order; `cost_nanousd` sums priced calls only (NULL: unpriced).
@@ -73,13 +74,19 @@ def traced_query(
 ) -> Select[Any]:
     """Per call day, provider and served model: calls, tokens, estimate and unpriced calls of
     the days [since, until), from `rollup_call_days` but for the `dirty` days and hours, which
-    are summed from `llm_calls` and added (a sliced day's other hours come from the rollup)."""
-    r = rollup_call_days.c
+    are summed from `llm_calls` and added (a sliced day's other hours come from the rollup),
+    or for its staged days read from the rollup's twin (`app.warehouse.tables_staged`)."""
+    r, twin = rollup_call_days.c, TWINS[rollup_call_days].c
+    stale = dirty.within(since, until)
     conds = day_conditions(r.day, since, until) + skip(dirty, r)
+    staged = [twin.day.in_(stale.staged)]
     if providers is not None:
         conds.append(r.provider.in_(list(providers)))
+        staged.append(twin.provider.in_(list(providers)))
     rolled = select(*(r[c] for c in _COLUMNS)).where(*conds)
-    stale = dirty.within(since, until)
+    if stale.staged:
+        rolled = union_all(rolled, select(*(twin[c] for c in _COLUMNS)).where(*staged))  # type: ignore[assignment]
+    stale = stale.unstaged()
     if stale:
         live_conds: list[Any] = [stale.covers(LlmCall.started_at)]
         if providers is not None:

@@ -151,11 +151,11 @@ def _pairs(spans: list[tuple[datetime, datetime]], hour: Any, dialect: str) -> S
 
 def _insert(table: Table, day: date, target: Table) -> Any:
     """One rollup's rows of the day, summed from `_day_pairs`, written into `target` (the
-    rollup, or its twin). The rows per pair before grouping, with the distinct-request counts
-    that add up: by call (a table with a model), the requests that made one, `requests_model`
-    on each one's first provider of the model, `requests_provider` on its first model of the
-    provider; the call sets (`rollup_daily_call_sets`), each request with calls once, by its
-    pairs text; else every request once (its first row), with or without calls."""
+    rollup, or its twin). The distinct-request counts: by call (a table with a model), the
+    requests that made one, `requests_model` counting each at its first provider of the model,
+    `requests_provider` at its first model of the provider; the call sets
+    (`rollup_daily_call_sets`), each request with calls once, by its pairs text; else every
+    request once (its first row), with or without calls."""
     p = _day_pairs.c
     counts: dict[str, Any] = {"requests": func.sum(p.is_first)}
     where: list[Any] = []

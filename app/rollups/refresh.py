@@ -151,7 +151,7 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
                 break
             whole = [job for job in jobs if job.hours is None]
             if 1 < len(whole) <= LAZY_MAX_DAYS:
-                # Readers take each from its staged pairs as soon as it is staged, the
+                # Readers take each from its staged rows as soon as it is staged, the
                 # latest (what pages show most) first; then the rollups are written.
                 for job in sorted(whole, key=lambda job: job.day, reverse=True):
                     stage(engine, job)
