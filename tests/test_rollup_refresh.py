@@ -92,12 +92,7 @@ def test_dirty_days_are_read_from_the_base_tables_and_added_to_the_rollups(
 ) -> None:
     """Part of the traffic is rolled up, the rest (and maybe a re-price) only marks its days:
     every answer, filter list and count still equals the base tables'."""
-    _empty(engine)
-    pieces = case["pieces"]
-    cut = held * len(pieces) // 100
-    _load(engine, pieces[:cut], [], case["prepared"])
-    refresh(engine)
-    _load(engine, pieces[cut:], case["cuts"], case["prepared"])
+    load_partly_rolled_up(engine, case, held)
     if reprice_after:
         reprice(engine, Settings(pricing={"overrides": OVERRIDES}), None)
     with engine.connect() as conn:
@@ -105,6 +100,17 @@ def test_dirty_days_are_read_from_the_base_tables_and_added_to_the_rollups(
     assert_readers_answer_like_the_base_tables(engine, rnd)
     with engine.connect() as conn:
         assert dirty_days(conn) == dirty  # readers never rebuilt anything themselves
+
+
+def load_partly_rolled_up(engine: Engine, case: dict[str, Any], held: int) -> None:
+    """An empty warehouse, then `held`% of the traffic's pieces loaded and rolled up, and the
+    rest loaded (their days marked)."""
+    _empty(engine)
+    pieces = case["pieces"]
+    cut = held * len(pieces) // 100
+    _load(engine, pieces[:cut], [], case["prepared"])
+    refresh(engine)
+    _load(engine, pieces[cut:], case["cuts"], case["prepared"])
 
 
 def assert_readers_answer_like_the_base_tables(engine: Engine, rnd: random.Random) -> None:

@@ -22,12 +22,14 @@ from app.settings import Settings
 from app.traces.batch import CallRow
 from app.warehouse.tables_rollup import rollup_daily_calls
 from app.warehouse.tables_staged import TWINS, rollup_staged_marks
-from tests.test_rollup_refresh import assert_readers_answer_like_the_base_tables
+from tests.test_rollup_refresh import (
+    assert_readers_answer_like_the_base_tables,
+    load_partly_rolled_up,
+)
 from tests.test_rollups import (
     DAY,
     OVERRIDES,
     T0,
-    _empty,
     _facts,
     _load,
     assert_rollups_answer_like_the_base_tables,
@@ -166,12 +168,7 @@ def test_staged_days_answer_like_the_base_tables(
     of which are staged; then maybe more traffic marks some days after their staging: every
     answer, filter list and count equals the base tables', and after a refresh the rollups
     do, with nothing left staged."""
-    _empty(engine)
-    pieces = case["pieces"]
-    cut = held * len(pieces) // 100
-    _load(engine, pieces[:cut], [], case["prepared"])
-    refresh(engine)
-    _load(engine, pieces[cut:], case["cuts"], case["prepared"])
+    load_partly_rolled_up(engine, case, held)
     if case["reprice"]:
         reprice(engine, Settings(pricing={"overrides": OVERRIDES}), None)
     with engine.connect() as conn:

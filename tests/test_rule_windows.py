@@ -80,11 +80,17 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     start, end = DAY - timedelta(days=4, hours=2), DAY + timedelta(hours=7)
     statements: list[str] = []
     event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-    measurer = SqlMeasurer(engine, rule)
-    got = measurer.measure(Window(start, end, end, "test"))
-    assert any("rollup_daily" in s for s in statements)
-    with engine.connect() as conn:
-        assert got == measurer._base(conn, start, end) != {}
+
+    def measured_from(table: str) -> None:
+        """A fresh measurer's totals are the base tables', read from `table` too."""
+        statements.clear()
+        measurer = SqlMeasurer(engine, rule)
+        got = measurer.measure(Window(start, end, end, "test"))
+        assert any(table in s for s in statements)
+        with engine.connect() as conn:
+            assert got == measurer._base(conn, start, end) != {}
+
+    measured_from("rollup_daily")
     # Live ingest: a day inside the window waits for its rebuild. It is read from the base
     # tables, the other whole days still from the rollups, with the same totals.
     add_request(
@@ -92,21 +98,11 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     )
     with engine.begin() as conn:  # as `load_batch` would
         mark_days(conn, [(DAY - timedelta(days=2)).date()])
-    statements.clear()
-    measurer = SqlMeasurer(engine, rule)
-    got = measurer.measure(Window(start, end, end, "test"))
-    assert any("rollup_daily" in s for s in statements)
-    with engine.connect() as conn:
-        assert got == measurer._base(conn, start, end)
+    measured_from("rollup_daily")
     # The refresh stages that day: it is read from the rollups' twins, not the base tables
     # too (`app.warehouse.tables_staged`).
     stage(engine, Rebuild((DAY - timedelta(days=2)).date(), None, sliced=False))
-    statements.clear()
-    measurer = SqlMeasurer(engine, rule)
-    got = measurer.measure(Window(start, end, end, "test"))
-    assert any("rollup_staged_daily" in s for s in statements)
-    with engine.connect() as conn:
-        assert got == measurer._base(conn, start, end)
+    measured_from("rollup_staged_daily")
 
 
 @pytest.mark.parametrize("group_by", [[], ["user"], ["model"]])
