@@ -4,9 +4,9 @@ A rollup row is stale when its day (or, on a sliced day, its hour) is marked in 
 (`app.rollups.dirty`): `dirty_in` reads the marks of a range as a `Stale`, whose `skip` leaves
 those rows out of a rollup query and whose `covers` picks the same time from the base tables,
 so that the two parts add up to the base tables' answer. A day stale whole whose rebuild is
-staged after its every mark (`app.warehouse.tables_staged`) is `staged`: the request rollups'
-readers read its rows in the rollups' staged twins instead (`unstaged` is what they still
-read from the base tables). Also the SQL helpers the rollups
+staged after its every mark (`app.warehouse.tables_staged`) is `staged`: the rollups' readers
+read its rows in the rollups' staged twins instead (`unstaged` is what they still read from
+the base tables). Also the SQL helpers the rollups
 share: a stored timestamp's UTC hour (`hour_of`), a time-spans condition (`in_spans`), a
 column SQLite's planner must not use an index for (`unindexed`), and a rollup's keys and summed
 measures (`keys_and_sums`).
@@ -89,8 +89,8 @@ class Stale:
     days: tuple[date, ...] = ()
     hours: tuple[tuple[date, int], ...] = ()
     # Of `days`, those staged after every mark they have (`app.warehouse.tables_staged`): the
-    # request rollups' readers read their rows in the rollups' twins (`app.rollups.query`),
-    # the other readers from the base tables.
+    # rollups' readers read their rows in the rollups' twins (`app.rollups.query`, `.gpu`,
+    # `.call_days`); a reader that does not still reads `covers` from the base tables.
     staged: tuple[date, ...] = ()
 
     def __bool__(self) -> bool:

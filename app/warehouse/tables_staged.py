@@ -8,8 +8,8 @@ rollups are current every reader takes that day from the base tables. The refres
 has a twin here (`rollup_staged_<name>`: the same columns, indexed by day only), holding the
 staged days' rows, and `rollup_staged_marks` lists the marks (`rollup_dirty` ids) those rows
 were summed after. While every mark of a day is one of those, the twins' rows are that day's
-rollup rows: readers of the request rollups (`app.rollups.query`) read them in place of the
-base tables. A mark written after the staging sends readers back to the base tables. Writing
+rollup rows: the rollups' readers (`app.rollups.query`, `app.rollups.gpu`,
+`app.rollups.call_days`) read them in place of the base tables. A mark written after the staging sends readers back to the base tables. Writing
 the staged rows into the rollups deletes their marks and the twins' rows of the day in one
 transaction.
 
