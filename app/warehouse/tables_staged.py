@@ -9,9 +9,9 @@ has a twin here (`rollup_staged_<name>`: the same columns, indexed by day only),
 staged days' rows, and `rollup_staged_marks` lists the marks (`rollup_dirty` ids) those rows
 were summed after. While every mark of a day is one of those, the twins' rows are that day's
 rollup rows: the rollups' readers (`app.rollups.query`, `app.rollups.gpu`,
-`app.rollups.call_days`) read them in place of the base tables. A mark written after the staging sends readers back to the base tables. Writing
-the staged rows into the rollups deletes their marks and the twins' rows of the day in one
-transaction.
+`app.rollups.call_days`) read them in place of the base tables. A mark written after the
+staging sends readers back to the base tables. Writing the staged rows into the rollups
+deletes their marks and the twins' rows of the day in one transaction.
 
 On PostgreSQL the tables are UNLOGGED (migration 0017): no WAL for rows that live seconds. A
 crash empties them all, which leaves the day unstaged, and so read from the base tables.
