@@ -2,7 +2,7 @@
 twin tables and kept until they replace the day's rows.
 
 A day rebuilt whole (a late span on a past day, a re-price, a bulk load of the latest day) takes
-seconds to sum and many more to write into the big indexed rollups at volume, and until its
+seconds to sum and seconds more to write into the big indexed rollups at volume, and until its
 rollups are current every reader takes that day from the base tables. The refresh
 (`app.rollups.refresh`) therefore commits the rebuild's sums first, on their own: each rollup
 has a twin here (`rollup_staged_<name>`: the same columns, indexed by day only), holding the
