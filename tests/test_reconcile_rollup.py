@@ -240,3 +240,28 @@ def test_a_call_after_midnight_counts_on_its_own_day_through_every_rebuild(
     refresh(engine)
     assert _estimates(engine, DAY, DAY + timedelta(days=3)) == estimates
     assert rolled_up(engine) == summed_calls(engine)
+
+
+def test_a_staged_day_beside_a_stale_hour_reads_all_three_parts(engine: Engine) -> None:
+    """The rollup, a staged day's twin and a live day's stale hour from the calls, in one
+    query (SQLite rejects a union nested in another): the estimates are the calls'."""
+    _bill(engine, [("p1", 0, "m1", 10**9, "USD")])
+    live = DAY + timedelta(days=1)
+    first, second, third = "a" * 32, "b" * 32, "c" * 32
+    noon, live_noon = T0 + timedelta(hours=12), T0 + timedelta(days=1, hours=12)
+    _load(engine, [_facts(first, noon, True, "/a", "u1"), _call(first, "1" * 16, noon, 700),
+                   _facts(second, live_noon, True, "/a", "u1"),
+                   _call(second, "1" * 16, live_noon, 50)], [], False)  # fmt: skip
+    refresh(engine)
+    # A late call on the past day (marked whole) and a call in an hour of the live day.
+    _load(engine, [_call(first, "2" * 16, noon + timedelta(minutes=1), 300),
+                   _facts(third, live_noon, True, "/a", "u2"),
+                   _call(third, "1" * 16, live_noon, 5)], [], True)  # fmt: skip
+    with engine.connect() as conn:
+        jobs = plan(conn)
+    assert [(job.day, job.hours) for job in jobs] == [(DAY, None), (live, (12,))]
+    stage(engine, jobs[0])
+    with engine.connect() as conn:
+        stale = dirty_in(conn, None, None)
+    assert stale.staged == (DAY,) and stale.unstaged()
+    assert _estimates(engine, DAY, live + timedelta(days=1)) == {DAY: 1000, live: 55}

@@ -83,16 +83,17 @@ def traced_query(
     if providers is not None:
         conds.append(r.provider.in_(list(providers)))
         staged.append(twin.provider.in_(list(providers)))
-    rolled = select(*(r[c] for c in _COLUMNS)).where(*conds)
+    # One flat UNION ALL: SQLite cannot read a compound select nested in parentheses.
+    parts: list[Select[Any]] = [select(*(r[c] for c in _COLUMNS)).where(*conds)]
     if stale.staged:
-        rolled = union_all(rolled, select(*(twin[c] for c in _COLUMNS)).where(*staged))  # type: ignore[assignment]
+        parts.append(select(*(twin[c] for c in _COLUMNS)).where(*staged))
     stale = stale.unstaged()
     if stale:
         live_conds: list[Any] = [stale.covers(LlmCall.started_at)]
         if providers is not None:
             live_conds.append(LlmCall.provider.in_(list(providers)))
-        live = _summed(func.date(LlmCall.started_at), live_conds, by_day=True, keys=[])
-        rolled = union_all(rolled, live)  # type: ignore[assignment]
+        parts.append(_summed(func.date(LlmCall.started_at), live_conds, by_day=True, keys=[]))
+    rolled = parts[0] if len(parts) == 1 else union_all(*parts)
     p = rolled.subquery("parts").c
     keys = [p.day, p.provider, p.model]
     # A sliced day has a row per hour, and its stale hours come from the calls: summed.
