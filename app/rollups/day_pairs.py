@@ -5,8 +5,10 @@ The requests that started in the time being rebuilt are read once, with their ca
 and true-up factors (by primary key), into a temporary table: one row per request and
 (model, provider) it called, one row with NULLs for a request without calls, with the request's
 set of pairs as one text and the flags that keep distinct-request counts exact (two sorts of
-those rows in all). Each rollup is then a GROUP BY of that table, written into the rollup or,
-for a day being staged, into its twin (`app.warehouse.tables_staged`).
+those rows in all). Three rollups are GROUP BYs of that table: the finest per-user ones and the
+call sets. The others are GROUP BYs of rows just written (`_SUMMED_FROM`), several times fewer.
+Each is written into the rollup or, for a day being staged, into its twin
+(`app.warehouse.tables_staged`).
 """
 
 from __future__ import annotations
@@ -46,8 +48,37 @@ from app.warehouse.tables_rollup import (
     PAIR_START,
     ROLLUPS,
     SUMMED,
+    rollup_daily,
+    rollup_daily_call_sets,
+    rollup_daily_calls,
+    rollup_daily_set_calls,
+    rollup_daily_user_calls,
+    rollup_daily_user_set_calls,
+    rollup_daily_user_totals,
+    rollup_daily_users,
 )
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
+
+# Rollups summed from the rows of another, just written for the same day and hours, instead of
+# from `_day_pairs`: the other groups by every key of this one and more. Summing its rows is
+# exact, distinct-request counts included: a request has one user, endpoint, team and pairs
+# text, so it is on one row of the other for each row of this one it is on (once per
+# (model, provider) in the call tables, where it is counted per row as well).
+_SUMMED_FROM = {
+    rollup_daily_user_calls: rollup_daily_user_set_calls,
+    rollup_daily_set_calls: rollup_daily_user_set_calls,
+    rollup_daily_calls: rollup_daily_user_calls,
+    rollup_daily_user_totals: rollup_daily_users,
+    rollup_daily: rollup_daily_users,
+}
+# The order they are written in: each after the rollup it is summed from.
+_ORDER = (
+    rollup_daily_user_set_calls,
+    rollup_daily_users,
+    rollup_daily_call_sets,
+    *_SUMMED_FROM,
+)
+assert set(_ORDER) == set(ROLLUPS) - set(GPU_ROLLUPS)
 
 
 def rebuild_request_slices(
@@ -55,19 +86,23 @@ def rebuild_request_slices(
     day: date,
     spans: list[tuple[datetime, datetime]],
     hour: Any,
+    hours: tuple[int, ...],
     into: Callable[[Table], Table] = lambda table: table,
 ) -> None:
     """Write the rollups' rows (but the GPU ones) of the requests that started in `spans` (UTC
     ranges of `day`), whose rows the caller deleted; `hour`: the rows' hour (an expression of
-    the request's start, or WHOLE_DAY); `into`: the table to write a rollup's rows into (its
-    staged twin, `app.warehouse.tables_staged`)."""
+    the request's start, or WHOLE_DAY), one of `hours`; `into`: the table to write a rollup's
+    rows into (its staged twin, `app.warehouse.tables_staged`)."""
     conn.execute(CreateTable(_day_pairs, if_not_exists=True))
     conn.execute(delete(_day_pairs))
     pairs = _pairs(spans, hour, conn.dialect.name)
     conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
-    for table in ROLLUPS:
-        if table not in GPU_ROLLUPS:  # (app.rollups.gpu)
+    for table in _ORDER:
+        source = _SUMMED_FROM.get(table)
+        if source is None:
             conn.execute(_insert(table, day, into(table)))
+        else:
+            conn.execute(_summed(table, into(source), day, hours, into(table)))
 
 
 # The day being rebuilt, one row per request and (model, provider) it called (one row with
@@ -180,5 +215,17 @@ def _insert(table: Table, day: date, target: Table) -> Any:
         )
         .where(*where)
         .group_by(*keys)
+    )
+    return insert(target).from_select([c.name for c in query.selected_columns], query)
+
+
+def _summed(table: Table, source: Table, day: date, hours: tuple[int, ...], target: Table) -> Any:
+    """One rollup's rows of the day's `hours`, summed from the rows of `source` (its entry in
+    `_SUMMED_FROM`, or that rollup's twin) just written, into `target`."""
+    s = source.c
+    keys = [s[c.name] for c in table.c if c.name != "day" and c.name not in MEASURES]
+    sums = [func.sum(s[c.name]).label(c.name) for c in table.c if c.name in MEASURES]
+    query = (
+        select(s.day, *keys, *sums).where(s.day == day, s.hour.in_(hours)).group_by(s.day, *keys)
     )
     return insert(target).from_select([c.name for c in query.selected_columns], query)

@@ -309,12 +309,20 @@ def _rebuild_rows(
     """Every rollup's rows of the requests (and, for `rollup_call_days`, the calls) that started
     in `spans` (of the job's day), written into `into(rollup)`."""
     day, requests = job.day, _hour(job, Request.started_at)
-    rebuild_request_slices(conn, day, spans, requests, into)
+    rebuild_request_slices(conn, day, spans, requests, _hours(job), into)
     # The GPU shares of the requests: moved by a re-allocation and by any change to the
     # requests' endpoint, user or team, which mark their day too.
     rebuild_gpu_slices(conn, day, spans, requests, into)
     # The reconciliation's, by the calls' own day and hour.
     rebuild_call_slices(conn, day, spans, _hour(job, LlmCall.started_at), into)
+
+
+def _hours(job: Rebuild) -> tuple[int, ...]:
+    """The `hour` of the rows the job writes: its hours, every hour of a day sliced whole,
+    or WHOLE_DAY."""
+    if job.hours is not None:
+        return job.hours
+    return tuple(range(24)) if job.sliced else (WHOLE_DAY,)
 
 
 def _hour(job: Rebuild, column: Any) -> Any:
