@@ -18,14 +18,14 @@ filter change ≤ 1 s).
    as hour slices, and the pages read that hour from the base tables and the rest from the
    rollups), and with the whole latest day waiting (changes in more than six of its hours,
    or a full rebuild): first read from the base tables, as in the seconds before the refresh
-   stages it, then staged (`app.warehouse.tables_staged`), read from its staged pairs until
-   its rollups are written.
+   stages it (`app.warehouse.tables_staged`), then from its staged pairs (the staging's first
+   commit), then from the rollups' staged twins until its rollups are written.
 
     python bench/dashboard.py [--requests 10000000] [--backend sqlite|postgres|both] [--reuse]
                               [--rebuild-rollups] [--data-dir /work/bench-data]
                               [--postgres URL] [--prefix sg_bench] [--drop]
                               [--pages spend,unit_costs,…] [--reconcile-only]
-                              [--passes clean,true_up,live,late,staged]
+                              [--passes clean,true_up,live,late,paired,staged]
                               [--show-slow SECONDS]
 
 `--reuse` keeps a warehouse already generated with the same N (SQLite file
@@ -34,7 +34,7 @@ the end. `--pages` times only those pages (the Unit costs page's extra changes o
 `--reconcile-only` times only the reconciliation behind the Spend page's "Estimated vs billed"
 (`app.reports.reconcile.reconcile` over the last 30 and 90 days, clean and with the latest day
 waiting for its rebuild), which every pass also prints first. `--passes` times only those
-states (step 2 is `clean`, 3 `true_up`, 4 `live`, `late` and `staged`).
+states (step 2 is `clean`, 3 `true_up`, 4 `live`, `late`, `paired` and `staged`).
 """
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The states timed (each every page): clean, `pricing.true_up`, the latest hour stale, the
 # latest day stale whole (before its staging), and staged.
-PASSES = ("clean", "true_up", "live", "late", "staged")
+PASSES = ("clean", "true_up", "live", "late", "paired", "staged")
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, func, select, text  # noqa: E402
 
 from app.rollups.dirty import mark_days, mark_slices  # noqa: E402
-from app.rollups.refresh import LOCK, Rebuild, refresh, stage  # noqa: E402
+from app.rollups.refresh import LOCK, Rebuild, refresh, stage_pairs, stage_twins  # noqa: E402
 from app.warehouse.engine import make_engine  # noqa: E402
 from app.warehouse.locks import named_lock  # noqa: E402
 from app.warehouse.migrate import upgrade  # noqa: E402
@@ -204,21 +204,27 @@ def _bench(
         # A whole day stale (changes in more than six of its hours, a full rebuild): read from
         # the base tables whole until the refresh stages it (its first few seconds) …
         "late": (f"late: the whole of {day} waiting for its staging", (day, None)),
-        # … then from its staged pairs until its rollups are written.
+        # … then from its staged pairs (the staging's first commit) …
+        "paired": (f"late: the pairs of {day} staged, waiting for its twins", (day, None)),
+        # … then from the rollups' staged twins until its rollups are written.
         "staged": (f"late: the whole of {day} staged, waiting for its rollups", (day, None)),
     }
     for name, (title, mark) in stale.items():
         if name not in passes:
             continue
-        staging = name == "staged"
         with engine.begin() as conn:
             mark_slices(conn, [mark])
         with named_lock(engine, LOCK) as held:
             assert held
-            if staging:
+            job = Rebuild(day, None, sliced=True)
+            if name in ("paired", "staged"):
                 began = time.perf_counter()
-                stage(engine, Rebuild(day, None, sliced=True))
-                print(f"  {day} staged in {time.perf_counter() - began:.2f} s", flush=True)
+                stage_pairs(engine, job)
+                print(f"  {day}: pairs staged in {time.perf_counter() - began:.2f} s", flush=True)
+            if name == "staged":
+                began = time.perf_counter()
+                stage_twins(engine, job)
+                print(f"  {day}: twins staged in {time.perf_counter() - began:.2f} s", flush=True)
             time_reconcile(url, title)
             if not reconcile_only:
                 time_pages(url, title, more, pages)

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, delete, select
 from app.reports.reconcile import reconcile, reconcile_records
 from app.reprice import reprice
 from app.rollups.dirty import mark_all
-from app.rollups.refresh import dirty_days, plan, refresh, stage
+from app.rollups.refresh import dirty_days, plan, refresh, stage, stage_pairs
 from app.rollups.stale import dirty_in
 from app.settings import Settings
 from app.traces.batch import CallRow
@@ -187,6 +187,11 @@ def test_the_rollup_reconciles_like_the_calls(engine: Engine, case: dict[str, An
     assert _answers(engine) == answers, dirty
     with engine.connect() as conn:  # every day staged: from the rollup's twin alone
         whole = [job for job in plan(conn) if job.hours is None]
+    for job in whole:  # the first commit: the call days' twin is written
+        stage_pairs(engine, job)
+    with engine.connect() as conn:
+        assert dirty_in(conn, None, None).paired == tuple(job.day for job in whole)
+    assert _answers(engine) == answers, dirty
     for job in whole:
         stage(engine, job)
     with engine.connect() as conn:

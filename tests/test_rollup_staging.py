@@ -11,17 +11,32 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from app.reports.unit_costs import Scope, cost_query, unit_costs
 from app.reprice import reprice
 from app.rollups.dirty import mark_days, mark_slices
-from app.rollups.refresh import Rebuild, dirty_days, plan, refresh, stage, staged, write_staged
+from app.rollups.refresh import (
+    Rebuild,
+    dirty_days,
+    plan,
+    refresh,
+    stage,
+    stage_pairs,
+    stage_twins,
+    staged,
+    write_staged,
+)
 from app.rollups.stale import Stale, dirty_in
 from app.settings import Settings
 from app.traces.batch import CallRow
 from app.warehouse.tables_rollup import rollup_daily_calls
-from app.warehouse.tables_staged import TWINS, rollup_staged_marks
+from app.warehouse.tables_staged import (
+    TWINS,
+    rollup_staged_marks,
+    rollup_staged_paired,
+    rollup_staged_pairs,
+)
 from tests.test_rollup_refresh import (
     assert_readers_answer_like_the_base_tables,
     load_partly_rolled_up,
@@ -48,7 +63,12 @@ def _staged_rows(engine: Engine) -> int:
     with engine.connect() as conn:
         return sum(
             int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-            for table in (*TWINS.values(), rollup_staged_marks)
+            for table in (
+                *TWINS.values(),
+                rollup_staged_marks,
+                rollup_staged_pairs,
+                rollup_staged_paired,
+            )
         )
 
 
@@ -77,12 +97,22 @@ def test_a_staged_day_is_read_from_its_twins_until_a_later_mark(engine: Engine) 
         jobs = plan(conn)
     assert [job.day for job in jobs if job.hours is None] == [DAY]
     job = Rebuild(DAY, None, sliced=False)
-    stage(engine, job)
+    # The staging's first commit: the day's request rollups are read from its pairs (and the
+    # GPU and call-day ones from their twins); a refresh cut off here stages it again.
+    stage_pairs(engine, job)
+    with engine.connect() as conn:
+        dirty = dirty_in(conn, None, None)
+        assert not staged(conn, job)
+    assert dirty.staged == (DAY,) and dirty.paired == (DAY,)
+    sql = _sql(engine, ["model"], Scope(since=DAY, until=NEXT))
+    assert "rollup_staged_pairs" in sql and "FROM requests" not in sql, sql
+    assert_readers_answer_like_the_base_tables(engine, random.Random(0))
+    stage_twins(engine, job)
     with engine.connect() as conn:
         dirty = dirty_in(conn, None, None)
         assert staged(conn, job)
         assert not staged(conn, Rebuild(DAY, None, sliced=True))  # staged whole, not by hour
-    assert dirty.days == (DAY,) and dirty.staged == (DAY,)
+    assert dirty.days == (DAY,) and dirty.staged == (DAY,) and dirty.paired == ()
     assert dirty.unstaged() == Stale((), dirty.hours)
     # The staged day is read from the twins: only NEXT's stale hour is read from the base.
     twin = TWINS[rollup_daily_calls].name
@@ -136,6 +166,50 @@ def test_a_refresh_cut_off_after_the_staging_finishes_from_it(engine: Engine) ->
     assert _costs(engine, ["model"]) == {"m1": (1, 5)}
 
 
+def test_a_refresh_cut_off_between_the_two_commits_writes_the_twins_only(
+    engine: Engine,
+) -> None:
+    """The worker killed after the staging's first commit: the next refresh sums the twins
+    from the staged pairs (no second read of the base tables) and writes the day, unless the
+    day is no longer written as it was staged (hour slices or whole), when it stages it again."""
+    _load(engine, [
+        _facts("a" * 32, T0 + timedelta(hours=3), True, "/a", "u1"),
+        _call("a" * 32, T0 + timedelta(hours=3), "m1", 5),
+    ], [], False)  # fmt: skip
+    refresh(engine)
+    with engine.begin() as conn:
+        mark_days(conn, [DAY])
+    job = Rebuild(DAY, None, sliced=True)
+    stage_pairs(engine, job)  # … and the worker is killed here
+    with engine.connect() as conn:
+        assert staged(conn, job, pairs=True) and not staged(conn, job)
+        assert not staged(conn, Rebuild(DAY, None, sliced=False), pairs=True)
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", record)
+    assert refresh(engine).days == 1
+    event.remove(engine, "before_cursor_execute", record)
+    assert not any(s.startswith("INSERT INTO rollup_staged_pairs") for s in statements)
+    assert any(s.startswith("INSERT INTO rollup_staged_daily ") for s in statements)
+    assert _staged_rows(engine) == 0
+    assert _costs(engine, ["model"]) == {"m1": (1, 5)}
+    assert_rollups_answer_like_the_base_tables(engine, random.Random(5))
+
+    # Staged as a live day, then the day is no longer live: staged again, whole.
+    with engine.begin() as conn:
+        mark_days(conn, [DAY])
+    stage_pairs(engine, Rebuild(DAY, None, sliced=True))
+    _load(engine, [_facts("b" * 32, T0 + timedelta(days=3), True, "/a", "u1")], [], False)
+    with engine.connect() as conn:
+        assert Rebuild(DAY, None, sliced=False) in plan(conn)
+    refresh(engine)
+    assert _staged_rows(engine) == 0
+    assert assert_rollups_answer_like_the_base_tables(engine, random.Random(6)) > 0
+
+
 def test_only_a_day_stale_whole_is_read_from_its_staging(engine: Engine) -> None:
     """A sliced day with a few hours marked has only those hours stale, staged or not."""
     _load(engine, [_call("a" * 32, T0 + timedelta(hours=3), "m1", 5)], [], False)
@@ -173,9 +247,12 @@ def test_staged_days_answer_like_the_base_tables(
         reprice(engine, Settings(pricing={"overrides": OVERRIDES}), None)
     with engine.connect() as conn:
         jobs = [job for job in plan(conn) if job.hours is None]
-    for job in jobs:
-        if rnd.random() < 0.8:
+    for job in jobs:  # staged, or cut off between the staging's two commits, or not
+        chance = rnd.random()
+        if chance < 0.4:
             stage(engine, job)
+        elif chance < 0.8:
+            stage_pairs(engine, job)
     if late["reloads"]:  # later traffic (other traces): its marks are not the stagings'
         _load(engine, [_renamed(p) for p in late["pieces"]], [], late["prepared"])
     assert_readers_answer_like_the_base_tables(engine, rnd)

@@ -67,7 +67,7 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     from alerts.metrics import SqlMeasurer
     from alerts.windows import Window
     from app.rollups.dirty import mark_all, mark_days
-    from app.rollups.refresh import Rebuild, refresh, stage
+    from app.rollups.refresh import Rebuild, refresh, stage_pairs, stage_twins
 
     for d in range(6):
         at = DAY - timedelta(days=d, hours=-3 * d)
@@ -99,9 +99,12 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     with engine.begin() as conn:  # as `load_batch` would
         mark_days(conn, [(DAY - timedelta(days=2)).date()])
     measured_from("rollup_daily")
-    # The refresh stages that day: it is read from the rollups' twins, not the base tables
-    # too (`app.warehouse.tables_staged`).
-    stage(engine, Rebuild((DAY - timedelta(days=2)).date(), None, sliced=False))
+    # The refresh stages that day: it is read from its staged pairs, then from the rollups'
+    # twins, not the base tables (`app.warehouse.tables_staged`).
+    job = Rebuild((DAY - timedelta(days=2)).date(), None, sliced=False)
+    stage_pairs(engine, job)
+    measured_from("rollup_staged_pairs")
+    stage_twins(engine, job)
     measured_from("rollup_staged_daily")
 
 

@@ -13,21 +13,17 @@ Each is written into the rollup or, for a day being staged, into its twin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Column,
     Connection,
     Date,
-    Integer,
     MetaData,
     Select,
-    String,
     Table,
-    Text,
     and_,
     case,
     delete,
@@ -57,6 +53,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily_user_totals,
     rollup_daily_users,
 )
+from app.warehouse.tables_staged import pair_columns
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
 
 # Rollups summed from the rows of another, just written for the same day and hours, instead of
@@ -81,56 +78,78 @@ _ORDER = (
 assert set(_ORDER) == set(ROLLUPS) - set(GPU_ROLLUPS)
 
 
+# The day being rebuilt, one row per request and (model, provider) it called (one row with
+# NULLs for a request without calls): read from the base tables once, summed into each rollup.
+_day_pairs = Table("rollup_day_pairs", MetaData(), *pair_columns(), prefixes=["TEMPORARY"])
+
+
 def rebuild_request_slices(
     conn: Connection,
     day: date,
     spans: list[tuple[datetime, datetime]],
     hour: Any,
     hours: tuple[int, ...],
-    into: Callable[[Table], Table] = lambda table: table,
 ) -> None:
     """Write the rollups' rows (but the GPU ones) of the requests that started in `spans` (UTC
     ranges of `day`), whose rows the caller deleted; `hour`: the rows' hour (an expression of
-    the request's start, or WHOLE_DAY), one of `hours`; `into`: the table to write a rollup's
-    rows into (its staged twin, `app.warehouse.tables_staged`)."""
+    the request's start, or WHOLE_DAY), one of `hours`."""
     conn.execute(CreateTable(_day_pairs, if_not_exists=True))
     conn.execute(delete(_day_pairs))
-    pairs = _pairs(spans, hour, conn.dialect.name)
-    conn.execute(insert(_day_pairs).from_select(list(pairs.selected_columns.keys()), pairs))
+    write_pairs(conn, day, spans, hour, _day_pairs)
+    write_rollups(conn, day, hours, _day_pairs)
+
+
+def write_pairs(
+    conn: Connection,
+    day: date,
+    spans: list[tuple[datetime, datetime]],
+    hour: Any,
+    target: Table,
+) -> None:
+    """The pairs of the requests that started in `spans` (UTC ranges of `day`) written into
+    `target` (`_day_pairs`, or `rollup_staged_pairs` for a day being staged); `hour`: the
+    rows' hour (an expression of the request's start, or WHOLE_DAY)."""
+    pairs = _pairs(day, spans, hour, conn.dialect.name)
+    conn.execute(insert(target).from_select(list(pairs.selected_columns.keys()), pairs))
+
+
+def write_rollups(
+    conn: Connection,
+    day: date,
+    hours: tuple[int, ...],
+    source: Table,
+    into: Callable[[Table], Table] = lambda table: table,
+) -> None:
+    """Every request rollup's rows of `day`, summed from its pairs in `source` (`_day_pairs`
+    or `rollup_staged_pairs`), written into `into(rollup)` (the rollup, or its staged twin);
+    `hours`: the hours of the rows (those of the pairs' spans on a sliced day, or
+    WHOLE_DAY)."""
     for table in _ORDER:
-        source = _SUMMED_FROM.get(table)
-        if source is None:
-            conn.execute(_insert(table, day, into(table)))
+        derived_from = _SUMMED_FROM.get(table)
+        if derived_from is None:
+            query = _grouped(table, source, day)
         else:
-            conn.execute(_summed(table, into(source), day, hours, into(table)))
+            query = _summed(table, into(derived_from), day, hours)
+        conn.execute(insert(into(table)).from_select(list(query.selected_columns.keys()), query))
 
 
-# The day being rebuilt, one row per request and (model, provider) it called (one row with
-# NULLs for a request without calls): read from the base tables once, summed into each rollup.
-_day_pairs = Table(
-    "rollup_day_pairs",
-    MetaData(),
-    Column("trace_id", String(32)),
-    Column("hour", Integer),  # the request's UTC hour, or WHOLE_DAY
-    Column("user_id", String(256)),
-    Column("endpoint", String(512)),
-    Column("team", String(256)),
-    Column("model", String(256)),
-    Column("provider", String(64)),
-    # The request's set of pairs as one text (`PAIR_START` model `PAIR_MID` provider
-    # `PAIR_START` …, sorted), the same on each of its rows; NULL without calls.
-    Column("pairs", Text),
-    *(Column(name, BigInteger) for name in SUMMED),
-    Column("is_first", Integer),  # the request's first row: counts the request once
-    Column("is_first_provider", Integer),  # its first provider for this model
-    Column("is_first_model", Integer),  # its first model for this provider
-    prefixes=["TEMPORARY"],
-)
+def pair_rows(table: Table, source: Table, days: Sequence[date]) -> tuple[Select[Any], Any]:
+    """A request rollup's rows of the `days` as rows of their pairs in `source`, each weighted
+    as the rollup counts it (`_weighted`): ungrouped, so summing any selection of them by any
+    of the rollup's keys gives what its rows give. The query, and the columns for filters."""
+    p = source.c
+    keys, measures, where = _weighted(table, source)
+    names = [c.name for c in table.c]
+    columns = {"day": p.day, **{k.name: k for k in keys}, **measures}
+    query = select(*(columns[n].label(n) for n in names)).where(p.day.in_(days), *where)
+    return query, p
 
 
-def _pairs(spans: list[tuple[datetime, datetime]], hour: Any, dialect: str) -> Select[Any]:
-    """The rows of `_day_pairs` for the requests that started in `spans` (UTC ranges), with
-    the request's pairs text and the flags that keep distinct counts exact; `hour`: the rows'
+def _pairs(
+    day: date, spans: list[tuple[datetime, datetime]], hour: Any, dialect: str
+) -> Select[Any]:
+    """The pairs of `day` for the requests that started in `spans` (UTC ranges), with the
+    request's pairs text and the flags that keep distinct counts exact; `hour`: the rows'
     hour (an expression of the request's start, or WHOLE_DAY)."""
     r, c, g, f = Request, LlmCall, GpuAllocation, TrueUpFactor
     per_pair = (
@@ -174,6 +193,7 @@ def _pairs(spans: list[tuple[datetime, datetime]], hour: Any, dialect: str) -> S
     )
     first_model = func.min(p.model).over(partition_by=(p.trace_id, p.provider))
     return select(
+        literal(day, Date).label("day"),
         *p,
         (literal(PAIR_START) + text).label("pairs"),
         case((first == 1, 1), else_=0).label("is_first"),
@@ -184,48 +204,48 @@ def _pairs(spans: list[tuple[datetime, datetime]], hour: Any, dialect: str) -> S
     )
 
 
-def _insert(table: Table, day: date, target: Table) -> Any:
-    """One rollup's rows of the day, summed from `_day_pairs`, written into `target` (the
-    rollup, or its twin). The distinct-request counts: by call (a table with a model), the
-    requests that made one, `requests_model` counting each at its first provider of the model,
-    `requests_provider` at its first model of the provider; the call sets
-    (`rollup_daily_call_sets`), each request with calls once, by its pairs text; else every
-    request once (its first row), with or without calls."""
-    p = _day_pairs.c
-    counts: dict[str, Any] = {"requests": func.sum(p.is_first)}
+def _weighted(table: Table, source: Table) -> tuple[list[Any], dict[str, Any], list[Any]]:
+    """How a request rollup counts a row of the pairs in `source`: the rollup's keys (but
+    `day`), its measures (name: the row's part of it) and the rows it takes. The
+    distinct-request counts: by call (a table with a model), the requests that made one,
+    `requests_model` counting each at its first provider of the model, `requests_provider` at
+    its first model of the provider; the call sets (`rollup_daily_call_sets`), each request
+    with calls once, by its pairs text; else every request once (its first row), with or
+    without calls."""
+    p = source.c
+    one = literal(1, BigInteger)
+    counts: dict[str, Any] = {"requests": p.is_first}
     where: list[Any] = []
     if "model" in table.c:
         counts = {
-            "requests": func.count(),
-            "requests_model": func.sum(p.is_first_provider),
-            "requests_provider": func.sum(p.is_first_model),
+            "requests": one,
+            "requests_model": p.is_first_provider,
+            "requests_provider": p.is_first_model,
         }
         where = [p.model.is_not(None)]
     elif "pairs" in table.c:
-        counts = {"requests": func.count()}
+        counts = {"requests": one}
         where = [p.is_first == 1, p.model.is_not(None)]
     keys = [p[c.name] for c in table.c if c.name != "day" and c.name not in MEASURES]
-    sums = [func.sum(p[c.name]).label(c.name) for c in table.c if c.name in SUMMED]
-    query = (
-        select(
-            literal(day, Date).label("day"),
-            *keys,
-            *(count.label(name) for name, count in counts.items()),
-            *sums,
-        )
-        .where(*where)
-        .group_by(*keys)
+    sums = {c.name: p[c.name] for c in table.c if c.name in SUMMED}
+    return keys, {**counts, **sums}, where
+
+
+def _grouped(table: Table, source: Table, day: date) -> Select[Any]:
+    """One rollup's rows of `day`, summed from its pairs in `source`."""
+    p = source.c
+    keys, measures, where = _weighted(table, source)
+    return (
+        select(p.day, *keys, *(func.sum(m).label(name) for name, m in measures.items()))
+        .where(p.day == day, *where)
+        .group_by(p.day, *keys)
     )
-    return insert(target).from_select([c.name for c in query.selected_columns], query)
 
 
-def _summed(table: Table, source: Table, day: date, hours: tuple[int, ...], target: Table) -> Any:
+def _summed(table: Table, source: Table, day: date, hours: tuple[int, ...]) -> Select[Any]:
     """One rollup's rows of the day's `hours`, summed from the rows of `source` (its entry in
-    `_SUMMED_FROM`, or that rollup's twin) just written, into `target`."""
+    `_SUMMED_FROM`, or that rollup's twin) just written."""
     s = source.c
     keys = [s[c.name] for c in table.c if c.name != "day" and c.name not in MEASURES]
     sums = [func.sum(s[c.name]).label(c.name) for c in table.c if c.name in MEASURES]
-    query = (
-        select(s.day, *keys, *sums).where(s.day == day, s.hour.in_(hours)).group_by(s.day, *keys)
-    )
-    return insert(target).from_select([c.name for c in query.selected_columns], query)
+    return select(s.day, *keys, *sums).where(s.day == day, s.hour.in_(hours)).group_by(s.day, *keys)

@@ -55,6 +55,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from app.rollups.day_pairs import pair_rows
 from app.rollups.stale import Stale, day_conditions, skip
 from app.rollups.weeks import Week, source
 from app.warehouse.tables_rollup import (
@@ -69,7 +70,7 @@ from app.warehouse.tables_rollup import (
     rollup_daily_user_totals,
     rollup_daily_users,
 )
-from app.warehouse.tables_staged import TWINS
+from app.warehouse.tables_staged import TWINS, rollup_staged_pairs
 from app.warehouse.tables_weekly import WEEKLY
 
 MISSING = "(none)"
@@ -187,11 +188,15 @@ def _rows(
         return skip(stale, columns) + _hours(columns, hours)
 
     more: list[Select[Any]] = []
-    staged = stale.within(since, until).staged if stale else ()
+    within = stale.within(since, until) if stale else Stale()
+    staged = [d for d in within.staged if d not in within.paired]
     if staged:
         twin = TWINS[table].c
         rows = select(*(twin[c.name] for c in table.c))
         more.append(rows.where(twin.day.in_(staged), *chosen(twin), *_hours(twin, hours)))
+    if within.paired:
+        rows, p = pair_rows(table, rollup_staged_pairs, within.paired)
+        more.append(rows.where(*chosen(p), *_hours(p, hours)))
     if weeks and hours is None and table in WEEKLY:  # (weekly rows have no hours)
         return source(table, weeks, since, until, chosen, stale_conds, more).c, []
     t = table.c

@@ -5,10 +5,12 @@ written again, with the marks they answer, in one transaction, so a refresh that
 the rollups as they were and running it twice gives the same rows. One pass reads the requests
 of the day (the `requests.started_at` index) with their calls, GPU shares and true-up factors
 (by primary key) into a pairs table, one row per request and (model, provider); each rollup is
-a GROUP BY of that table (`app.rollups.day_pairs`). For a whole day that pass is committed first,
-on its own (`stage`, `app.warehouse.tables_staged`): readers sum the staged pairs instead of
-the day's base tables while the rollups are written. The GPU rollups read the day's GPU shares
-likewise (`app.rollups.gpu`). `rollup_call_days`, keyed by the calls' own day, is summed from
+a GROUP BY of that table (`app.rollups.day_pairs`). A whole day is staged first
+(`app.warehouse.tables_staged`): that pass is committed on its own, with the GPU and call-day
+rollups' twins, and readers read the staged pairs instead of the day's base tables; then the
+other rollups' twins, which readers read instead, are summed from the pairs and committed; then
+the rollups are written. The GPU rollups read the day's GPU shares likewise
+(`app.rollups.gpu`). `rollup_call_days`, keyed by the calls' own day, is summed from
 the calls that started that day (`app.rollups.call_days`), in the same transaction as the
 rollups. Live days are rebuilt an hour at a time (`plan`); whole weeks are summed at the end
 (`app.rollups.weeks`).
@@ -39,7 +41,7 @@ from sqlalchemy import (
 )
 
 from app.rollups.call_days import rebuild_call_slices
-from app.rollups.day_pairs import rebuild_request_slices
+from app.rollups.day_pairs import rebuild_request_slices, write_pairs, write_rollups
 from app.rollups.gpu import rebuild_gpu_slices
 from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, keys_and_sums, staged_by_hour
 from app.rollups.weeks import build_weeks, invalidate
@@ -54,7 +56,12 @@ from app.warehouse.tables_rollup import (
     rollup_dirty,
     rollup_sliced,
 )
-from app.warehouse.tables_staged import TWINS, rollup_staged_marks
+from app.warehouse.tables_staged import (
+    TWINS,
+    rollup_staged_marks,
+    rollup_staged_paired,
+    rollup_staged_pairs,
+)
 from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.rollups")
@@ -151,10 +158,14 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
                 break
             whole = [job for job in jobs if job.hours is None]
             if 1 < len(whole) <= LAZY_MAX_DAYS:
-                # Readers take each from its staged rows as soon as it is staged, the
-                # latest (what pages show most) first; then the rollups are written.
-                for job in sorted(whole, key=lambda job: job.day, reverse=True):
-                    stage(engine, job)
+                # Readers take each from its staged pairs as soon as they are committed, the
+                # latest (what pages show most) first; then from its twins; then the
+                # rollups are written.
+                latest_first = sorted(whole, key=lambda job: job.day, reverse=True)
+                for job in latest_first:
+                    stage_pairs(engine, job)
+                for job in latest_first:
+                    stage_twins(engine, job)
             for job in jobs:
                 rebuild(engine, job)
                 result.days += 1
@@ -222,10 +233,18 @@ def rebuild_day(engine: Engine, day: date) -> None:
 
 
 def stage(engine: Engine, job: Rebuild) -> None:
-    """The first step of a whole day's `Rebuild`, committed on its own: the day's rows of every
-    rollup summed into the rollups' twins, with the marks they hold
-    (`app.warehouse.tables_staged`), which readers read in place of the base tables until they
-    replace the day's rows (`write_staged`). The marks are listed first: on PostgreSQL each
+    """The first step of a whole day's `Rebuild`: the day's rows of every rollup summed into
+    the rollups' twins, with the marks they hold (`app.warehouse.tables_staged`), which
+    readers read in place of the base tables until they replace the day's rows
+    (`write_staged`). Two commits: `stage_pairs`, then `stage_twins`."""
+    stage_pairs(engine, job)
+    stage_twins(engine, job)
+
+
+def stage_pairs(engine: Engine, job: Rebuild) -> None:
+    """A staging's first commit: the day's marks, its pairs (`rollup_staged_pairs`), which
+    readers read its request rollups from, the GPU rollups' and `rollup_call_days`' twins,
+    and the day in `rollup_staged_paired`. The marks are listed first: on PostgreSQL each
     statement sees the writes committed before it, so every mark listed is of a write the sums
     hold, and a write they may hold whose mark is not listed only sends readers to the base
     tables."""
@@ -234,18 +253,38 @@ def stage(engine: Engine, job: Rebuild) -> None:
     with engine.begin() as conn:
         _read_settings(conn)
         conn.execute(delete(rollup_staged_marks).where(marks.day == day))
+        conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
+        conn.execute(delete(rollup_staged_paired).where(rollup_staged_paired.c.day == day))
         for twin in TWINS.values():
             conn.execute(delete(twin).where(twin.c.day == day))
         listed = select(rollup_dirty.c.id, rollup_dirty.c.day).where(rollup_dirty.c.day == day)
         conn.execute(insert(rollup_staged_marks).from_select(["mark_id", "day"], listed))
-        _rebuild_rows(conn, job, Stale((day,), ()).periods(), TWINS.__getitem__)
+        conn.execute(insert(rollup_staged_paired).values(day=day))
+        spans = Stale((day,), ()).periods()
+        write_pairs(conn, day, spans, _hour(job, Request.started_at), rollup_staged_pairs)
+        _rebuild_other_rows(conn, job, spans, TWINS.__getitem__)
 
 
-def staged(conn: Connection, job: Rebuild) -> bool:
+def stage_twins(engine: Engine, job: Rebuild) -> None:
+    """A staging's second commit: the twins of the request rollups, summed from the day's
+    staged pairs, which go, with the day's `rollup_staged_paired` row."""
+    day = job.day
+    with engine.begin() as conn:
+        _read_settings(conn)
+        write_rollups(conn, day, _hours(job), rollup_staged_pairs, TWINS.__getitem__)
+        conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
+        conn.execute(delete(rollup_staged_paired).where(rollup_staged_paired.c.day == day))
+
+
+def staged(conn: Connection, job: Rebuild, *, pairs: bool = False) -> bool:
     """Whether the day of `job` (a whole day) is staged after every mark it has now, as the
-    job writes it (hour slices or whole)."""
+    job writes it (hour slices or whole); with `pairs`, whether its first commit
+    (`stage_pairs`) is, at least."""
     m, s = rollup_dirty.c, rollup_staged_marks.c
     if conn.execute(select(s.mark_id).where(s.day == job.day).limit(1)).first() is None:
+        return False
+    paired = select(rollup_staged_paired.c.day).where(rollup_staged_paired.c.day == job.day)
+    if not pairs and conn.execute(paired).first() is not None:  # (its twins not written)
         return False
     if staged_by_hour(conn, job.day) not in (None, job.sliced):
         return False
@@ -258,12 +297,16 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
     again. Some hours of a sliced day in one transaction, from the base tables: their marks
     deleted first (a mark written after that stays for the next refresh, and its rows are
     read after it anyway). A whole day staged (`stage`) unless it is staged after every mark
-    it has, then its staged rows written (`write_staged`)."""
+    it has (or its twins only, when its pairs are), then its staged rows written
+    (`write_staged`)."""
     if job.hours is None:
         with engine.connect() as conn:
             ready = staged(conn, job)
+            paired = not ready and staged(conn, job, pairs=True)
         if not ready:
-            stage(engine, job)
+            if not paired:
+                stage_pairs(engine, job)
+            stage_twins(engine, job)
         write_staged(engine, job)
         return
     day, hours = job.day, list(job.hours)
@@ -289,6 +332,8 @@ def write_staged(engine: Engine, job: Rebuild) -> None:
         held = select(s.mark_id).where(s.day == day)
         conn.execute(delete(rollup_dirty).where(rollup_dirty.c.id.in_(held)))
         conn.execute(delete(rollup_staged_marks).where(s.day == day))
+        conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
+        conn.execute(delete(rollup_staged_paired).where(rollup_staged_paired.c.day == day))
         conn.execute(delete(rollup_sliced).where(rollup_sliced.c.day == day))
         if job.sliced:
             conn.execute(insert(rollup_sliced).values(day=day))
@@ -300,21 +345,26 @@ def write_staged(engine: Engine, job: Rebuild) -> None:
             conn.execute(delete(twin).where(twin.c.day == day))
 
 
-def _rebuild_rows(
+def _rebuild_rows(conn: Connection, job: Rebuild, spans: list[tuple[datetime, datetime]]) -> None:
+    """Every rollup's rows of the requests (and, for `rollup_call_days`, the calls) that started
+    in `spans` (of the job's day)."""
+    rebuild_request_slices(conn, job.day, spans, _hour(job, Request.started_at), _hours(job))
+    _rebuild_other_rows(conn, job, spans)
+
+
+def _rebuild_other_rows(
     conn: Connection,
     job: Rebuild,
     spans: list[tuple[datetime, datetime]],
     into: Callable[[Table], Table] = lambda table: table,
 ) -> None:
-    """Every rollup's rows of the requests (and, for `rollup_call_days`, the calls) that started
-    in `spans` (of the job's day), written into `into(rollup)`."""
-    day, requests = job.day, _hour(job, Request.started_at)
-    rebuild_request_slices(conn, day, spans, requests, _hours(job), into)
+    """The GPU rollups' and `rollup_call_days`' rows of `spans` (of the job's day), written
+    into `into(rollup)`."""
     # The GPU shares of the requests: moved by a re-allocation and by any change to the
     # requests' endpoint, user or team, which mark their day too.
-    rebuild_gpu_slices(conn, day, spans, requests, into)
+    rebuild_gpu_slices(conn, job.day, spans, _hour(job, Request.started_at), into)
     # The reconciliation's, by the calls' own day and hour.
-    rebuild_call_slices(conn, day, spans, _hour(job, LlmCall.started_at), into)
+    rebuild_call_slices(conn, job.day, spans, _hour(job, LlmCall.started_at), into)
 
 
 def _hours(job: Rebuild) -> tuple[int, ...]:

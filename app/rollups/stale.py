@@ -6,7 +6,8 @@ those rows out of a rollup query and whose `covers` picks the same time from the
 so that the two parts add up to the base tables' answer. A day stale whole whose rebuild is
 staged after its every mark (`app.warehouse.tables_staged`) is `staged`: the rollups' readers
 read its rows in the rollups' staged twins instead (`unstaged` is what they still read from
-the base tables). Also the SQL helpers the rollups
+the base tables), or, while it is `paired` too, its request rollups' rows from its staged
+pairs. Also the SQL helpers the rollups
 share: a stored timestamp's UTC hour (`hour_of`), a time-spans condition (`in_spans`), a
 column SQLite's planner must not use an index for (`unindexed`), and a rollup's keys and summed
 measures (`keys_and_sums`).
@@ -27,11 +28,17 @@ from sqlalchemy.sql.functions import FunctionElement
 from app.warehouse.tables_rollup import (
     MEASURES,
     WHOLE_DAY,
+    rollup_call_days,
     rollup_daily,
     rollup_dirty,
     rollup_sliced,
 )
-from app.warehouse.tables_staged import TWINS, rollup_staged_marks
+from app.warehouse.tables_staged import (
+    TWINS,
+    rollup_staged_marks,
+    rollup_staged_paired,
+    rollup_staged_pairs,
+)
 from app.warehouse.types import as_date
 
 
@@ -92,6 +99,10 @@ class Stale:
     # rollups' readers read their rows in the rollups' twins (`app.rollups.query`, `.gpu`,
     # `.call_days`); a reader that does not still reads `covers` from the base tables.
     staged: tuple[date, ...] = ()
+    # Of `staged`, those whose request rollups' twins are not written yet: their rows are read
+    # from the day's staged pairs (`app.rollups.day_pairs.pair_rows`); the GPU rollups' and
+    # `rollup_call_days`' twins are written.
+    paired: tuple[date, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.days or self.hours)
@@ -144,6 +155,7 @@ class Stale:
             tuple(d for d in self.days if keep(d)),
             tuple(x for x in self.hours if keep(x[0])),
             tuple(d for d in self.staged if keep(d)),
+            tuple(d for d in self.paired if keep(d)),
         )
 
 
@@ -167,43 +179,53 @@ def dirty_in(conn: Connection, since: date | None, until: date | None) -> Stale:
     """What waits for a rebuild in the days [since, until): a marked day is stale whole, but a
     sliced day whose marks all name an hour, which has only those hours stale (at most
     MAX_STALE_HOURS, else the whole day). A day stale whole is `staged` when its rows were
-    staged after every mark it has."""
-    m, s = rollup_dirty.c, rollup_staged_marks.c
+    staged after every mark it has, and `paired` while its request rollups are staged as
+    pairs only."""
+    m, s, p = rollup_dirty.c, rollup_staged_marks.c, rollup_staged_paired.c
     query = (
         select(
             m.day,
             m.hour,
             rollup_sliced.c.day.is_not(None).label("sliced"),
             s.mark_id.is_not(None).label("staged"),
+            p.day.is_not(None).label("paired"),
         )
         .distinct()
         .select_from(
-            rollup_dirty.outerjoin(rollup_sliced, rollup_sliced.c.day == m.day).outerjoin(
-                rollup_staged_marks, s.mark_id == m.id
-            )
+            rollup_dirty.outerjoin(rollup_sliced, rollup_sliced.c.day == m.day)
+            .outerjoin(rollup_staged_marks, s.mark_id == m.id)
+            .outerjoin(rollup_staged_paired, p.day == m.day)
         )
         .where(*day_conditions(m.day, since, until))
     )
     marks: dict[date, set[int | None]] = {}
     unstaged: set[date] = set()
-    for value, hour, sliced, staged in conn.execute(query):
+    paired: set[date] = set()
+    for value, hour, sliced, staged, pairs in conn.execute(query):
         day = as_date(value)
         marks.setdefault(day, set()).add(hour if sliced else None)
         if not staged:
             unstaged.add(day)
+        if pairs:
+            paired.add(day)
     whole = {day for day, hs in marks.items() if None in hs or len(hs) > MAX_STALE_HOURS}
     hours = sorted(
         (day, h) for day, hs in marks.items() if day not in whole for h in hs if h is not None
     )
-    return Stale(tuple(sorted(whole)), tuple(hours), tuple(sorted(whole - unstaged)))
+    staged = whole - unstaged
+    return Stale(
+        tuple(sorted(whole)), tuple(hours), tuple(sorted(staged)), tuple(sorted(staged & paired))
+    )
 
 
 def staged_by_hour(conn: Connection, day: date) -> bool | None:
     """Whether `day`'s staged rows (`app.warehouse.tables_staged`) are hour slices (staged as
     a live day) or whole-day rows; None when it has none."""
-    t = TWINS[rollup_daily].c
-    hour = conn.execute(select(t.hour).where(t.day == day).limit(1)).scalar()
-    return None if hour is None else hour != WHOLE_DAY
+    for table in (TWINS[rollup_daily], rollup_staged_pairs, TWINS[rollup_call_days]):
+        hour = conn.execute(select(table.c.hour).where(table.c.day == day).limit(1)).scalar()
+        if hour is not None:
+            return bool(hour != WHOLE_DAY)
+    return None
 
 
 class hour_of(FunctionElement[int]):

@@ -13,16 +13,26 @@ rollup rows: the rollups' readers (`app.rollups.query`, `app.rollups.gpu`,
 staging sends readers back to the base tables. Writing the staged rows into the rollups
 deletes their marks and the twins' rows of the day in one transaction.
 
+A staging commits twice. First the marks, the day's requests read once into
+`rollup_staged_pairs` (one row per request and (model, provider) it called,
+`app.rollups.day_pairs`), the GPU rollups' and `rollup_call_days`' twins, and the day in
+`rollup_staged_paired`; then the other twins, summed from those pairs, which are deleted with
+the day's `rollup_staged_paired` row. Between the two, readers of the request rollups take the
+day from its pairs, each row weighted as the rollup would count it: no join and no sort, so the
+day leaves the base tables after the one read of its requests, not after every GROUP BY.
+
 On PostgreSQL the tables are UNLOGGED (migration 0017): no WAL for rows that live seconds. A
 crash empties them all, which leaves the day unstaged, and so read from the base tables.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Date, Index, Integer, Table
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Date, Index, Integer, String, Table, Text
 
 from app.warehouse.tables import Base
-from app.warehouse.tables_rollup import ROLLUPS, rollup_call_days
+from app.warehouse.tables_rollup import ROLLUPS, SUMMED, rollup_call_days
 
 _metadata = Base.metadata
 
@@ -47,4 +57,36 @@ rollup_staged_marks = Table(
     Column("mark_id", Integer, primary_key=True, autoincrement=False),
     Column("day", Date, nullable=False),
     Index(None, "day"),
+)
+
+
+def pair_columns() -> list[Column[Any]]:
+    """The columns of a day's pairs (`app.rollups.day_pairs`): one row per request and
+    (model, provider) it called, or one with NULLs for a request without calls."""
+    return [
+        Column("day", Date, nullable=False),
+        Column("trace_id", String(32)),
+        Column("hour", Integer),  # the request's UTC hour, or WHOLE_DAY
+        Column("user_id", String(256)),
+        Column("endpoint", String(512)),
+        Column("team", String(256)),
+        Column("model", String(256)),
+        Column("provider", String(64)),
+        # The request's set of pairs as one text (`PAIR_START` model `PAIR_MID` provider
+        # `PAIR_START` …, sorted), the same on each of its rows; NULL without calls.
+        Column("pairs", Text),
+        *(Column(name, BigInteger) for name in SUMMED),
+        Column("is_first", Integer),  # the request's first row: counts the request once
+        Column("is_first_provider", Integer),  # its first provider for this model
+        Column("is_first_model", Integer),  # its first model for this provider
+    ]
+
+
+# The pairs of the days being staged, until their twins are written (no index: it holds the
+# rows of a day or two, each read whole).
+rollup_staged_pairs = Table("rollup_staged_pairs", _metadata, *pair_columns())
+
+# The staged days whose request rollups are staged as pairs only, their twins not yet written.
+rollup_staged_paired = Table(
+    "rollup_staged_paired", _metadata, Column("day", Date, primary_key=True)
 )
