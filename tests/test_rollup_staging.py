@@ -15,6 +15,7 @@ from sqlalchemy import Engine, event, func, select
 
 from app.reports.unit_costs import Scope, cost_query, unit_costs
 from app.reprice import reprice
+from app.rollups.day_pairs import ORDER
 from app.rollups.dirty import mark_days, mark_slices
 from app.rollups.refresh import (
     Rebuild,
@@ -103,10 +104,18 @@ def test_a_staged_day_is_read_from_its_twins_until_a_later_mark(engine: Engine) 
     with engine.connect() as conn:
         dirty = dirty_in(conn, None, None)
         assert not staged(conn, job)
-    assert dirty.staged == (DAY,) and dirty.paired == (DAY,)
+    assert dirty.staged == (DAY,) and dirty.paired == tuple(sorted((DAY, t.name) for t in ORDER))
     sql = _sql(engine, ["model"], Scope(since=DAY, until=NEXT))
     assert "rollup_staged_pairs" in sql and "FROM requests" not in sql, sql
     assert_readers_answer_like_the_base_tables(engine, random.Random(0))
+    # Its twins are committed one by one: the first two (rollup_daily, rollup_daily_calls).
+    stage_twins(engine, job, limit=2)
+    with engine.connect() as conn:
+        dirty = dirty_in(conn, None, None)
+    assert [name for _, name in dirty.paired] == sorted(t.name for t in ORDER[2:])
+    sql = _sql(engine, ["model"], Scope(since=DAY, until=NEXT))
+    assert TWINS[rollup_daily_calls].name in sql and "rollup_staged_pairs" not in sql, sql
+    assert_readers_answer_like_the_base_tables(engine, random.Random(7))
     stage_twins(engine, job)
     with engine.connect() as conn:
         dirty = dirty_in(conn, None, None)
@@ -247,12 +256,13 @@ def test_staged_days_answer_like_the_base_tables(
         reprice(engine, Settings(pricing={"overrides": OVERRIDES}), None)
     with engine.connect() as conn:
         jobs = [job for job in plan(conn) if job.hours is None]
-    for job in jobs:  # staged, or cut off between the staging's two commits, or not
+    for job in jobs:  # staged, or cut off after some of the staging's commits, or not
         chance = rnd.random()
         if chance < 0.4:
             stage(engine, job)
         elif chance < 0.8:
             stage_pairs(engine, job)
+            stage_twins(engine, job, limit=rnd.randrange(len(ORDER)))
     if late["reloads"]:  # later traffic (other traces): its marks are not the stagings'
         _load(engine, [_renamed(p) for p in late["pieces"]], [], late["prepared"])
     assert_readers_answer_like_the_base_tables(engine, rnd)

@@ -189,13 +189,14 @@ def _rows(
 
     more: list[Select[Any]] = []
     within = stale.within(since, until) if stale else Stale()
-    staged = [d for d in within.staged if d not in within.paired]
+    paired = [day for day, name in within.paired if name == table.name]
+    staged = [day for day in within.staged if day not in paired]
     if staged:
         twin = TWINS[table].c
         rows = select(*(twin[c.name] for c in table.c))
         more.append(rows.where(twin.day.in_(staged), *chosen(twin), *_hours(twin, hours)))
-    if within.paired:
-        rows, p = pair_rows(table, rollup_staged_pairs, within.paired)
+    if paired:
+        rows, p = pair_rows(table, rollup_staged_pairs, paired)
         more.append(rows.where(*chosen(p), *_hours(p, hours)))
     if weeks and hours is None and table in WEEKLY:  # (weekly rows have no hours)
         return source(table, weeks, since, until, chosen, stale_conds, more).c, []

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 
 from app.rollups.call_days import rebuild_call_slices
-from app.rollups.day_pairs import rebuild_request_slices, write_pairs, write_rollups
+from app.rollups.day_pairs import ORDER, rebuild_request_slices, write_pairs, write_rollup
 from app.rollups.gpu import rebuild_gpu_slices
 from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, keys_and_sums, staged_by_hour
 from app.rollups.weeks import build_weeks, invalidate
@@ -236,7 +236,7 @@ def stage(engine: Engine, job: Rebuild) -> None:
     """The first step of a whole day's `Rebuild`: the day's rows of every rollup summed into
     the rollups' twins, with the marks they hold (`app.warehouse.tables_staged`), which
     readers read in place of the base tables until they replace the day's rows
-    (`write_staged`). Two commits: `stage_pairs`, then `stage_twins`."""
+    (`write_staged`). In steps: `stage_pairs`, then `stage_twins`."""
     stage_pairs(engine, job)
     stage_twins(engine, job)
 
@@ -244,10 +244,10 @@ def stage(engine: Engine, job: Rebuild) -> None:
 def stage_pairs(engine: Engine, job: Rebuild) -> None:
     """A staging's first commit: the day's marks, its pairs (`rollup_staged_pairs`), which
     readers read its request rollups from, the GPU rollups' and `rollup_call_days`' twins,
-    and the day in `rollup_staged_paired`. The marks are listed first: on PostgreSQL each
-    statement sees the writes committed before it, so every mark listed is of a write the sums
-    hold, and a write they may hold whose mark is not listed only sends readers to the base
-    tables."""
+    and the request rollups' names in `rollup_staged_paired`. The marks are listed first: on
+    PostgreSQL each statement sees the writes committed before it, so every mark listed is of
+    a write the sums hold, and a write they may hold whose mark is not listed only sends
+    readers to the base tables."""
     day = job.day
     marks = rollup_staged_marks.c
     with engine.begin() as conn:
@@ -259,21 +259,29 @@ def stage_pairs(engine: Engine, job: Rebuild) -> None:
             conn.execute(delete(twin).where(twin.c.day == day))
         listed = select(rollup_dirty.c.id, rollup_dirty.c.day).where(rollup_dirty.c.day == day)
         conn.execute(insert(rollup_staged_marks).from_select(["mark_id", "day"], listed))
-        conn.execute(insert(rollup_staged_paired).values(day=day))
+        names = [{"day": day, "rollup": table.name} for table in ORDER]
+        conn.execute(insert(rollup_staged_paired), names)
         spans = Stale((day,), ()).periods()
         write_pairs(conn, day, spans, _hour(job, Request.started_at), rollup_staged_pairs)
         _rebuild_other_rows(conn, job, spans, TWINS.__getitem__)
 
 
-def stage_twins(engine: Engine, job: Rebuild) -> None:
-    """A staging's second commit: the twins of the request rollups, summed from the day's
-    staged pairs, which go, with the day's `rollup_staged_paired` row."""
-    day = job.day
-    with engine.begin() as conn:
-        _read_settings(conn)
-        write_rollups(conn, day, _hours(job), rollup_staged_pairs, TWINS.__getitem__)
-        conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
-        conn.execute(delete(rollup_staged_paired).where(rollup_staged_paired.c.day == day))
+def stage_twins(engine: Engine, job: Rebuild, limit: int | None = None) -> None:
+    """A staging's next commits, after `stage_pairs`: each request rollup's twin still listed
+    in `rollup_staged_paired` for the day, in `ORDER`, summed from the day's staged pairs (or
+    a finer twin) and committed with its listing deleted; the pairs go with the last. `limit`:
+    stop after that many (as a refresh cut off would)."""
+    day, p = job.day, rollup_staged_paired.c
+    with engine.connect() as conn:
+        listed = set(conn.execute(select(p.rollup).where(p.day == day)).scalars())
+    left = [table for table in ORDER if table.name in listed]
+    for n, table in enumerate(left[:limit], 1):
+        with engine.begin() as conn:
+            _read_settings(conn)
+            write_rollup(conn, table, day, _hours(job), rollup_staged_pairs, TWINS.__getitem__)
+            conn.execute(delete(rollup_staged_paired).where(p.day == day, p.rollup == table.name))
+            if n == len(left):
+                conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
 
 
 def staged(conn: Connection, job: Rebuild, *, pairs: bool = False) -> bool:

@@ -99,10 +99,10 @@ class Stale:
     # rollups' readers read their rows in the rollups' twins (`app.rollups.query`, `.gpu`,
     # `.call_days`); a reader that does not still reads `covers` from the base tables.
     staged: tuple[date, ...] = ()
-    # Of `staged`, those whose request rollups' twins are not written yet: their rows are read
-    # from the day's staged pairs (`app.rollups.day_pairs.pair_rows`); the GPU rollups' and
-    # `rollup_call_days`' twins are written.
-    paired: tuple[date, ...] = ()
+    # Of `staged` days, the request rollups (day, rollup name) whose twins are not written yet:
+    # their rows are read from the day's staged pairs (`app.rollups.day_pairs.pair_rows`). The
+    # GPU rollups' and `rollup_call_days`' twins are written first.
+    paired: tuple[tuple[date, str], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.days or self.hours)
@@ -155,7 +155,7 @@ class Stale:
             tuple(d for d in self.days if keep(d)),
             tuple(x for x in self.hours if keep(x[0])),
             tuple(d for d in self.staged if keep(d)),
-            tuple(d for d in self.paired if keep(d)),
+            tuple(x for x in self.paired if keep(x[0])),
         )
 
 
@@ -179,43 +179,42 @@ def dirty_in(conn: Connection, since: date | None, until: date | None) -> Stale:
     """What waits for a rebuild in the days [since, until): a marked day is stale whole, but a
     sliced day whose marks all name an hour, which has only those hours stale (at most
     MAX_STALE_HOURS, else the whole day). A day stale whole is `staged` when its rows were
-    staged after every mark it has, and `paired` while its request rollups are staged as
-    pairs only."""
-    m, s, p = rollup_dirty.c, rollup_staged_marks.c, rollup_staged_paired.c
+    staged after every mark it has; its request rollups whose twins are not written yet are
+    `paired`."""
+    m, s = rollup_dirty.c, rollup_staged_marks.c
     query = (
         select(
             m.day,
             m.hour,
             rollup_sliced.c.day.is_not(None).label("sliced"),
             s.mark_id.is_not(None).label("staged"),
-            p.day.is_not(None).label("paired"),
         )
         .distinct()
         .select_from(
-            rollup_dirty.outerjoin(rollup_sliced, rollup_sliced.c.day == m.day)
-            .outerjoin(rollup_staged_marks, s.mark_id == m.id)
-            .outerjoin(rollup_staged_paired, p.day == m.day)
+            rollup_dirty.outerjoin(rollup_sliced, rollup_sliced.c.day == m.day).outerjoin(
+                rollup_staged_marks, s.mark_id == m.id
+            )
         )
         .where(*day_conditions(m.day, since, until))
     )
     marks: dict[date, set[int | None]] = {}
     unstaged: set[date] = set()
-    paired: set[date] = set()
-    for value, hour, sliced, staged, pairs in conn.execute(query):
+    for value, hour, sliced, staged in conn.execute(query):
         day = as_date(value)
         marks.setdefault(day, set()).add(hour if sliced else None)
         if not staged:
             unstaged.add(day)
-        if pairs:
-            paired.add(day)
     whole = {day for day, hs in marks.items() if None in hs or len(hs) > MAX_STALE_HOURS}
     hours = sorted(
         (day, h) for day, hs in marks.items() if day not in whole for h in hs if h is not None
     )
     staged = whole - unstaged
-    return Stale(
-        tuple(sorted(whole)), tuple(hours), tuple(sorted(staged)), tuple(sorted(staged & paired))
-    )
+    paired: list[tuple[date, str]] = []
+    if staged:
+        p = rollup_staged_paired.c
+        rows = conn.execute(select(p.day, p.rollup).where(p.day.in_(staged)))
+        paired = sorted((as_date(day), name) for day, name in rows)
+    return Stale(tuple(sorted(whole)), tuple(hours), tuple(sorted(staged)), tuple(paired))
 
 
 def staged_by_hour(conn: Connection, day: date) -> bool | None:

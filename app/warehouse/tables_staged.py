@@ -13,13 +13,14 @@ rollup rows: the rollups' readers (`app.rollups.query`, `app.rollups.gpu`,
 staging sends readers back to the base tables. Writing the staged rows into the rollups
 deletes their marks and the twins' rows of the day in one transaction.
 
-A staging commits twice. First the marks, the day's requests read once into
+A staging commits in steps. First the marks, the day's requests read once into
 `rollup_staged_pairs` (one row per request and (model, provider) it called,
-`app.rollups.day_pairs`), the GPU rollups' and `rollup_call_days`' twins, and the day in
-`rollup_staged_paired`; then the other twins, summed from those pairs, which are deleted with
-the day's `rollup_staged_paired` row. Between the two, readers of the request rollups take the
-day from its pairs, each row weighted as the rollup would count it: no join and no sort, so the
-day leaves the base tables after the one read of its requests, not after every GROUP BY.
+`app.rollups.day_pairs`), the GPU rollups' and `rollup_call_days`' twins, and the other
+rollups' names in `rollup_staged_paired`; then those twins one by one, each summed from the
+pairs (or from a finer twin) and committed with its name taken off, the pairs deleted with the
+last. Meanwhile readers take a request rollup whose twin is not written from the day's pairs,
+each row weighted as the rollup would count it: no join and no sort, so the day leaves the base
+tables after the one read of its requests, and each rollup after its own GROUP BY.
 
 On PostgreSQL the tables are UNLOGGED (migration 0017): no WAL for rows that live seconds. A
 crash empties them all, which leaves the day unstaged, and so read from the base tables.
@@ -65,7 +66,6 @@ def pair_columns() -> list[Column[Any]]:
     (model, provider) it called, or one with NULLs for a request without calls."""
     return [
         Column("day", Date, nullable=False),
-        Column("trace_id", String(32)),
         Column("hour", Integer),  # the request's UTC hour, or WHOLE_DAY
         Column("user_id", String(256)),
         Column("endpoint", String(512)),
@@ -86,7 +86,10 @@ def pair_columns() -> list[Column[Any]]:
 # rows of a day or two, each read whole).
 rollup_staged_pairs = Table("rollup_staged_pairs", _metadata, *pair_columns())
 
-# The staged days whose request rollups are staged as pairs only, their twins not yet written.
+# The request rollups of the staged days whose twins are not written yet: read from the pairs.
 rollup_staged_paired = Table(
-    "rollup_staged_paired", _metadata, Column("day", Date, primary_key=True)
+    "rollup_staged_paired",
+    _metadata,
+    Column("day", Date, primary_key=True),
+    Column("rollup", String(64), primary_key=True),
 )

@@ -1,7 +1,7 @@
 """staged pairs: a day being staged commits its requests' pairs first (`rollup_staged_pairs`,
-one row per request and (model, provider) it called), and readers take its request rollups'
-rows from them until the twins are summed from them (`rollup_staged_paired` lists those days)
-(`app.warehouse.tables_staged`)
+one row per request and (model, provider) it called), and readers take a request rollup's
+rows from them until its twin is summed from them and committed (`rollup_staged_paired` lists
+the day's rollups whose twins are not) (`app.warehouse.tables_staged`)
 
 UNLOGGED on PostgreSQL, as the other staged tables: a crash empties them all together.
 
@@ -30,7 +30,6 @@ def upgrade() -> None:
     op.create_table(
         'rollup_staged_pairs',
         sa.Column('day', sa.Date(), nullable=False),
-        sa.Column('trace_id', sa.String(length=32), nullable=True),
         sa.Column('hour', sa.Integer(), nullable=True),
         sa.Column('user_id', sa.String(length=256), nullable=True),
         sa.Column('endpoint', sa.String(length=512), nullable=True),
@@ -47,7 +46,8 @@ def upgrade() -> None:
     op.create_table(
         'rollup_staged_paired',
         sa.Column('day', sa.Date(), nullable=False),
-        sa.PrimaryKeyConstraint('day', name=op.f('pk_rollup_staged_paired')),
+        sa.Column('rollup', sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint('day', 'rollup', name=op.f('pk_rollup_staged_paired')),
         prefixes=prefixes,
     )
 
