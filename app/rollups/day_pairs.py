@@ -5,14 +5,15 @@ The requests that started in the time being rebuilt are read once, with their ca
 and true-up factors (by primary key), into a temporary table: one row per request and
 (model, provider) it called, one row with NULLs for a request without calls, with the request's
 set of pairs as one text and the flags that keep distinct-request counts exact (two sorts of
-those rows in all). Each rollup is a GROUP BY of that table, or of the rows of a finer rollup
-just written (`_SUMMED_FROM`), written into the rollup or, for a day being staged, into its twin
-(`app.warehouse.tables_staged`, where the pairs table is `rollup_staged_pairs`).
+those rows in all). Each rollup is a GROUP BY of that table, written into the rollup. For a day
+being staged (`app.warehouse.tables_staged`) the pairs go into `rollup_staged_pairs`, readers
+read them as rollup rows (`pair_rows`) until each rollup's twin is written from them or, for
+two, from a finer twin (`write_twin`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -52,10 +53,10 @@ from app.warehouse.tables_rollup import (
     rollup_daily_user_totals,
     rollup_daily_users,
 )
-from app.warehouse.tables_staged import pair_columns
+from app.warehouse.tables_staged import TWINS, pair_columns, rollup_staged_pairs
 from app.warehouse.tables_trueup import TrueUpFactor, factor_join, trued_cost
 
-# Rollups summed from the rows of another, just written for the same day and hours, instead of
+# Twins summed from the twin of a finer rollup, written before them for the same day, instead of
 # from the pairs: the other groups by every key of this one and more. Summing its rows is
 # exact, distinct-request counts included: a request has one pairs text, so it is on one row
 # of the other for each row of this one it is on. On a day stored whole that reads a fifth of
@@ -89,16 +90,15 @@ def rebuild_request_slices(
     day: date,
     spans: list[tuple[datetime, datetime]],
     hour: Any,
-    hours: tuple[int, ...],
 ) -> None:
     """Write the rollups' rows (but the GPU ones) of the requests that started in `spans` (UTC
     ranges of `day`), whose rows the caller deleted; `hour`: the rows' hour (an expression of
-    the request's start, or WHOLE_DAY), one of `hours`."""
+    the request's start, or WHOLE_DAY)."""
     conn.execute(CreateTable(_day_pairs, if_not_exists=True))
     conn.execute(delete(_day_pairs))
     write_pairs(conn, day, spans, hour, _day_pairs)
-    for table in ORDER:
-        write_rollup(conn, table, day, hours, _day_pairs)
+    for table in ORDER:  # (none summed from another here: see `write_twin`)
+        conn.execute(_insert(table, _grouped(table, _day_pairs, day)))
 
 
 def write_pairs(
@@ -115,25 +115,19 @@ def write_pairs(
     conn.execute(insert(target).from_select(list(pairs.selected_columns.keys()), pairs))
 
 
-def write_rollup(
-    conn: Connection,
-    table: Table,
-    day: date,
-    hours: tuple[int, ...],
-    source: Table,
-    into: Callable[[Table], Table] = lambda table: table,
-) -> None:
-    """One request rollup's rows of `day`, summed from its pairs in `source` (`_day_pairs` or
-    `rollup_staged_pairs`), or from those of the finer rollup it is summed from
-    (`_SUMMED_FROM`, written before it: `ORDER`), written into `into(rollup)` (the rollup, or
-    its staged twin); `hours`: the hours of the rows (those of the pairs' spans on a sliced
-    day, or WHOLE_DAY)."""
+def write_twin(conn: Connection, table: Table, day: date) -> None:
+    """A request rollup's staged rows of `day`, summed from the day's pairs in
+    `rollup_staged_pairs`, or from the twin of the finer rollup it is summed from
+    (`_SUMMED_FROM`, written before it: `ORDER`), written into its twin. (Only for twins,
+    which hold the days being staged alone: the rows of some hours of a sliced day would be a
+    filter on `hour` that a rollup's indexes do not serve, so `rebuild_request_slices` sums
+    every rollup from its pairs.)"""
     derived_from = _SUMMED_FROM.get(table)
     if derived_from is None:
-        query = _grouped(table, source, day)
+        query = _grouped(table, rollup_staged_pairs, day)
     else:
-        query = _summed(table, into(derived_from), day, hours)
-    conn.execute(insert(into(table)).from_select(list(query.selected_columns.keys()), query))
+        query = _summed(table, TWINS[derived_from], day)
+    conn.execute(_insert(TWINS[table], query))
 
 
 def pair_rows(table: Table, source: Table, days: Sequence[date]) -> tuple[Select[Any], Any]:
@@ -207,6 +201,10 @@ def _pairs(
     )
 
 
+def _insert(target: Table, query: Select[Any]) -> Any:
+    return insert(target).from_select(list(query.selected_columns.keys()), query)
+
+
 def _weighted(table: Table, source: Table) -> tuple[list[Any], dict[str, Any], list[Any]]:
     """How a request rollup counts a row of the pairs in `source`: the rollup's keys (but
     `day`), its measures (name: the row's part of it) and the rows it takes. The
@@ -245,10 +243,10 @@ def _grouped(table: Table, source: Table, day: date) -> Select[Any]:
     )
 
 
-def _summed(table: Table, source: Table, day: date, hours: tuple[int, ...]) -> Select[Any]:
-    """One rollup's rows of the day's `hours`, summed from the rows of `source` (its entry in
-    `_SUMMED_FROM`, or that rollup's twin) just written."""
+def _summed(table: Table, source: Table, day: date) -> Select[Any]:
+    """One rollup's rows of `day`, summed from the rows of `source` (the twin of its entry in
+    `_SUMMED_FROM`) just written."""
     s = source.c
     keys = [s[c.name] for c in table.c if c.name != "day" and c.name not in MEASURES]
     sums = [func.sum(s[c.name]).label(c.name) for c in table.c if c.name in MEASURES]
-    return select(s.day, *keys, *sums).where(s.day == day, s.hour.in_(hours)).group_by(s.day, *keys)
+    return select(s.day, *keys, *sums).where(s.day == day).group_by(s.day, *keys)

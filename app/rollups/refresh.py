@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 
 from app.rollups.call_days import rebuild_call_slices
-from app.rollups.day_pairs import ORDER, rebuild_request_slices, write_pairs, write_rollup
+from app.rollups.day_pairs import ORDER, rebuild_request_slices, write_pairs, write_twin
 from app.rollups.gpu import rebuild_gpu_slices
 from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, keys_and_sums, staged_by_hour
 from app.rollups.weeks import build_weeks, invalidate
@@ -278,7 +278,7 @@ def stage_twins(engine: Engine, job: Rebuild, limit: int | None = None) -> None:
     for n, table in enumerate(left[:limit], 1):
         with engine.begin() as conn:
             _read_settings(conn)
-            write_rollup(conn, table, day, _hours(job), rollup_staged_pairs, TWINS.__getitem__)
+            write_twin(conn, table, day)
             conn.execute(delete(rollup_staged_paired).where(p.day == day, p.rollup == table.name))
             if n == len(left):
                 conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
@@ -356,7 +356,7 @@ def write_staged(engine: Engine, job: Rebuild) -> None:
 def _rebuild_rows(conn: Connection, job: Rebuild, spans: list[tuple[datetime, datetime]]) -> None:
     """Every rollup's rows of the requests (and, for `rollup_call_days`, the calls) that started
     in `spans` (of the job's day)."""
-    rebuild_request_slices(conn, job.day, spans, _hour(job, Request.started_at), _hours(job))
+    rebuild_request_slices(conn, job.day, spans, _hour(job, Request.started_at))
     _rebuild_other_rows(conn, job, spans)
 
 
@@ -373,14 +373,6 @@ def _rebuild_other_rows(
     rebuild_gpu_slices(conn, job.day, spans, _hour(job, Request.started_at), into)
     # The reconciliation's, by the calls' own day and hour.
     rebuild_call_slices(conn, job.day, spans, _hour(job, LlmCall.started_at), into)
-
-
-def _hours(job: Rebuild) -> tuple[int, ...]:
-    """The `hour` of the rows the job writes: its hours, every hour of a day sliced whole,
-    or WHOLE_DAY."""
-    if job.hours is not None:
-        return job.hours
-    return tuple(range(24)) if job.sliced else (WHOLE_DAY,)
 
 
 def _hour(job: Rebuild, column: Any) -> Any:
