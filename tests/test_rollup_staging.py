@@ -18,6 +18,7 @@ from app.reprice import reprice
 from app.rollups.day_pairs import ORDER
 from app.rollups.dirty import mark_days, mark_slices
 from app.rollups.refresh import (
+    STEPS,
     Rebuild,
     dirty_days,
     plan,
@@ -104,12 +105,14 @@ def test_a_staged_day_is_read_from_its_twins_until_a_later_mark(engine: Engine) 
     with engine.connect() as conn:
         dirty = dirty_in(conn, None, None)
         assert not staged(conn, job)
-    assert dirty.staged == (DAY,) and dirty.paired == tuple(sorted((DAY, t.name) for t in ORDER))
+    names = sorted(name for step in STEPS for name in step)
+    assert dirty.staged == (DAY,) and dirty.paired == tuple((DAY, name) for name in names)
     sql = _sql(engine, ["model"], Scope(since=DAY, until=NEXT))
     assert "rollup_staged_pairs" in sql and "FROM requests" not in sql, sql
     assert_readers_answer_like_the_base_tables(engine, random.Random(0))
-    # Its twins are committed one by one: the first two (rollup_daily, rollup_daily_calls).
-    stage_twins(engine, job, limit=2)
+    # Its twins are committed step by step: the call days', the GPU rollups', then
+    # rollup_daily's and rollup_daily_calls'.
+    stage_twins(engine, job, limit=4)
     with engine.connect() as conn:
         dirty = dirty_in(conn, None, None)
     assert [name for _, name in dirty.paired] == sorted(t.name for t in ORDER[2:])
@@ -262,7 +265,7 @@ def test_staged_days_answer_like_the_base_tables(
             stage(engine, job)
         elif chance < 0.8:
             stage_pairs(engine, job)
-            stage_twins(engine, job, limit=rnd.randrange(len(ORDER)))
+            stage_twins(engine, job, limit=rnd.randrange(len(STEPS)))
     if late["reloads"]:  # later traffic (other traces): its marks are not the stagings'
         _load(engine, [_renamed(p) for p in late["pieces"]], [], late["prepared"])
     assert_readers_answer_like_the_base_tables(engine, rnd)

@@ -20,6 +20,7 @@ from app.settings.models import UNASSIGNED_POOL
 from app.warehouse.engine import snapshot
 from app.warehouse.tables import CollectorRun, LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuPoolHour
+from app.warehouse.tables_rollup import GPU_ROLLUPS
 from app.warehouse.types import as_date
 
 MISSING = "(none)"
@@ -185,7 +186,8 @@ def allocation_query(
     requests and their sums are exact. Readers never rebuild: the worker and `spendguard
     ingest` do. Every dirty day is read, not only those of the range: a request's calls (and so
     its GPU shares) may fall on another day than the request."""
-    dirty = dirty_in(conn, None, None)
+    # A staged day is read from the GPU rollups' twins once they are written.
+    dirty = dirty_in(conn, None, None).ready(*GPU_ROLLUPS)
     parts = gpu_rollup_parts(dims, since, until, pools, filters, dirty)
     base = dirty.unstaged()  # (the staged days are the rollups' twins')
     if base:

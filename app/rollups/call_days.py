@@ -77,7 +77,7 @@ def traced_query(
     are summed from `llm_calls` and added (a sliced day's other hours come from the rollup),
     or for its staged days read from the rollup's twin (`app.warehouse.tables_staged`)."""
     r, twin = rollup_call_days.c, TWINS[rollup_call_days].c
-    stale = dirty.within(since, until)
+    stale = dirty.within(since, until).ready(rollup_call_days)
     conds = day_conditions(r.day, since, until) + skip(dirty, r)
     staged = [twin.day.in_(stale.staged)]
     if providers is not None:

@@ -32,7 +32,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
     delete,
     func,
     insert,
@@ -50,6 +49,7 @@ from app.warehouse.engine import READ_SETTINGS, session_scope
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_rollup import (
+    GPU_ROLLUPS,
     ROLLUPS,
     WHOLE_DAY,
     rollup_call_days,
@@ -243,11 +243,11 @@ def stage(engine: Engine, job: Rebuild) -> None:
 
 def stage_pairs(engine: Engine, job: Rebuild) -> None:
     """A staging's first commit: the day's marks, its pairs (`rollup_staged_pairs`), which
-    readers read its request rollups from, the GPU rollups' and `rollup_call_days`' twins,
-    and the request rollups' names in `rollup_staged_paired`. The marks are listed first: on
-    PostgreSQL each statement sees the writes committed before it, so every mark listed is of
-    a write the sums hold, and a write they may hold whose mark is not listed only sends
-    readers to the base tables."""
+    readers read its request rollups from, and the names of every rollup whose twin is still
+    to write in `rollup_staged_paired` (`STEPS`). The marks are listed first: on PostgreSQL
+    each statement sees the writes committed before it, so every mark listed is of a write the
+    sums hold, and a write they may hold whose mark is not listed only sends readers to the
+    base tables."""
     day = job.day
     marks = rollup_staged_marks.c
     with engine.begin() as conn:
@@ -259,29 +259,52 @@ def stage_pairs(engine: Engine, job: Rebuild) -> None:
             conn.execute(delete(twin).where(twin.c.day == day))
         listed = select(rollup_dirty.c.id, rollup_dirty.c.day).where(rollup_dirty.c.day == day)
         conn.execute(insert(rollup_staged_marks).from_select(["mark_id", "day"], listed))
-        names = [{"day": day, "rollup": table.name} for table in ORDER]
+        names = [{"day": day, "rollup": name} for step in STEPS for name in step]
         conn.execute(insert(rollup_staged_paired), names)
         spans = Stale((day,), ()).periods()
         write_pairs(conn, day, spans, _hour(job, Request.started_at), rollup_staged_pairs)
-        _rebuild_other_rows(conn, job, spans, TWINS.__getitem__)
+
+
+# The staging's commits after its pairs (`stage_twins`), each the names of the twins it writes:
+# first those whose readers read the base tables until they are in (the call days', then the
+# GPU rollups', from one read of the day's GPU shares), then the request rollups' (read from
+# the pairs meanwhile) in `ORDER`, the small ones that most pages and every filter list read
+# first.
+STEPS: tuple[tuple[str, ...], ...] = (
+    (rollup_call_days.name,),
+    tuple(table.name for table in GPU_ROLLUPS),
+    *((table.name,) for table in ORDER),
+)
+assert {name for step in STEPS for name in step} == {table.name for table in TWINS}
 
 
 def stage_twins(engine: Engine, job: Rebuild, limit: int | None = None) -> None:
-    """A staging's next commits, after `stage_pairs`: each request rollup's twin still listed
-    in `rollup_staged_paired` for the day, in `ORDER`, summed from the day's staged pairs (or
-    a finer twin) and committed with its listing deleted; the pairs go with the last. `limit`:
-    stop after that many (as a refresh cut off would)."""
+    """A staging's next commits, after `stage_pairs`: each step of `STEPS` whose twins are
+    still listed in `rollup_staged_paired` for the day, its twins summed (a request rollup's
+    from the day's staged pairs, or a finer twin) and committed with their listing deleted;
+    the pairs go with the last. `limit`: stop after that many (as a refresh cut off would)."""
     day, p = job.day, rollup_staged_paired.c
     with engine.connect() as conn:
         listed = set(conn.execute(select(p.rollup).where(p.day == day)).scalars())
-    left = [table for table in ORDER if table.name in listed]
-    for n, table in enumerate(left[:limit], 1):
+    left = [step for step in STEPS if listed.intersection(step)]
+    spans = Stale((day,), ()).periods()
+    for n, step in enumerate(left[:limit], 1):
         with engine.begin() as conn:
             _read_settings(conn)
-            write_twin(conn, table, day)
-            conn.execute(delete(rollup_staged_paired).where(p.day == day, p.rollup == table.name))
+            if step == (rollup_call_days.name,):
+                hour = _hour(job, LlmCall.started_at)
+                rebuild_call_slices(conn, day, spans, hour, TWINS.__getitem__)
+            elif len(step) > 1:
+                hour = _hour(job, Request.started_at)
+                rebuild_gpu_slices(conn, day, spans, hour, TWINS.__getitem__)
+            else:
+                write_twin(conn, _BY_NAME[step[0]], day)
+            conn.execute(delete(rollup_staged_paired).where(p.day == day, p.rollup.in_(step)))
             if n == len(left):
                 conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
+
+
+_BY_NAME = {table.name: table for table in ORDER}
 
 
 def staged(conn: Connection, job: Rebuild, *, pairs: bool = False) -> bool:
@@ -357,22 +380,11 @@ def _rebuild_rows(conn: Connection, job: Rebuild, spans: list[tuple[datetime, da
     """Every rollup's rows of the requests (and, for `rollup_call_days`, the calls) that started
     in `spans` (of the job's day)."""
     rebuild_request_slices(conn, job.day, spans, _hour(job, Request.started_at))
-    _rebuild_other_rows(conn, job, spans)
-
-
-def _rebuild_other_rows(
-    conn: Connection,
-    job: Rebuild,
-    spans: list[tuple[datetime, datetime]],
-    into: Callable[[Table], Table] = lambda table: table,
-) -> None:
-    """The GPU rollups' and `rollup_call_days`' rows of `spans` (of the job's day), written
-    into `into(rollup)`."""
     # The GPU shares of the requests: moved by a re-allocation and by any change to the
     # requests' endpoint, user or team, which mark their day too.
-    rebuild_gpu_slices(conn, job.day, spans, _hour(job, Request.started_at), into)
+    rebuild_gpu_slices(conn, job.day, spans, _hour(job, Request.started_at))
     # The reconciliation's, by the calls' own day and hour.
-    rebuild_call_slices(conn, job.day, spans, _hour(job, LlmCall.started_at), into)
+    rebuild_call_slices(conn, job.day, spans, _hour(job, LlmCall.started_at))
 
 
 def _hour(job: Rebuild, column: Any) -> Any:

@@ -99,9 +99,10 @@ class Stale:
     # rollups' readers read their rows in the rollups' twins (`app.rollups.query`, `.gpu`,
     # `.call_days`); a reader that does not still reads `covers` from the base tables.
     staged: tuple[date, ...] = ()
-    # Of `staged` days, the request rollups (day, rollup name) whose twins are not written yet:
-    # their rows are read from the day's staged pairs (`app.rollups.day_pairs.pair_rows`). The
-    # GPU rollups' and `rollup_call_days`' twins are written first.
+    # Of `staged` days, the rollups (day, rollup name) whose twins are not written yet: a
+    # request rollup's rows are read from the day's staged pairs
+    # (`app.rollups.day_pairs.pair_rows`); the readers of the others take the day as unstaged
+    # (`ready`).
     paired: tuple[tuple[date, str], ...] = ()
 
     def __bool__(self) -> bool:
@@ -111,6 +112,14 @@ class Stale:
         """What the base tables answer for a reader of the staged twins: all but the staged
         days."""
         return Stale(tuple(d for d in self.days if d not in self.staged), self.hours)
+
+    def ready(self, *tables: Table) -> Stale:
+        """For a reader of these rollups' twins: staged only the days whose twins of them
+        are all written (the others are read from the base tables)."""
+        names = {table.name for table in tables}
+        waiting = {day for day, name in self.paired if name in names}
+        staged = tuple(d for d in self.staged if d not in waiting)
+        return Stale(self.days, self.hours, staged, self.paired)
 
     def skip(self, day: Any, hour: Any) -> list[ColumnElement[bool]]:
         """Conditions on a rollup's `day` and `hour` columns that leave the stale rows out."""

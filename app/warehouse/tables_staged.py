@@ -15,12 +15,14 @@ deletes their marks and the twins' rows of the day in one transaction.
 
 A staging commits in steps. First the marks, the day's requests read once into
 `rollup_staged_pairs` (one row per request and (model, provider) it called,
-`app.rollups.day_pairs`), the GPU rollups' and `rollup_call_days`' twins, and the other
-rollups' names in `rollup_staged_paired`; then those twins one by one, each summed from the
-pairs (or from a finer twin) and committed with its name taken off, the pairs deleted with the
-last. Meanwhile readers take a request rollup whose twin is not written from the day's pairs,
-each row weighted as the rollup would count it: no join and no sort, so the day leaves the base
-tables after the one read of its requests, and each rollup after its own GROUP BY.
+`app.rollups.day_pairs`) and the names of the twins still to write in `rollup_staged_paired`;
+then the twins, a step at a time (`app.rollups.refresh.STEPS`), each committed with its names
+taken off: first `rollup_call_days`' and the GPU rollups' (their readers read the day from the
+base tables until then: `Stale.ready`), then the request rollups', each summed from the pairs
+(or from a finer twin). The pairs are deleted with the last. Meanwhile readers take a request
+rollup whose twin is not written from the day's pairs, each row weighted as the rollup would
+count it: no join and no sort, so the day leaves the base tables after the one read of its
+requests, and each rollup after its own GROUP BY.
 
 On PostgreSQL the tables are UNLOGGED (migration 0017): no WAL for rows that live seconds. A
 crash empties them all, which leaves the day unstaged, and so read from the base tables.
