@@ -59,9 +59,15 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, func, select, text  # noqa: E402
 
-from app.rollups.day_pairs import ORDER  # noqa: E402
 from app.rollups.dirty import mark_days, mark_slices  # noqa: E402
-from app.rollups.refresh import LOCK, Rebuild, refresh, stage_pairs, stage_twins  # noqa: E402
+from app.rollups.refresh import (  # noqa: E402
+    LOCK,
+    STEPS,
+    Rebuild,
+    refresh,
+    stage_pairs,
+    stage_twins,
+)
 from app.warehouse.engine import make_engine  # noqa: E402
 from app.warehouse.locks import named_lock  # noqa: E402
 from app.warehouse.migrate import upgrade  # noqa: E402
@@ -224,10 +230,10 @@ def _bench(
                 print(f"  {day}: pairs staged in {time.perf_counter() - began:.2f} s", flush=True)
             if name == "staged":  # the twins, committed one by one
                 began = time.perf_counter()
-                for table in ORDER:
+                for step in STEPS:
                     stage_twins(engine, job, limit=1)
                     at = time.perf_counter() - began
-                    print(f"  {day}: {table.name} staged at +{at:.2f} s", flush=True)
+                    print(f"  {day}: {', '.join(step)} staged at +{at:.2f} s", flush=True)
             time_reconcile(url, title)
             if not reconcile_only:
                 time_pages(url, title, more, pages)

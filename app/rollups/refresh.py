@@ -6,10 +6,10 @@ the rollups as they were and running it twice gives the same rows. One pass read
 of the day (the `requests.started_at` index) with their calls, GPU shares and true-up factors
 (by primary key) into a pairs table, one row per request and (model, provider); each rollup is
 a GROUP BY of that table (`app.rollups.day_pairs`). A whole day is staged first
-(`app.warehouse.tables_staged`): that pass is committed on its own, with the GPU and call-day
-rollups' twins, and readers read the staged pairs instead of the day's base tables; then the
-other rollups' twins, which readers read instead, are summed from the pairs and committed; then
-the rollups are written. The GPU rollups read the day's GPU shares likewise
+(`app.warehouse.tables_staged`): that pass is committed on its own, and readers read the
+staged pairs instead of the day's base tables; then the rollups' twins, which readers read
+instead, are summed and committed a step at a time (`STEPS`); then the rollups are written
+from the twins. The GPU rollups read the day's GPU shares likewise
 (`app.rollups.gpu`). `rollup_call_days`, keyed by the calls' own day, is summed from
 the calls that started that day (`app.rollups.call_days`), in the same transaction as the
 rollups. Live days are rebuilt an hour at a time (`plan`); whole weeks are summed at the end
