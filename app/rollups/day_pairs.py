@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
-from app.rollups.stale import in_spans
+from app.rollups.stale import in_spans, keys_and_sums
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import (
@@ -247,6 +247,5 @@ def _summed(table: Table, source: Table, day: date) -> Select[Any]:
     """One rollup's rows of `day`, summed from the rows of `source` (the twin of its entry in
     `_SUMMED_FROM`) just written."""
     s = source.c
-    keys = [s[c.name] for c in table.c if c.name != "day" and c.name not in MEASURES]
-    sums = [func.sum(s[c.name]).label(c.name) for c in table.c if c.name in MEASURES]
-    return select(s.day, *keys, *sums).where(s.day == day).group_by(s.day, *keys)
+    keys, sums = keys_and_sums(table, source)
+    return select(s.day, s.hour, *keys, *sums).where(s.day == day).group_by(s.day, s.hour, *keys)

@@ -6,8 +6,8 @@ those rows out of a rollup query and whose `covers` picks the same time from the
 so that the two parts add up to the base tables' answer. A day stale whole whose rebuild is
 staged after its every mark (`app.warehouse.tables_staged`) is `staged`: the rollups' readers
 read its rows in the rollups' staged twins instead (`unstaged` is what they still read from
-the base tables), or, while it is `paired` too, its request rollups' rows from its staged
-pairs. Also the SQL helpers the rollups
+the base tables), or, for a request rollup whose twin is not written yet (`paired`), from the
+day's staged pairs. Also the SQL helpers the rollups
 share: a stored timestamp's UTC hour (`hour_of`), a time-spans condition (`in_spans`), a
 column SQLite's planner must not use an index for (`unindexed`), and a rollup's keys and summed
 measures (`keys_and_sums`).
@@ -52,12 +52,14 @@ def day_conditions(day: Any, since: date | None, until: date | None) -> list[Col
     return conds
 
 
-def keys_and_sums(table: Table) -> tuple[list[Any], list[Any]]:
+def keys_and_sums(table: Table, source: Table | None = None) -> tuple[list[Any], list[Any]]:
     """A rollup's key columns (all but `day`, `hour` and the measures) and its measures summed
     (labelled by name): what summing its rows over time (hours into a day, days into a week)
-    groups by and adds up."""
-    keys = [col for col in table.c if col.name not in ("day", "hour", *MEASURES)]
-    sums = [func.sum(col).label(col.name) for col in table.c if col.name in MEASURES]
+    groups by and adds up; of `source`'s columns of those names, to sum a finer rollup's rows
+    into this one's."""
+    of = (source if source is not None else table).c
+    keys = [of[col.name] for col in table.c if col.name not in ("day", "hour", *MEASURES)]
+    sums = [func.sum(of[col.name]).label(col.name) for col in table.c if col.name in MEASURES]
     return keys, sums
 
 
