@@ -60,14 +60,8 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import Engine, func, select, text  # noqa: E402
 
 from app.rollups.dirty import mark_days, mark_slices  # noqa: E402
-from app.rollups.refresh import (  # noqa: E402
-    LOCK,
-    STEPS,
-    Rebuild,
-    refresh,
-    stage_pairs,
-    stage_twins,
-)
+from app.rollups.refresh import LOCK, refresh  # noqa: E402
+from app.rollups.staging import STEPS, Rebuild, stage_pairs, stage_twins  # noqa: E402
 from app.warehouse.engine import make_engine  # noqa: E402
 from app.warehouse.locks import named_lock  # noqa: E402
 from app.warehouse.migrate import upgrade  # noqa: E402

@@ -21,7 +21,8 @@ from sqlalchemy import Engine, func, select
 
 from app.gpu.allocate import refresh as allocate
 from app.gpu.report import allocation_query, allocation_rows, base_allocation_query
-from app.rollups.refresh import dirty_days, plan, refresh, stage, stage_pairs, stage_twins
+from app.rollups.refresh import dirty_days, plan, refresh
+from app.rollups.staging import stage, stage_pairs, stage_twins
 from app.settings import Settings
 from app.traces.batch import CallRow
 from app.warehouse.engine import session_scope

@@ -23,7 +23,8 @@ from sqlalchemy import Engine, delete, select
 from app.reports.reconcile import reconcile, reconcile_records
 from app.reprice import reprice
 from app.rollups.dirty import mark_all
-from app.rollups.refresh import dirty_days, plan, refresh, stage, stage_pairs, stage_twins
+from app.rollups.refresh import dirty_days, plan, refresh
+from app.rollups.staging import stage, stage_pairs, stage_twins
 from app.rollups.stale import dirty_in
 from app.settings import Settings
 from app.traces.batch import CallRow

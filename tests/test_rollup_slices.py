@@ -22,7 +22,8 @@ from app.dashboard.queries import data_bounds, filter_options
 from app.reports.reconcile import traced_groups
 from app.reports.unit_costs import Scope, cost_query
 from app.rollups.dirty import mark_days
-from app.rollups.refresh import LOCK, Rebuild, dirty_days, live_from, plan, refresh
+from app.rollups.refresh import LOCK, dirty_days, live_from, plan, refresh
+from app.rollups.staging import Rebuild
 from app.rollups.stale import Stale, dirty_in
 from app.traces.batch import CallRow
 from app.warehouse.engine import snapshot

@@ -17,12 +17,10 @@ from app.reports.unit_costs import Scope, cost_query, unit_costs
 from app.reprice import reprice
 from app.rollups.day_pairs import ORDER
 from app.rollups.dirty import mark_days, mark_slices
-from app.rollups.refresh import (
+from app.rollups.refresh import dirty_days, plan, refresh
+from app.rollups.staging import (
     STEPS,
     Rebuild,
-    dirty_days,
-    plan,
-    refresh,
     stage,
     stage_pairs,
     stage_twins,

@@ -67,7 +67,8 @@ def test_whole_days_of_a_window_come_from_the_rollups_with_the_same_totals(
     from alerts.metrics import SqlMeasurer
     from alerts.windows import Window
     from app.rollups.dirty import mark_all, mark_days
-    from app.rollups.refresh import Rebuild, refresh, stage_pairs, stage_twins
+    from app.rollups.refresh import refresh
+    from app.rollups.staging import Rebuild, stage_pairs, stage_twins
 
     for d in range(6):
         at = DAY - timedelta(days=d, hours=-3 * d)
@@ -158,7 +159,7 @@ def test_the_whole_hours_of_a_live_partial_day_come_from_the_hour_slices(
     check(DAY + timedelta(minutes=30), DAY + timedelta(hours=20, minutes=1))
     # The refresh stages it: in hour slices (a live day), whose whole hours the window reads
     # from the rollups' twins; staged whole, all from the base tables.
-    from app.rollups.refresh import Rebuild, stage
+    from app.rollups.staging import Rebuild, stage
 
     for by_hour in (True, False):
         stage(engine, Rebuild(today, None, sliced=by_hour))

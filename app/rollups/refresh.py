@@ -5,11 +5,10 @@ written again, with the marks they answer, in one transaction, so a refresh that
 the rollups as they were and running it twice gives the same rows. One pass reads the requests
 of the day (the `requests.started_at` index) with their calls, GPU shares and true-up factors
 (by primary key) into a pairs table, one row per request and (model, provider); each rollup is
-a GROUP BY of that table (`app.rollups.day_pairs`). A whole day is staged first
-(`app.warehouse.tables_staged`): that pass is committed on its own, and readers read the
-staged pairs instead of the day's base tables; then the rollups' twins, which readers read
-instead, are summed and committed a step at a time (`STEPS`); then the rollups are written
-from the twins. The GPU rollups read the day's GPU shares likewise
+a GROUP BY of that table (`app.rollups.day_pairs`). A whole day is staged first, a commit
+at a time (`app.rollups.staging`): its pairs, which readers then read instead of the day's base
+tables, then the rollups' twins, which they read instead of the pairs; then the rollups are
+written from the twins. The GPU rollups read the day's GPU shares likewise
 (`app.rollups.gpu`). `rollup_call_days`, keyed by the calls' own day, is summed from
 the calls that started that day (`app.rollups.call_days`), in the same transaction as the
 rollups. Live days are rebuilt an hour at a time (`plan`); whole weeks are summed at the end
@@ -27,7 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -40,27 +38,29 @@ from sqlalchemy import (
 )
 
 from app.rollups.call_days import rebuild_call_slices
-from app.rollups.day_pairs import ORDER, rebuild_request_slices, write_pairs, write_twin
+from app.rollups.day_pairs import rebuild_request_slices
 from app.rollups.gpu import rebuild_gpu_slices
-from app.rollups.stale import MAX_STALE_HOURS, Stale, hour_of, keys_and_sums, staged_by_hour
+from app.rollups.staging import (
+    Rebuild,
+    read_settings,
+    row_hour,
+    stage_pairs,
+    stage_twins,
+    staged,
+    write_staged,
+)
+from app.rollups.stale import MAX_STALE_HOURS, Stale, keys_and_sums
 from app.rollups.weeks import build_weeks, invalidate
 from app.warehouse.checkpoints import write_checkpoint
-from app.warehouse.engine import READ_SETTINGS, session_scope
+from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_rollup import (
-    GPU_ROLLUPS,
     ROLLUPS,
     WHOLE_DAY,
     rollup_call_days,
     rollup_dirty,
     rollup_sliced,
-)
-from app.warehouse.tables_staged import (
-    TWINS,
-    rollup_staged_marks,
-    rollup_staged_paired,
-    rollup_staged_pairs,
 )
 from app.warehouse.types import as_date
 
@@ -86,16 +86,6 @@ class RefreshResult:
     busy: bool = False  # another process was refreshing: nothing done here
     compacted: int = 0  # sliced days no longer live, summed into whole-day rows
     weeks: int = 0  # weeks summed into the weekly rollups (`app.rollups.weeks`)
-
-
-@dataclass(frozen=True, slots=True)
-class Rebuild:
-    """One transaction of the refresh: a day whole (`hours` None) or some hours of a sliced
-    day; `sliced`: the rows are hour slices (the day is live)."""
-
-    day: date
-    hours: tuple[int, ...] | None
-    sliced: bool
 
 
 def dirty_days(conn: Connection) -> list[date]:
@@ -232,97 +222,6 @@ def rebuild_day(engine: Engine, day: date) -> None:
     rebuild(engine, Rebuild(day, None, sliced=False))
 
 
-def stage(engine: Engine, job: Rebuild) -> None:
-    """The first step of a whole day's `Rebuild`: the day's rows of every rollup summed into
-    the rollups' twins, with the marks they hold (`app.warehouse.tables_staged`), which
-    readers read in place of the base tables until they replace the day's rows
-    (`write_staged`). In steps: `stage_pairs`, then `stage_twins`."""
-    stage_pairs(engine, job)
-    stage_twins(engine, job)
-
-
-def stage_pairs(engine: Engine, job: Rebuild) -> None:
-    """A staging's first commit: the day's marks, its pairs (`rollup_staged_pairs`), which
-    readers read its request rollups from, and the names of every rollup whose twin is still
-    to write in `rollup_staged_paired` (`STEPS`). The marks are listed first: on PostgreSQL
-    each statement sees the writes committed before it, so every mark listed is of a write the
-    sums hold, and a write they may hold whose mark is not listed only sends readers to the
-    base tables."""
-    day = job.day
-    marks = rollup_staged_marks.c
-    with engine.begin() as conn:
-        _read_settings(conn)
-        conn.execute(delete(rollup_staged_marks).where(marks.day == day))
-        conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
-        conn.execute(delete(rollup_staged_paired).where(rollup_staged_paired.c.day == day))
-        for twin in TWINS.values():
-            conn.execute(delete(twin).where(twin.c.day == day))
-        listed = select(rollup_dirty.c.id, rollup_dirty.c.day).where(rollup_dirty.c.day == day)
-        conn.execute(insert(rollup_staged_marks).from_select(["mark_id", "day"], listed))
-        names = [{"day": day, "rollup": name} for step in STEPS for name in step]
-        conn.execute(insert(rollup_staged_paired), names)
-        spans = Stale((day,), ()).periods()
-        write_pairs(conn, day, spans, _hour(job, Request.started_at), rollup_staged_pairs)
-
-
-# The staging's commits after its pairs (`stage_twins`), each the names of the twins it writes:
-# first those whose readers read the base tables until they are in (the call days', then the
-# GPU rollups', from one read of the day's GPU shares), then the request rollups' (read from
-# the pairs meanwhile) in `ORDER`, the small ones that most pages and every filter list read
-# first.
-STEPS: tuple[tuple[str, ...], ...] = (
-    (rollup_call_days.name,),
-    tuple(table.name for table in GPU_ROLLUPS),
-    *((table.name,) for table in ORDER),
-)
-assert {name for step in STEPS for name in step} == {table.name for table in TWINS}
-
-
-def stage_twins(engine: Engine, job: Rebuild, limit: int | None = None) -> None:
-    """A staging's next commits, after `stage_pairs`: each step of `STEPS` whose twins are
-    still listed in `rollup_staged_paired` for the day, its twins summed (a request rollup's
-    from the day's staged pairs, or a finer twin) and committed with their listing deleted;
-    the pairs go with the last. `limit`: stop after that many (as a refresh cut off would)."""
-    day, p = job.day, rollup_staged_paired.c
-    with engine.connect() as conn:
-        listed = set(conn.execute(select(p.rollup).where(p.day == day)).scalars())
-    left = [step for step in STEPS if listed.intersection(step)]
-    spans = Stale((day,), ()).periods()
-    for n, step in enumerate(left[:limit], 1):
-        with engine.begin() as conn:
-            _read_settings(conn)
-            if step == (rollup_call_days.name,):
-                hour = _hour(job, LlmCall.started_at)
-                rebuild_call_slices(conn, day, spans, hour, TWINS.__getitem__)
-            elif len(step) > 1:
-                hour = _hour(job, Request.started_at)
-                rebuild_gpu_slices(conn, day, spans, hour, TWINS.__getitem__)
-            else:
-                write_twin(conn, _BY_NAME[step[0]], day)
-            conn.execute(delete(rollup_staged_paired).where(p.day == day, p.rollup.in_(step)))
-            if n == len(left):
-                conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
-
-
-_BY_NAME = {table.name: table for table in ORDER}
-
-
-def staged(conn: Connection, job: Rebuild, *, pairs: bool = False) -> bool:
-    """Whether the day of `job` (a whole day) is staged after every mark it has now, as the
-    job writes it (hour slices or whole); with `pairs`, whether its first commit
-    (`stage_pairs`) is, at least."""
-    m, s = rollup_dirty.c, rollup_staged_marks.c
-    if conn.execute(select(s.mark_id).where(s.day == job.day).limit(1)).first() is None:
-        return False
-    paired = select(rollup_staged_paired.c.day).where(rollup_staged_paired.c.day == job.day)
-    if not pairs and conn.execute(paired).first() is not None:  # (its twins not written)
-        return False
-    if staged_by_hour(conn, job.day) not in (None, job.sliced):
-        return False
-    unstaged = select(m.id).where(m.day == job.day, m.id.not_in(select(s.mark_id))).limit(1)
-    return conn.execute(unstaged).first() is None
-
-
 def rebuild(engine: Engine, job: Rebuild) -> None:
     """One `Rebuild` (under the refresh lock, as `plan` is): its rows deleted and summed
     again. Some hours of a sliced day in one transaction, from the base tables: their marks
@@ -342,7 +241,7 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
         return
     day, hours = job.day, list(job.hours)
     with engine.begin() as conn:
-        _read_settings(conn)
+        read_settings(conn)
         invalidate(conn, [day])  # its week's sums no longer hold (`app.rollups.weeks`)
         marks = rollup_dirty.c
         conn.execute(delete(rollup_dirty).where(marks.day == day, marks.hour.in_(hours)))
@@ -351,53 +250,15 @@ def rebuild(engine: Engine, job: Rebuild) -> None:
         _rebuild_rows(conn, job, Stale((), tuple((day, h) for h in hours)).periods())
 
 
-def write_staged(engine: Engine, job: Rebuild) -> None:
-    """A whole day's staged rows in place of its rollup rows, in one transaction: the marks
-    the staging holds deleted (a mark written since stays, and readers take the day from the
-    base tables until the next refresh), the day's rows replaced by its twins' rows, which
-    are deleted."""
-    day = job.day
-    s = rollup_staged_marks.c
-    with engine.begin() as conn:
-        invalidate(conn, [day])  # its week's sums no longer hold (`app.rollups.weeks`)
-        held = select(s.mark_id).where(s.day == day)
-        conn.execute(delete(rollup_dirty).where(rollup_dirty.c.id.in_(held)))
-        conn.execute(delete(rollup_staged_marks).where(s.day == day))
-        conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
-        conn.execute(delete(rollup_staged_paired).where(rollup_staged_paired.c.day == day))
-        conn.execute(delete(rollup_sliced).where(rollup_sliced.c.day == day))
-        if job.sliced:
-            conn.execute(insert(rollup_sliced).values(day=day))
-        for table, twin in TWINS.items():
-            names = [c.name for c in table.c]
-            conn.execute(delete(table).where(table.c.day == day))
-            rows = select(*(twin.c[n] for n in names)).where(twin.c.day == day)
-            conn.execute(insert(table).from_select(names, rows))
-            conn.execute(delete(twin).where(twin.c.day == day))
-
-
 def _rebuild_rows(conn: Connection, job: Rebuild, spans: list[tuple[datetime, datetime]]) -> None:
     """Every rollup's rows of the requests (and, for `rollup_call_days`, the calls) that started
     in `spans` (of the job's day)."""
-    rebuild_request_slices(conn, job.day, spans, _hour(job, Request.started_at))
+    rebuild_request_slices(conn, job.day, spans, row_hour(job, Request.started_at))
     # The GPU shares of the requests: moved by a re-allocation and by any change to the
     # requests' endpoint, user or team, which mark their day too.
-    rebuild_gpu_slices(conn, job.day, spans, _hour(job, Request.started_at))
+    rebuild_gpu_slices(conn, job.day, spans, row_hour(job, Request.started_at))
     # The reconciliation's, by the calls' own day and hour.
-    rebuild_call_slices(conn, job.day, spans, _hour(job, LlmCall.started_at))
-
-
-def _hour(job: Rebuild, column: Any) -> Any:
-    """The rows' `hour`: of `column` (a start) on a sliced day, else WHOLE_DAY."""
-    return hour_of(column) if job.sliced else literal(WHOLE_DAY)
-
-
-def _read_settings(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        # One day is a small slice of llm_calls: fetched by primary key, and grouped and
-        # sorted in memory (the readers' settings).
-        for setting in READ_SETTINGS:
-            conn.exec_driver_sql(f"SET LOCAL {setting}")
+    rebuild_call_slices(conn, job.day, spans, row_hour(job, LlmCall.started_at))
 
 
 def compact(engine: Engine) -> int:

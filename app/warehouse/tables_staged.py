@@ -4,7 +4,7 @@ twin tables and kept until they replace the day's rows.
 A day rebuilt whole (a late span on a past day, a re-price, a bulk load of the latest day) takes
 seconds to sum and seconds more to write into the big indexed rollups at volume, and until its
 rollups are current every reader takes that day from the base tables. The refresh
-(`app.rollups.refresh`) therefore commits the rebuild's sums first, on their own: each rollup
+(`app.rollups.staging`) therefore commits the rebuild's sums first, on their own: each rollup
 has a twin here (`rollup_staged_<name>`: the same columns, indexed by day only), holding the
 staged days' rows, and `rollup_staged_marks` lists the marks (`rollup_dirty` ids) those rows
 were summed after. While every mark of a day is one of those, the twins' rows are that day's
@@ -16,7 +16,7 @@ deletes their marks and the twins' rows of the day in one transaction.
 A staging commits in steps. First the marks, the day's requests read once into
 `rollup_staged_pairs` (one row per request and (model, provider) it called,
 `app.rollups.day_pairs`) and the names of the twins still to write in `rollup_staged_paired`;
-then the twins, a step at a time (`app.rollups.refresh.STEPS`), each committed with its names
+then the twins, a step at a time (`app.rollups.staging.STEPS`), each committed with its names
 taken off: first `rollup_call_days`' and the GPU rollups' (their readers read the day from the
 base tables until then: `Stale.ready`), then the request rollups', each summed from the pairs
 (or from a finer twin). The pairs are deleted with the last. Meanwhile readers take a request
