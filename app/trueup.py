@@ -8,7 +8,10 @@ It runs after each successful run of a billing collector when `pricing.true_up` 
 days that run re-read) and on demand as `spendguard trueup`. Calls that arrive after it ran are
 scaled by the factor of their day, so a model-day's total can drift from its bill until the
 next refresh; refreshing again makes it exact. The rollups carry each call's trued-up cost
-(`app.warehouse.tables_rollup`), so a refresh marks the request days of the calls it covers.
+(`app.warehouse.tables_rollup`), so a refresh marks the request days of the calls whose
+factor (or residual) it changed. A billing collector re-reads its last days every run, and
+their bills mostly come out as they were: their days keep their rollup rows, and pages keep
+reading them there rather than from the base tables while they would be rebuilt.
 
 One refresh of a provider at a time (the named lock `trueup:<provider>`): a second one finds
 it taken and reports `busy` rather than racing the first.
@@ -43,6 +46,9 @@ class TrueUpResult:
     estimated_nanousd: int = 0
     billed_nanousd: int = 0
     skipped: list[str] = field(default_factory=list)  # model-days left as estimated, and why
+    # The days whose factors changed (those whose calls' trued-up costs did, and whose rollups
+    # are marked for a rebuild).
+    changed_days: list[date] = field(default_factory=list)
 
 
 def bounded_fraction(billed: int, estimated: int) -> Fraction:
@@ -94,14 +100,40 @@ def refresh_true_up(
             except ValueError as exc:  # a bill billions of times its estimate: not scaled
                 result.skipped.append(f"{row.day} {row.model}: {exc}")
         with session_scope(engine) as session:
+            before = _applied(session, provider, since, until)
             _replace(session, provider, since, until, recon.traced, factors)
             _settle_residuals(session, provider, since, until, factors)
-            # The rollups sum trued-up costs: the days of the calls scaled here are rebuilt.
-            mark_provider_calls(session.connection(), provider, midnight(since), midnight(until))
+            # The rollups sum trued-up costs: the days whose calls are scaled otherwise now
+            # are rebuilt; a day whose factors came out as they were keeps its rollup rows.
+            changed = sorted({row[1] for row in before ^ _applied(session, provider, since, until)})
+            conn = session.connection()
+            for day in changed:
+                mark_provider_calls(conn, provider, midnight(day), midnight(day + timedelta(days=1)))
+        result.changed_days = changed
         result.model_days = len(factors)
         result.billed_nanousd = sum(b for b, _, _ in factors.values())
         result.estimated_nanousd = sum(e for _, e, _ in factors.values())
     return result
+
+
+def _applied(
+    session: Session, provider: str, since: date, until: date
+) -> set[tuple[str, date, int, int, str | None, str | None, int]]:
+    """What the provider's factors of [since, until) make of its calls' costs (`trued_cost`):
+    per model and day, the factor and the call that carries the residual, with the residual."""
+    f = TrueUpFactor
+    rows = session.execute(
+        select(
+            f.model,
+            f.day,
+            f.factor_num,
+            f.factor_den,
+            f.carrier_trace_id,
+            f.carrier_span_id,
+            f.residual_nano,
+        ).where(f.provider == provider, f.day >= since, f.day < until)
+    )
+    return {(m, as_date(d), int(n), int(q), t, sp, int(r)) for m, d, n, q, t, sp, r in rows}
 
 
 def _not_trued_up(billed: int | None, estimated: int, has_other_currency: bool) -> str:

@@ -264,7 +264,12 @@ def _refresh_true_up(engine: Engine, name: str, outcome: RunOutcome) -> None:
     if result.busy:
         log.info("worker: %s: a true-up refresh is already running; skipped", name)
     else:
-        log.info("worker: %s: true-up refreshed, %d model-day(s)", name, result.model_days)
+        log.info(
+            "worker: %s: true-up refreshed, %d model-day(s), %d day(s) changed",
+            name,
+            result.model_days,
+            len(result.changed_days),
+        )
 
 
 def _refresh_gpu(engine: Engine, name: str, settings: Settings) -> None:

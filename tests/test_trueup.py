@@ -133,6 +133,45 @@ def test_the_rollups_answer_the_trued_up_costs_like_the_base_tables(month: Engin
         assert got == want, (dims, filters)
 
 
+def test_a_true_up_marks_only_the_days_whose_factors_changed(month: Engine) -> None:
+    """A billing collector re-reads its last days every run: a day whose factors and residual
+    come out as they were keeps its rollup rows (no mark, so no rebuild and no base-table
+    reads meanwhile), and they still answer like the base tables; a changed bill marks its
+    day alone."""
+    add_line(month, "openai", D3, "rounding", 7, "gpt-4o-mini")
+    add_line(month, "openai", D4, "later", usd("0.3"), "gpt-4o-mini")
+    refresh_all(month)
+    rollup_refresh(month)
+    for provider in ("openai", "anthropic"):
+        assert refresh_true_up(month, provider, D3, D5).changed_days == []
+    with month.connect() as conn:
+        assert dirty_days(conn) == []
+        assert "rollup" in str(cost_query(conn, ["model"], TRUED))
+    assert _by_model(month) == _by_model_in_base_tables(month)
+
+    before = total(month, ["model"])
+    add_line(month, "openai", D4, "restated", 1, "gpt-4o-mini")  # the 4th's factor moves
+    assert refresh_true_up(month, "openai", D3, D5).changed_days == [D4]
+    with month.connect() as conn:  # the request days of the 4th's calls (t7's is the 3rd)
+        assert dirty_days(conn) == [D3, D4]
+    assert total(month, ["model"]) == before + 1
+    rollup_refresh(month)
+    assert _by_model(month) == _by_model_in_base_tables(month)
+
+
+def _by_model(engine: Engine) -> dict[str, tuple[int, int]]:
+    """Requests and trued-up cost by model, as the report answers (from the rollups when clean)."""
+    return {
+        r.group["model"]: (r.requests, r.cost_nanousd) for r in unit_costs(engine, ["model"], TRUED)
+    }
+
+
+def _by_model_in_base_tables(engine: Engine) -> dict[str, tuple[int, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(unit_cost_query(["model"], TRUED)).mappings()
+        return {r["model"]: (int(r["requests"]), int(r["cost_nanousd"])) for r in rows}
+
+
 def _plain(rows: Any) -> list[tuple[tuple[str, Any], ...]]:
     """Rows comparable across the rollups' sums and the base tables' (ints, not Decimals)."""
     return sorted(

@@ -94,7 +94,8 @@ def trueup(
                 f"{provider}: {result.model_days} model-day(s) trued up, estimated "
                 f"${format_usd(nanos_to_usd(result.estimated_nanousd))} → billed "
                 f"${format_usd(nanos_to_usd(result.billed_nanousd))}; "
-                f"{len(result.skipped)} left as estimated"
+                f"{len(result.skipped)} left as estimated; "
+                f"{len(result.changed_days)} day(s) changed, their rollups to rebuild"
             )
     finally:
         engine.dispose()
