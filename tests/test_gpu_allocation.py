@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 
 from app.gpu.allocate import SETTLE, refresh, refresh_stale
 from app.gpu.report import allocation_rows, pool_rows
@@ -33,6 +33,8 @@ from app.settings import Settings
 from app.warehouse.engine import session_scope
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuCost, GpuPoolHour
+from app.warehouse.tables_rollup import rollup_dirty
+from app.warehouse.types import as_date
 
 DAY = date(2025, 11, 20)
 NEXT = DAY + timedelta(days=1)
@@ -262,6 +264,34 @@ def test_refreshing_again_changes_nothing_and_new_calls_or_bills_are_picked_up(
     unbounded = Settings(gpu_pools=[POOLS[0], {**POOLS[1], "capacity_per_hour": None}])  # type: ignore[arg-type]
     refresh_stale(engine, unbounded)
     assert shares(engine)["e"] == usd("1.20") and shares(engine)["f"] == usd("1.80")
+
+
+def test_a_reallocation_marks_only_the_requests_whose_shares_changed(engine: Engine) -> None:
+    """The worker re-allocates a day after every collector run that brought a pooled call or a
+    cost line: the rollups are marked stale only where a call's share came, went or moved (the
+    hours of its request), not the whole day, which would be rebuilt whole and read from the
+    base tables meanwhile."""
+    hand_made_day(engine)
+    refresh(engine, SETTINGS, DAY, NEXT)
+    assert _marks(engine) == {(DAY, 10), (DAY, 11)}  # the requests with a share
+    _clear_marks(engine)
+    refresh(engine, SETTINGS, DAY, NEXT)  # the same calls and bills: the same shares
+    assert _marks(engine) == set()
+    # A call in 11:00, where `d` had the llama pool's hour alone: both shares move, no other.
+    add_call(engine, "7" * 32, at(11, 40), "llama-3.1-70b", ms=1, user="u-9")
+    refresh(engine, SETTINGS, DAY, NEXT)
+    assert _marks(engine) == {(DAY, 11)}
+
+
+def _marks(engine: Engine) -> set[tuple[date, int | None]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(rollup_dirty.c.day, rollup_dirty.c.hour).distinct())
+        return {(as_date(day), hour) for day, hour in rows}
+
+
+def _clear_marks(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(rollup_dirty))
 
 
 def test_a_call_committed_after_a_refresh_with_an_older_stamp_is_allocated(

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from app.gpu.pools import CostLine, PoolHours, hour_floor, pool_hours
 from app.money import split_exact
-from app.rollups.dirty import mark_allocated
+from app.rollups.dirty import mark_traces
 from app.settings import GpuPoolConfig, Settings
 from app.settings.models import UNASSIGNED_POOL
 from app.warehouse.checkpoints import read_checkpoint, write_checkpoint
@@ -255,9 +255,7 @@ def _replace_day(
     end: datetime,
     result: AllocationResult,
 ) -> None:
-    # The rollups count GPU shares on their requests' days: those of the shares replaced here,
-    # and (below) of the new ones.
-    mark_allocated(session.connection(), start, end)
+    before = _allocated(session, start, end)
     session.execute(
         delete(GpuAllocation).where(GpuAllocation.hour >= start, GpuAllocation.hour < end)
     )
@@ -321,7 +319,38 @@ def _replace_day(
         session.execute(insert(GpuPoolHour), hour_rows)
     if allocation_rows:
         session.execute(insert(GpuAllocation), allocation_rows)
-        mark_allocated(session.connection(), start, end)
+    # The rollups count GPU shares on their requests' days and hours: those of the calls whose
+    # share came, went or changed are rebuilt, not the whole day's (the worker re-allocates
+    # today after every collector run, for each new call of a pooled model: only the hours of
+    # that call's pool-hour change).
+    after = {_allocation(row) for row in allocation_rows}
+    mark_traces(session.connection(), sorted({row[0] for row in before ^ after}))
+
+
+_Allocation = tuple[str, str, str, datetime, int, int]
+
+
+def _allocation(row: dict[str, Any]) -> _Allocation:
+    """A call's allocation as the rollups read it (all but when it was computed)."""
+    return (
+        row["trace_id"],
+        row["span_id"],
+        row["pool"],
+        row["hour"],
+        int(row["weight"]),
+        int(row["gpu_cost_nanousd"]),
+    )
+
+
+def _allocated(session: Session, start: datetime, end: datetime) -> set[_Allocation]:
+    """The stored allocations of the calls in the pool-hours of [start, end)."""
+    g = GpuAllocation
+    rows = session.execute(
+        select(g.trace_id, g.span_id, g.pool, g.hour, g.weight, g.gpu_cost_nanousd).where(
+            g.hour >= start, g.hour < end
+        )
+    )
+    return {_allocation(dict(row._mapping)) for row in rows}
 
 
 def _capacity(pool: GpuPoolConfig | None) -> int | None:

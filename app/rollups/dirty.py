@@ -29,8 +29,9 @@ from the base tables until then.
 Marks name the hour too where the writer knows it (a batch, a re-price: the stored hour, the
 candidates' and the calls' hours; PostgreSQL's trigger marks the hour a request leaves, migration
 0015), so that on a sliced (live) day only those hours are stale (`app.rollups.refresh`); the GPU
-allocation and the true-up mark the hours of the requests they change, and a mark without an
-hour (`mark_days`, `mark_all`) stales the whole day.
+allocation marks the hours of the requests whose calls' shares it changed (`mark_traces`), the
+true-up those of the calls of the days whose factors it changed, and a mark without an hour
+(`mark_days`, `mark_all`) stales the whole day.
 """
 
 from __future__ import annotations
@@ -41,13 +42,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, func, insert, select, union
+from sqlalchemy import Connection, func, insert, select, union
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from app.rollups.stale import hour_of
 from app.warehouse.tables import LlmCall, Request
-from app.warehouse.tables_gpu import GpuAllocation
 from app.warehouse.tables_rollup import rollup_dirty
 
 _CHUNK = 5000
@@ -113,18 +113,6 @@ def mark_slices(conn: Connection, marks: Iterable[Slice]) -> None:
     rows = [{"day": d, "hour": h} for d, h in sorted(set(marks), key=_order)]
     if rows:
         conn.execute(insert(rollup_dirty), rows)
-
-
-def mark_allocated(conn: Connection, start: datetime, end: datetime) -> None:
-    """Mark the request days and hours of the calls whose GPU allocation falls in
-    [start, end)."""
-    hours = (
-        select(func.date(Request.started_at), hour_of(Request.started_at))
-        .join(GpuAllocation, GpuAllocation.trace_id == Request.trace_id)
-        .where(and_(GpuAllocation.hour >= start, GpuAllocation.hour < end))
-        .distinct()
-    )
-    conn.execute(insert(rollup_dirty).from_select(["day", "hour"], hours))
 
 
 def mark_provider_calls(conn: Connection, provider: str, start: datetime, end: datetime) -> None:
