@@ -78,7 +78,7 @@ from bench.dashboard_data import (  # noqa: E402
     postgres_warehouse,
     sqlite_warehouse,
 )
-from bench.dashboard_extras import load_extras, write_config  # noqa: E402
+from bench.dashboard_extras import load_extras, worker_cycle, write_config  # noqa: E402
 from bench.dashboard_pages import PAGES, SqlClock, time_pages, time_reconcile  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -169,7 +169,7 @@ def _bench(
         print(f"  rollups built by the refresh: {days} days in {seconds:.1f} s "
               f"({seconds / max(days, 1):.2f} s/day)", flush=True)  # fmt: skip
     else:
-        write_config(work, n, engine, true_up=False)
+        config = write_config(work, n, engine, true_up=False)
         print(f"  reusing the stored warehouse ({n:,} requests)", flush=True)
     with engine.connect() as conn:
         calls = conn.execute(select(func.count()).select_from(LlmCall)).scalar_one()
@@ -188,6 +188,9 @@ def _bench(
             mark_slices(conn, [(day, hour)])
         result = refresh(engine)
         print(f"  refresh after live ingest, {what}: {result.seconds:.2f} s", flush=True)
+    # What the worker marks stale after a collector run, besides what it loaded.
+    for line in worker_cycle(engine, config):
+        print(f"  {line}", flush=True)
     more = pages is None or "unit_costs" in pages
     if "clean" in passes:
         time_reconcile(url, "clean")

@@ -20,22 +20,28 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 
 from alerts.engine import evaluate_once
 from app.demo.bills import load_demo_bills
 from app.demo.gpu import load_demo_gpu
+from app.gpu.allocate import refresh as allocate
 from app.killswitch.model import Scope
 from app.killswitch.store import add, release
+from app.rollups.dirty import mark_slices
+from app.rollups.refresh import refresh as refresh_rollups
 from app.settings import OpenCostCollectorConfig, Settings, load_settings
 from app.trueup import refresh_true_up
-from app.warehouse.tables import AlertTransition, AuditEntry, CollectorRun, LlmCall
+from app.warehouse.engine import session_scope
+from app.warehouse.tables import AlertTransition, AuditEntry, CollectorRun, LlmCall, Request
+from app.warehouse.tables_rollup import rollup_dirty
 from bench.dashboard_data import DAYS, END
 
 START = END - timedelta(days=DAYS)
@@ -262,3 +268,66 @@ def _switches(engine: Engine, settings: Settings, rng: random.Random) -> int:
     for switch_id, at in ids[:-6]:
         release(engine, settings, switch_id, "finops@bench", at + timedelta(hours=3))
     return added
+
+
+# ── the worker's cycle, after each collector run ───────────────────────────────────────────────
+
+
+def worker_cycle(engine: Engine, config: Path) -> list[str]:
+    """What the worker's true-up and GPU allocation mark stale after a collector run (the
+    rollups rebuild what they mark): the true-up of the last days again with the bills as they
+    were (a billing collector re-reads its last days every hour), and the latest day's
+    allocation again after one new call of a pooled model (the allocation runs after every
+    collector run that brings one). The warehouse is left as it was."""
+    settings = load_settings(config)
+    last = _latest(engine)
+    day = last.date()
+    lines = []
+    marked: set[Any] = set()
+    began = time.perf_counter()
+    for provider in ("openai", "anthropic"):
+        result = refresh_true_up(engine, provider, day - timedelta(days=3), day + timedelta(days=1))
+        marked.update(result.changed_days)
+    lines.append(
+        f"true-up of the last 4 days again, bills as they were: {len(marked)} day(s) marked "
+        f"({time.perf_counter() - began:.2f} s)"
+    )
+    trace = "f" * 32
+    with session_scope(engine) as session:
+        session.add(Request(trace_id=trace, started_at=last, root_key="k", endpoint="/bench",
+                            user_id="bench", updated_at=last))  # fmt: skip
+        session.add(LlmCall(trace_id=trace, span_id="s1", started_at=last, duration_ms=500,
+                            provider="vllm", model="llama-3.1-70b", family="otel-genai",
+                            input_tokens=10, output_tokens=10, cost_nanousd=0,
+                            price_source="override", ingested_at=datetime.now(UTC)))  # fmt: skip
+    began = time.perf_counter()
+    allocate(engine, settings, day, day + timedelta(days=1))
+    seconds = time.perf_counter() - began
+    hours = sorted(_marked_hours(engine), key=lambda h: -1 if h is None else h)
+    lines.append(
+        f"allocation of {day} again after one new llama-3.1-70b call: {seconds:.2f} s, "
+        f"{len(hours)} hour(s) marked ({', '.join(_hour(h) for h in hours)})"
+    )
+    lines.append(f"then the rollups' refresh: {refresh_rollups(engine).seconds:.2f} s")
+    with session_scope(engine) as session:  # as it was
+        session.execute(delete(LlmCall).where(LlmCall.trace_id == trace))
+        session.execute(delete(Request).where(Request.trace_id == trace))
+        mark_slices(session.connection(), [(day, last.hour)])
+    allocate(engine, settings, day, day + timedelta(days=1))
+    refresh_rollups(engine)
+    return lines
+
+
+def _latest(engine: Engine) -> datetime:
+    with engine.connect() as conn:
+        last: datetime = conn.execute(select(func.max(Request.started_at))).scalar_one()
+    return last
+
+
+def _marked_hours(engine: Engine) -> set[int | None]:
+    with engine.connect() as conn:
+        return set(conn.execute(select(rollup_dirty.c.hour).distinct()).scalars())
+
+
+def _hour(hour: int | None) -> str:
+    return "the whole day" if hour is None else f"{hour:02d}:00"
