@@ -35,6 +35,7 @@ from app.warehouse.tables_billing import BilledCost
 from app.warehouse.tables_trueup import MAX_TERM, TrueUpFactor, factor_join, scaled_cost
 from app.warehouse.types import as_date
 
+DAY = timedelta(days=1)
 BILLING_COLLECTORS = frozenset({"openai", "anthropic"})  # collector name = provider name
 
 
@@ -108,7 +109,7 @@ def refresh_true_up(
             changed = sorted({row[1] for row in before ^ _applied(session, provider, since, until)})
             conn = session.connection()
             for day in changed:
-                mark_provider_calls(conn, provider, midnight(day), midnight(day + timedelta(days=1)))
+                mark_provider_calls(conn, provider, midnight(day), midnight(day + DAY))
         result.changed_days = changed
         result.model_days = len(factors)
         result.billed_nanousd = sum(b for b, _, _ in factors.values())
