@@ -290,7 +290,8 @@ def worker_cycle(engine: Engine, config: Path) -> list[str]:
         marked.update(result.changed_days)
     lines.append(
         f"true-up of the last 4 days again, bills as they were: {len(marked)} day(s) marked "
-        f"({time.perf_counter() - began:.2f} s)"
+        f"({time.perf_counter() - began:.2f} s); then the rollups' refresh: "
+        f"{refresh_rollups(engine).seconds:.2f} s"
     )
     trace = "f" * 32
     with session_scope(engine) as session:
