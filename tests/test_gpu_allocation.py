@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, update
 
 from app.gpu.allocate import SETTLE, refresh, refresh_stale
 from app.gpu.report import allocation_rows, pool_rows
@@ -277,10 +277,21 @@ def test_a_reallocation_marks_only_the_requests_whose_shares_changed(engine: Eng
     _clear_marks(engine)
     refresh(engine, SETTINGS, DAY, NEXT)  # the same calls and bills: the same shares
     assert _marks(engine) == set()
-    # A call in 11:00, where `d` had the llama pool's hour alone: both shares move, no other.
-    add_call(engine, "7" * 32, at(11, 40), "llama-3.1-70b", ms=1, user="u-9")
+    # A call at 11:40, of a request that started at 9:50, where `d` had the llama pool's hour
+    # alone: the new share marks its request's hour, and `d`'s, which moved, `d`'s.
+    new = "7" * 32
+    add_call(engine, new, at(11, 40), "llama-3.1-70b", ms=1, user="u-9")
+    with session_scope(engine) as session:
+        session.execute(update(Request).where(Request.trace_id == new).values(started_at=at(9, 50)))
+    _clear_marks(engine)  # (`add_call` marks its own request, as the ingest would)
     refresh(engine, SETTINGS, DAY, NEXT)
-    assert _marks(engine) == {(DAY, 11)}
+    assert _marks(engine) == {(DAY, 9), (DAY, 11)}
+    # The call goes: its share goes (9:00), and `d`'s moves back (11:00).
+    _clear_marks(engine)
+    with session_scope(engine) as session:
+        session.execute(delete(LlmCall).where(LlmCall.trace_id == new))
+    refresh(engine, SETTINGS, DAY, NEXT)
+    assert _marks(engine) == {(DAY, 9), (DAY, 11)}
 
 
 def _marks(engine: Engine) -> set[tuple[date, int | None]]:
