@@ -84,9 +84,11 @@ def pair_columns() -> list[Column[Any]]:
     ]
 
 
-# The pairs of the days being staged, until their twins are written (no index: it holds the
-# rows of a day or two, each read whole).
-rollup_staged_pairs = Table("rollup_staged_pairs", _metadata, *pair_columns())
+# The pairs of the days being staged, until their twins are written: the rows of a day or two,
+# each read whole, but indexed by day, as PostgreSQL keeps the deleted rows of every staging
+# until a vacuum (`app.rollups.refresh.vacuum_staged`), and a scan reads them all (migration
+# 0019).
+rollup_staged_pairs = Table("rollup_staged_pairs", _metadata, *pair_columns(), Index(None, "day"))
 
 # The request rollups of the staged days whose twins are not written yet: read from the pairs.
 rollup_staged_paired = Table(
