@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -283,7 +283,7 @@ def worker_cycle(engine: Engine, config: Path) -> list[str]:
     last = _latest(engine)
     day = last.date()
     lines = []
-    marked: set[Any] = set()
+    marked: set[date] = set()
     began = time.perf_counter()
     for provider in ("openai", "anthropic"):
         result = refresh_true_up(engine, provider, day - timedelta(days=3), day + timedelta(days=1))

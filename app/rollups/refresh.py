@@ -138,7 +138,7 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
     lock."""
     result = RefreshResult()
     started = time.perf_counter()
-    staged = False
+    staged_days = False  # (`staged`, the function, is staging's test of one job)
     with named_lock(engine, LOCK) as held:
         if not held:
             result.busy = True
@@ -149,7 +149,7 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
             if not jobs:
                 break
             whole = [job for job in jobs if job.hours is None]
-            staged = staged or bool(whole)
+            staged_days = staged_days or bool(whole)
             if 1 < len(whole) <= LAZY_MAX_DAYS:
                 # Readers take each from its staged pairs as soon as they are committed, the
                 # latest (what pages show most) first; then from its twins; then the
@@ -171,7 +171,7 @@ def refresh(engine: Engine, progress: Callable[[date], None] | None = None) -> R
         if result.days or result.compacted:  # a stamp readers see (app.dashboard.versions)
             with session_scope(engine) as session:
                 write_checkpoint(session, "rollups", "refresh", datetime.now(UTC).isoformat())
-    if staged:
+    if staged_days:
         vacuum_staged(engine)
     result.seconds = time.perf_counter() - started
     if result.days:
