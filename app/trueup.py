@@ -3,7 +3,10 @@
 `refresh_true_up` recomputes the `true_up_factors` of one provider for a range of UTC days
 (see `app.warehouse.tables_trueup` for how a factor is applied, exactly, in SQL). A model-day
 gets a factor when its reconciliation row (`app.reports.reconcile`) has a USD bill of 0 or more,
-a priced estimate above 0 and no line in another currency; its other days keep their estimate.
+a priced estimate above 0 and no line in another currency, and only once the day is over (UTC):
+a day's bill grows while the day runs (and providers' cost reports lag it by hours), so a factor
+from today's partial bill would scale today's calls down to what has been billed so far, and
+move at every billing run. Other model-days keep their estimate, and the result says why.
 It runs after each successful run of a billing collector when `pricing.true_up` is on (for the
 days that run re-read) and on demand as `spendguard trueup`. Calls that arrive after it ran are
 scaled by the factor of their day, so a model-day's total can drift from its bill until the
@@ -74,11 +77,18 @@ def billed_providers(engine: Engine, since: date, until: date | None) -> list[st
 
 
 def refresh_true_up(
-    engine: Engine, provider: str, since: date, until: date | None = None
+    engine: Engine,
+    provider: str,
+    since: date,
+    until: date | None = None,
+    *,
+    now: datetime | None = None,
 ) -> TrueUpResult:
     """Recompute the provider's factors for the days `since` (inclusive) to `until`
-    (exclusive; default: through today), replacing those stored for these days."""
-    until = until or datetime.now(UTC).date() + timedelta(days=1)
+    (exclusive; default: through today), replacing those stored for these days. Days not over
+    at `now` (default: the current time) get no factor."""
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    until = until or today + timedelta(days=1)
     result = TrueUpResult(provider)
     with named_lock(engine, f"trueup:{provider}") as held:
         if not held:
@@ -92,7 +102,7 @@ def refresh_true_up(
                 continue
             key = (row.day, row.provider, row.model or "")
             billed, estimated = row.billed_nanousd, row.estimated_nanousd or 0
-            why = _not_trued_up(billed, estimated, key in not_usd)
+            why = _not_trued_up(billed, estimated, key in not_usd, row.day >= today)
             if why or billed is None:
                 result.skipped.append(f"{row.day} {row.model}: {why}")
                 continue
@@ -137,7 +147,11 @@ def _applied(
     return {(m, as_date(d), int(n), int(q), t, sp, int(r)) for m, d, n, q, t, sp, r in rows}
 
 
-def _not_trued_up(billed: int | None, estimated: int, has_other_currency: bool) -> str:
+def _not_trued_up(
+    billed: int | None, estimated: int, has_other_currency: bool, running: bool
+) -> str:
+    if running:
+        return "the day is not over yet: its bill is partial"
     if has_other_currency:
         return "billed in another currency"
     if billed is None:

@@ -219,6 +219,25 @@ def test_what_is_left_as_estimated_says_why(month: Engine) -> None:
     assert haiku == ["2025-11-03 claude-haiku-4-5: billed in another currency"]
 
 
+def test_a_day_not_over_keeps_its_estimate(month: Engine) -> None:
+    """Today's bill is partial: a factor from it would scale today's calls down to what has
+    been billed so far. The day gets its factors once it is over."""
+    during = refresh_true_up(
+        month, "anthropic", D3, D5, now=datetime(2025, 11, 3, 23, 59, 59, tzinfo=UTC)
+    )
+    assert (during.model_days, during.changed_days) == (0, [])
+    assert "2025-11-03 claude-sonnet-4-5: the day is not over yet: its bill is partial" in (
+        during.skipped
+    )
+    rows = {r.group["model"]: r for r in unit_costs(month, ["model"], TRUED)}
+    assert rows["claude-sonnet-4-5-20250929"].cost_nanousd == usd("2")  # the estimate
+    assert rows["claude-sonnet-4-5-20250929"].trued_up_calls == 0
+    after = refresh_true_up(month, "anthropic", D3, D5, now=datetime(2025, 11, 4, tzinfo=UTC))
+    assert (after.model_days, after.changed_days) == (1, [D3])
+    rows = {r.group["model"]: r for r in unit_costs(month, ["model"], TRUED)}
+    assert rows["claude-sonnet-4-5-20250929"].cost_nanousd == usd("2.1")  # the bill
+
+
 def test_the_trueup_command(month: Engine, warehouse_url: str, tmp_path: Path) -> None:
     out = cli(warehouse_url, tmp_path, "trueup", "--since", "2025-11-03", "--until", "2025-11-05")
     assert out.exit_code == 0, out.output
