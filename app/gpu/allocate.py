@@ -13,7 +13,8 @@ integer nano-dollars by largest remainder (`app.money.split_exact`), so per pool
 `allocated + idle == cost` exactly (lines of no pool, `(unassigned)`, are neither), and the
 calls' shares add up to `allocated` exactly. Idle is a line of its own
 (`gpu_pool_hours.idle_nanousd`), never spread into requests. Credits are part of the hour's
-cost (a negative share).
+cost (a negative share). The arithmetic is `app.gpu.shares`; this module reads its inputs and
+stores its rows.
 
 `refresh` recomputes whole UTC days and replaces what was stored for them, in one transaction per
 day: re-running it changes nothing, and never counts twice. `refresh_stale` finds the days that
@@ -28,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -38,10 +38,9 @@ from sqlalchemy import Engine, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from app.gpu.pools import CostLine, PoolHours, hour_floor, pool_hours
-from app.money import split_exact
+from app.gpu.shares import Call, split_day
 from app.rollups.dirty import mark_traces
 from app.settings import GpuPoolConfig, Settings
-from app.settings.models import UNASSIGNED_POOL
 from app.warehouse.checkpoints import read_checkpoint, write_checkpoint
 from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
@@ -73,14 +72,6 @@ class AllocationResult:
     idle_nanousd: int = 0
     not_usd_lines: int = 0
     busy: bool = False  # another refresh was running: nothing done
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    trace_id: str
-    span_id: str
-    hour: datetime
-    weight: int
 
 
 def midnight(day: date) -> datetime:
@@ -260,70 +251,21 @@ def _replace_day(
         delete(GpuAllocation).where(GpuAllocation.hour >= start, GpuAllocation.hour < end)
     )
     session.execute(delete(GpuPoolHour).where(GpuPoolHour.hour >= start, GpuPoolHour.hour < end))
-    now = datetime.now(UTC)
-    config = {pool.name: pool for pool in pools}
-    by_hour: dict[tuple[str, datetime], list[Call]] = defaultdict(list)
-    for name, pool_calls in calls.items():
-        for call in pool_calls:
-            by_hour[(name, call.hour)].append(call)
-    hour_rows: list[dict[str, Any]] = []
-    allocation_rows: list[dict[str, Any]] = []
-    for (pool, hour), (source, bill) in sorted(hours.hours.items()):
-        pool_config = config.get(pool)
-        in_hour = by_hour.get((pool, hour), [])
-        capacity = _capacity(pool_config)
-        used = sum(c.weight for c in in_hour)
-        if not in_hour:
-            allocated = 0
-        elif capacity is not None and used < capacity:
-            allocated, _ = split_exact(bill.cost, [used, capacity - used])
-        else:
-            allocated = bill.cost
-        # A pool's unused hours are idle; a line of no pool is neither idle nor allocated.
-        idle = 0 if pool == UNASSIGNED_POOL else bill.cost - allocated
-        shares = split_exact(allocated, [c.weight for c in in_hour]) if in_hour else []
-        for call, share in zip(in_hour, shares, strict=True):
-            allocation_rows.append(
-                {
-                    "trace_id": call.trace_id,
-                    "span_id": call.span_id,
-                    "pool": pool,
-                    "hour": hour,
-                    "weight": call.weight,
-                    "gpu_cost_nanousd": share,
-                    "computed_at": now,
-                }
-            )
-        hour_rows.append(
-            {
-                "pool": pool,
-                "hour": hour,
-                "source": source,
-                "cost_nanousd": bill.cost,
-                "credits_nanousd": bill.credits,
-                "allocated_nanousd": allocated,
-                "idle_nanousd": idle,
-                "calls": len(in_hour),
-                "weight": used,
-                "capacity": capacity,
-                "usage_milli": bill.usage_milli,
-                "computed_at": now,
-            }
-        )
-        result.pool_hours += 1
-        result.calls += len(in_hour)
-        result.cost_nanousd += bill.cost
-        result.allocated_nanousd += allocated
-        result.idle_nanousd += idle
-    if hour_rows:
-        session.execute(insert(GpuPoolHour), hour_rows)
-    if allocation_rows:
-        session.execute(insert(GpuAllocation), allocation_rows)
+    day = split_day(pools, hours, calls, datetime.now(UTC))
+    if day.hour_rows:
+        session.execute(insert(GpuPoolHour), day.hour_rows)
+    if day.allocation_rows:
+        session.execute(insert(GpuAllocation), day.allocation_rows)
+    result.pool_hours += len(day.hour_rows)
+    result.calls += day.calls
+    result.cost_nanousd += day.cost_nanousd
+    result.allocated_nanousd += day.allocated_nanousd
+    result.idle_nanousd += day.idle_nanousd
     # The rollups count GPU shares on their requests' days and hours: those of the calls whose
     # share came, went or changed are rebuilt, not the whole day's (the worker re-allocates
     # today after every collector run, for each new call of a pooled model: only the hours of
     # that call's pool-hour change).
-    after = {_allocation(row) for row in allocation_rows}
+    after = {_allocation(row) for row in day.allocation_rows}
     mark_traces(session.connection(), sorted({row[0] for row in before ^ after}))
 
 
@@ -351,13 +293,6 @@ def _allocated(session: Session, start: datetime, end: datetime) -> set[_Allocat
         )
     )
     return {_allocation(dict(row._mapping)) for row in rows}
-
-
-def _capacity(pool: GpuPoolConfig | None) -> int | None:
-    """The pool's capacity per hour in the unit of its key (call-ms or tokens), if configured."""
-    if pool is None or pool.capacity_per_hour is None:
-        return None
-    return pool.capacity_per_hour * (1000 if pool.allocate_by == "gpu_seconds" else 1)
 
 
 # ── small helpers ──────────────────────────────────────────────────────────────────────────────
