@@ -18,8 +18,8 @@ cost), or None when only the base tables can answer. The counting rules decide:
   and the requests from `rollup_daily_call_sets` (those whose set holds a pair that the
   filters accept, each once), joined by group; grouped by model or provider, or with a user,
   all from `rollup_daily_set_calls` (or `rollup_daily_user_set_calls`), where
-  `_first_accepted` counts each request on one row per group: its first accepted pair, in the
-  filters' order.
+  `first_accepted` (`app.rollups.first_pair`) counts each request on one row per group: its
+  first accepted pair, in the filters' order.
 - `true_up`: the rollups' `trued_cost_nanousd` (the sum of each call's trued-up cost) in place
   of the estimate, and `trued_up_calls`.
 - A filter on more than MAX_ORDERED models × providers in one group by user, model or provider:
@@ -39,11 +39,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Integer,
     Select,
     Table,
     and_,
-    case,
     func,
     literal,
     or_,
@@ -51,11 +49,9 @@ from sqlalchemy import (
     true,
     union_all,
 )
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
 from app.rollups.day_pairs import pair_rows
+from app.rollups.first_pair import first_accepted, ordered_values, position
 from app.rollups.stale import Stale, day_conditions, skip
 from app.rollups.weeks import Week, source
 from app.warehouse.tables_rollup import (
@@ -130,7 +126,7 @@ def rollup_query(
             count = "requests_provider"
         elif table is rollup_daily_calls and not CALL_DIMENSIONS.intersection(dims):
             return _by_call_sets(dims, chosen, since, until, by_day, stale, true_up, hours, weeks)
-        elif _ordered_values(dims, chosen) > MAX_ORDERED:
+        elif ordered_values(dims, chosen) > MAX_ORDERED:
             return None
         else:
             table = rollup_daily_user_set_calls if "user" in used else rollup_daily_set_calls
@@ -138,7 +134,7 @@ def rollup_query(
 
     filters = {_COLUMN_NAMES[d]: values for d, values in chosen.items()}
     t, conds = _rows(table, since, until, filters, stale, hours, () if by_day else weeks)
-    requests = t[count] if count else _first_accepted(t, dims, chosen)
+    requests = t[count] if count else first_accepted(t, dims, chosen)
     group_cols = [func.coalesce(t[_COLUMN_NAMES[d]], literal(MISSING)).label(d) for d in dims]
     token_cost = func.coalesce(func.sum(t[_token_cost(true_up)]), 0)
     gpu_cost = func.coalesce(func.sum(t.gpu_cost_nanousd), 0)
@@ -246,7 +242,7 @@ def _by_call_sets(
         if by_day:
             groups.append(t.day.label("day"))
         if counted:
-            conds.append(or_(*(_position(t.pairs, literal(w)) > 0 for w in wanted)))
+            conds.append(or_(*(position(t.pairs, literal(w)) > 0 for w in wanted)))
             sums: list[Any] = [func.sum(t.requests).label("requests")]
         else:
             sums = [
@@ -281,97 +277,6 @@ def _by_call_sets(
         *([func.coalesce(m.c.trued_up_calls, 0).label(TRUED_UP)] if true_up else []),
         *([m.c.day] if by_day else []),
     ).select_from(m.join(r, on))
-
-
-def _ordered_values(dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> int:
-    """How many accepted values `_first_accepted` orders: it tests each against those before it,
-    in as many text searches as this number's pairs."""
-    models, providers = len(set(chosen.get("model", ()))), len(set(chosen.get("provider", ())))
-    if "model" in dims:
-        return providers
-    if "provider" in dims:
-        return models
-    return max(models, 1) * max(providers, 1)
-
-
-def _first_accepted(t: Any, dims: Sequence[str], chosen: Mapping[str, Sequence[str]]) -> Any:
-    """`rollup_daily_set_calls` or `rollup_daily_user_set_calls`, whose rows the filters narrow
-    to the accepted pairs (those whose model and provider the filters take): the requests of a
-    row when it is the one row, of its request's, that counts the request in its group, else 0.
-
-    That row is the first accepted pair of the request's set (every row of a request carries
-    the same set) in the order of the sorted filter values, per group: grouped by model, the
-    first *of the row's model*; by provider, of its provider. With a filter on models only, the
-    first accepted model's row of its first provider (`requests_model`); on providers only,
-    likewise (`requests_provider`). `t`: the table's columns."""
-    models = sorted(set(chosen.get("model", ())))
-    providers = sorted(set(chosen.get("provider", ())))
-
-    def holds(*parts: str | ColumnElement[str]) -> ColumnElement[bool]:
-        pieces = [literal(part) if isinstance(part, str) else part for part in parts]
-        needle = pieces[0]
-        for piece in pieces[1:]:
-            needle = needle + piece
-        return _position(t.pairs, needle) > 0
-
-    count: ColumnElement[int] = t.requests
-    if "model" in dims:  # and several providers: the row's model, its first accepted provider
-        first = [
-            and_(
-                t.provider == p,
-                *(~holds(PAIR_START, t.model, PAIR_MID + q + PAIR_START) for q in providers[:i]),
-            )
-            for i, p in enumerate(providers)
-        ]
-    elif "provider" in dims:  # and several models
-        first = [
-            and_(
-                t.model == m,
-                *(~holds(PAIR_START + n + PAIR_MID, t.provider, PAIR_START) for n in models[:i]),
-            )
-            for i, m in enumerate(models)
-        ]
-    elif models and providers:
-        accepted = [(m, p) for m in models for p in providers]
-        first = [
-            and_(
-                t.model == m,
-                t.provider == p,
-                *(~holds(PAIR_START + n + PAIR_MID + q + PAIR_START) for n, q in accepted[:i]),
-            )
-            for i, (m, p) in enumerate(accepted)
-        ]
-    elif models:
-        count = t.requests_model
-        first = [
-            and_(t.model == m, *(~holds(PAIR_START + n + PAIR_MID) for n in models[:i]))
-            for i, m in enumerate(models)
-        ]
-    else:
-        count = t.requests_provider
-        first = [
-            and_(t.provider == p, *(~holds(PAIR_MID + q + PAIR_START) for q in providers[:i]))
-            for i, p in enumerate(providers)
-        ]
-    return case((or_(*first), count), else_=0)
-
-
-class _position(FunctionElement[int]):
-    """Where a text first holds another, from 1 (0: nowhere): no LIKE, so no wildcards to
-    escape in model names."""
-
-    type = Integer()
-    inherit_cache = True
-
-
-@compiles(_position)
-def _instr(element: _position, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"instr({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(_position, "postgresql")
-def _strpos(element: _position, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"strpos({compiler.process(element.clauses, **kw)})"
 
 
 def _hours(columns: Any, hours: tuple[int, int] | None) -> list[ColumnElement[bool]]:
