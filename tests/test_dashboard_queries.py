@@ -23,7 +23,10 @@ from tests.test_dashboard_pages import (
     load,
     settings_for,
 )
+from tests.test_reconcile import D3, D4, month, usd
 from tests.test_unit_costs import MINI_A, SONNET_A, TOTAL
+
+__all__ = ["month"]  # the fixture, imported
 
 
 def test_spend_by_day_adds_up_to_the_total(engine: Engine) -> None:
@@ -133,3 +136,17 @@ def test_recent_runs_and_freshness(engine: Engine) -> None:
 
 def test_loaders_now_is_the_wall_clock() -> None:
     assert abs((loaders.now() - datetime.now(UTC)).total_seconds()) < 5
+
+
+def test_the_billed_gap_leaves_out_days_not_over(month: Engine) -> None:
+    """A day's bill grows while the day runs: its gap to the day's whole estimate is no gap."""
+    gaps = queries_spend.estimated_vs_billed(month, D3, D4 + timedelta(days=1))
+    over = queries_spend.billed_summary(gaps, D4 + timedelta(days=1))
+    # The 3rd: billed 1.2 + 0.45 + 0.3 + 0.25 (openai) + 2.1 (anthropic; the EUR line is not
+    # summed) against 1.5 + 2.1 estimated; the 4th has no bill yet.
+    assert (over.billed_nanousd, over.compared_estimated_nanousd) == (usd("4.3"), usd("3.6"))
+    assert (over.gap_nanousd, over.unbilled_days, over.partial_days) == (usd("0.7"), 1, 0)
+    assert over.estimated_nanousd == usd("3.6") + usd("0.25")
+    during = queries_spend.billed_summary(gaps, D3)
+    assert (during.billed_nanousd, during.compared_estimated_nanousd) == (usd("4.3"), 0)
+    assert (during.gap_nanousd, during.partial_days) == (0, 1)

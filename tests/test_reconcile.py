@@ -122,6 +122,11 @@ def add_line(
 
 @pytest.fixture
 def month(engine: Engine) -> Engine:
+    return load_month(engine)
+
+
+def load_month(engine: Engine) -> Engine:
+    """The calls and bill lines of the table above."""
     add_call(engine, "t1", "s1", at(D3), "openai", "gpt-4o-mini", usd("0.6"))
     add_call(
         engine,

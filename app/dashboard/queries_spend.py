@@ -148,6 +148,38 @@ class BilledGap:
         return None if self.billed_nanousd is None else self.billed_nanousd - self.estimated_nanousd
 
 
+@dataclass(frozen=True, slots=True)
+class BilledSummary:
+    """The headline of estimated vs billed over a range of `BilledGap`s, in USD nano-dollars.
+
+    The gap compares only the days that are over *and* have a bill: a day with no bill yet has
+    nothing to compare, and a day not over yet (UTC) has a partial bill (it grows through the
+    day, and providers' cost reports lag it by hours), whose gap to the day's whole estimate
+    would read as a large saving that is not there."""
+
+    estimated_nanousd: int  # every day's
+    billed_nanousd: int  # every bill line in USD, partial days' too
+    compared_estimated_nanousd: int  # the estimate of the compared days
+    gap_nanousd: int  # billed − estimated on the compared days
+    unbilled_days: int  # days with a provider that has no bill for it yet
+    partial_days: int  # days with a bill that are not over yet
+
+
+def billed_summary(gaps: Sequence[BilledGap], today: date) -> BilledSummary:
+    """Sum `gaps` for the headline; `today`: the current UTC day (it and later days are not
+    over)."""
+    compared = [g for g in gaps if g.billed_nanousd is not None and g.day < today]
+    compared_estimated = sum(g.estimated_nanousd for g in compared)
+    return BilledSummary(
+        estimated_nanousd=sum(g.estimated_nanousd for g in gaps),
+        billed_nanousd=sum(g.billed_nanousd or 0 for g in gaps),
+        compared_estimated_nanousd=compared_estimated,
+        gap_nanousd=sum(g.billed_nanousd or 0 for g in compared) - compared_estimated,
+        unbilled_days=len({g.day for g in gaps if g.billed_nanousd is None}),
+        partial_days=len({g.day for g in gaps if g.billed_nanousd is not None and g.day >= today}),
+    )
+
+
 def estimated_vs_billed(engine: Engine, since: date, until: date) -> list[BilledGap]:
     """`spendguard report reconcile` summed per provider and day (its rows are already one per
     provider, model and day, aggregated in SQL); lines not in USD are counted, never summed."""

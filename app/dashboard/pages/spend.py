@@ -8,12 +8,13 @@ lines with no trace counterpart, so the gaps add up to billed − estimated.
 
 from __future__ import annotations
 
+from datetime import UTC
 from decimal import Decimal
 
 import polars as pl
 import streamlit as st
 
-from app.dashboard import charts_spend, data, loaders, tables
+from app.dashboard import charts_spend, data, loaders, queries_spend, tables
 from app.dashboard.ahead import ahead
 from app.dashboard.formatting import money_text
 from app.dashboard.shell import NO_MATCH, Context, page
@@ -78,34 +79,38 @@ def _billed(ctx: Context) -> None:
             "and run `spendguard collect openai anthropic`; `spendguard demo` loads demo bills."
         )
         return
-    estimated = sum(g.estimated_nanousd for g in gaps)
-    billed_known = [g for g in gaps if g.billed_nanousd is not None]
-    billed = sum(g.billed_nanousd or 0 for g in billed_known)
-    est_on_billed_days = sum(g.estimated_nanousd for g in billed_known)
-    gap = billed - est_on_billed_days
+    total = queries_spend.billed_summary(gaps, loaders.now().astimezone(UTC).date())
+    compared = total.compared_estimated_nanousd
     cols = st.columns(3)
-    cols[0].metric("Estimated (traces)", money_text(nanos_to_usd(estimated)))
-    cols[1].metric("Billed (invoices)", money_text(nanos_to_usd(billed)))
+    cols[0].metric("Estimated (traces)", money_text(nanos_to_usd(total.estimated_nanousd)))
+    cols[1].metric("Billed (invoices)", money_text(nanos_to_usd(total.billed_nanousd)))
     cols[2].metric(
         "Gap (billed − estimated)",
-        money_text(nanos_to_usd(gap)),
-        delta=f"{gap / est_on_billed_days:+.1%} of the estimate" if est_on_billed_days else None,
+        money_text(nanos_to_usd(total.gap_nanousd)),
+        delta=f"{total.gap_nanousd / compared:+.1%} of the estimate" if compared else None,
         delta_color="inverse",
-        help="On the days that have a bill. Days without a bill yet are left out of the gap.",
+        help="On the days that are over (UTC) and have a bill. Days without a bill yet, and "
+        "today, whose bill is partial, are left out of the gap.",
     )
     st.plotly_chart(
         charts_spend.billed_vs_estimated(gaps, "Estimated and billed per UTC day (USD)"),
         width="stretch",
         key="billed_chart",
     )
-    unbilled = len({g.day for g in gaps if g.billed_nanousd is None})
     notes = [
         "The gap is what the invoices charge beyond the traced estimate: untraced traffic "
         "(calls that sent no spans), line items traces never see (web search, fine-tuning, "
         "storage), and price differences. The detail below lists each model and line item.",
     ]
-    if unbilled:
-        notes.append(f"{unbilled} day(s) have no bill yet (providers bill a day or more late).")
+    if total.unbilled_days:
+        notes.append(
+            f"{total.unbilled_days} day(s) have no bill yet (providers bill a day or more late)."
+        )
+    if total.partial_days:
+        notes.append(
+            "Today's bill is partial (it grows through the day): it counts in Billed, not in "
+            "the gap."
+        )
     if any(g.other_currency_lines for g in gaps):
         notes.append("Some bill lines are not in USD: they are listed, never summed into USD.")
     st.caption(" ".join(notes))
