@@ -87,6 +87,8 @@ def refresh_true_up(
     """Recompute the provider's factors for the days `since` (inclusive) to `until`
     (exclusive; default: through today), replacing those stored for these days. Days not over
     at `now` (default: the current time) get no factor."""
+    if now is not None and now.tzinfo is None:
+        raise ValueError("refresh_true_up: `now` must be timezone-aware")
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
     until = until or today + timedelta(days=1)
     result = TrueUpResult(provider)

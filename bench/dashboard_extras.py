@@ -99,7 +99,7 @@ def load_extras(engine: Engine, config: Path, work: Path) -> list[str]:
     settings = load_settings(config)
     lines = [load_demo_bills(engine, settings, start=START, end=END, seed=SEED, progress=False)]
     for provider in ("openai", "anthropic"):
-        result = refresh_true_up(engine, provider, START.date(), END.date())
+        result = refresh_true_up(engine, provider, START.date(), END.date(), now=END)
         lines.append(f"true-up {provider}: {result.model_days} model-days")
     lines.append(load_opencost(engine, settings))
     lines.append(load_demo_gpu(engine, settings, start=START, end=END, out_dir=work))
@@ -286,7 +286,9 @@ def worker_cycle(engine: Engine, config: Path) -> list[str]:
     marked: set[date] = set()
     began = time.perf_counter()
     for provider in ("openai", "anthropic"):
-        result = refresh_true_up(engine, provider, day - timedelta(days=3), day + timedelta(days=1))
+        result = refresh_true_up(
+            engine, provider, day - timedelta(days=3), day + timedelta(days=1), now=END
+        )
         marked.update(result.changed_days)
     lines.append(
         f"true-up of the last 4 days again, bills as they were: {len(marked)} day(s) marked "

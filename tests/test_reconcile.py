@@ -278,6 +278,23 @@ def test_cli_json_csv_and_table(month: Engine, warehouse_url: str, tmp_path: Pat
     assert "estimated with no USD bill (yet): $0.350000000" in table.stdout
 
 
+def test_cli_says_that_todays_bill_is_partial(engine: Engine, tmp_path: Path) -> None:
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
+    for day in (yesterday, today):
+        add_call(engine, f"t-{day}", "s1", at(day, 0, 60), "openai", "gpt-4o-mini", usd("1"))
+        add_line(engine, "openai", day, "input", usd("0.5"), "gpt-4o-mini")
+    url = engine.url.render_as_string(hide_password=False)
+    table = cli(url, tmp_path, "report", "reconcile", "--since", str(yesterday))
+    assert table.exit_code == 0, table.output
+    assert f"note: {today} not over yet: its bill is partial" in table.stdout
+    assert str(yesterday) not in table.stdout.split("note:")[1]
+    past = cli(
+        url, tmp_path, "report", "reconcile", "--since", str(yesterday), "--until", str(today)
+    )
+    assert past.exit_code == 0 and "not over yet" not in past.stdout
+
+
 def test_cli_refuses_a_bad_format_and_a_bad_day(warehouse_url: str, tmp_path: Path) -> None:
     bad = cli(
         warehouse_url, tmp_path, "report", "reconcile", "--since", "2025-11-03", "--format", "x"

@@ -236,6 +236,14 @@ def test_a_day_not_over_keeps_its_estimate(month: Engine) -> None:
     assert (after.model_days, after.changed_days) == (1, [D3])
     rows = {r.group["model"]: r for r in unit_costs(month, ["model"], TRUED)}
     assert rows["claude-sonnet-4-5-20250929"].cost_nanousd == usd("2.1")  # the bill
+    # A factor stored for a day not over (by an earlier version) is taken away, and the day's
+    # rollups are marked.
+    again = refresh_true_up(month, "anthropic", D3, D5, now=datetime(2025, 11, 3, 12, tzinfo=UTC))
+    assert (again.model_days, again.changed_days) == (0, [D3])
+    rows = {r.group["model"]: r for r in unit_costs(month, ["model"], TRUED)}
+    assert rows["claude-sonnet-4-5-20250929"].cost_nanousd == usd("2")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        refresh_true_up(month, "anthropic", D3, D5, now=datetime(2025, 11, 4))
 
 
 def test_the_trueup_command(month: Engine, warehouse_url: str, tmp_path: Path) -> None:

@@ -46,6 +46,15 @@ def report_reconcile(
         if result.unbilled_nanousd:
             unbilled = format_usd(nanos_to_usd(result.unbilled_nanousd))
             typer.echo(f"estimated with no USD bill (yet): ${unbilled}")
+        today = datetime.now(UTC).date()
+        running = sorted(
+            {r.day for r in result.rows if r.day >= today and r.billed_nanousd is not None}
+        )
+        if running:
+            typer.echo(
+                f"note: {', '.join(map(str, running))} not over yet: its bill is partial "
+                "(it grows through the day), so its difference is not final"
+            )
     if result.not_usd:
         typer.echo(
             f"warning: {len(result.not_usd)} billed line(s) not in USD are listed apart and "

@@ -121,7 +121,7 @@ def report_unit_costs(
     if any(r.trued_up_calls for r in rows):
         typer.echo(
             "note: pricing.true_up is on: estimated costs are scaled to the provider bills "
-            "where a bill exists (see `spendguard report reconcile`)",
+            "on the days that are over and have a bill (see `spendguard report reconcile`)",
             err=True,
         )
 

@@ -1,7 +1,7 @@
 """True-up factors: how a provider's bill scales the estimated (trace) cost of its calls.
 
 One row per provider, model as traces name it (the served model: `response_model`, else the
-requested `model`) and UTC day that has a USD bill for the model. Rows are written by
+requested `model`) and UTC day that is over and has a USD bill for the model. Rows are written by
 `app.trueup.refresh_true_up` (`spendguard trueup`, and the worker after a billing collector
 run) and read by the unit-cost report when `Scope(true_up=True)`.
 
