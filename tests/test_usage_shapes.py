@@ -17,7 +17,7 @@ from app.traces.usage import (
     normalize_provider,
     pricing_model,
 )
-from tests.test_usage_families import AT, CONFIGURED, _span
+from tests.test_usage_families import AT, CONFIGURED, bare_span
 
 # ── ambiguous spans ────────────────────────────────────────────────────────────────────────────
 
@@ -38,10 +38,10 @@ def test_a_span_with_openinference_and_genai_attributes_is_read_by_one_family() 
         "gen_ai.usage.cache_creation.input_tokens": 800,
         "gen_ai.usage.output_tokens": 80,
     }
-    usage = extract_usage(_span(**both))
+    usage = extract_usage(bare_span(**both))
     assert usage is not None
     assert (usage.family, usage.input_tokens, usage.cache_read_tokens) == ("otel-genai", 1500, 200)
-    only_oi = extract_usage(_span(**{k: v for k, v in both.items() if k.startswith("llm.")}))
+    only_oi = extract_usage(bare_span(**{k: v for k, v in both.items() if k.startswith("llm.")}))
     assert only_oi is not None and only_oi.family == "openinference"
     pricer = Pricer([])
     assert pricer.price(usage, AT).cost_nanousd == pricer.price(only_oi, AT).cost_nanousd
@@ -58,13 +58,13 @@ def test_a_span_with_openinference_and_genai_attributes_is_read_by_one_family() 
     ],
 )
 def test_a_bare_total_is_not_a_call(attrs: dict[str, object]) -> None:
-    assert extract_usage(_span(**attrs)) is None
+    assert extract_usage(bare_span(**attrs)) is None
 
 
 def test_an_input_below_its_cache_counts_is_read_as_excluding_them() -> None:
     # Anthropic's own input_tokens put in the OTel attribute: 2 uncached + 24,883 read.
     usage = extract_usage(
-        _span(
+        bare_span(
             **{
                 "gen_ai.provider.name": "anthropic",
                 "gen_ai.request.model": "claude-sonnet-4-5",
@@ -80,7 +80,7 @@ def test_an_input_below_its_cache_counts_is_read_as_excluding_them() -> None:
 
 def test_reasoning_above_the_output_count_is_added_to_it() -> None:
     usage = extract_usage(
-        _span(
+        bare_span(
             **{
                 "gen_ai.request.model": "gemini-2.5-flash",
                 "gen_ai.usage.input_tokens": 100,
@@ -151,7 +151,7 @@ def test_langfuse_usage_details_shapes(
     details: dict[str, object], expected: tuple[int, int, int, int, int]
 ) -> None:
     usage = extract_usage(
-        _span(
+        bare_span(
             **{
                 "langfuse.observation.model.name": "gpt-4o",
                 "langfuse.observation.usage_details": json.dumps(details),
@@ -185,8 +185,8 @@ def test_langfuse_usage_details_shapes(
 )
 def test_bad_counts_quarantine_the_span(attrs: dict[str, object], message: str) -> None:
     with pytest.raises(InputError, match=message):
-        extract_usage(_span(**attrs), CONFIGURED)
-    batch = BatchBuilder(AttributionConfig(), Pricer([]), CONFIGURED).build([_span(**attrs)])
+        extract_usage(bare_span(**attrs), CONFIGURED)
+    batch = BatchBuilder(AttributionConfig(), Pricer([]), CONFIGURED).build([bare_span(**attrs)])
     assert not batch.calls
     assert [r.span_id for r in batch.rejected] == ["d" * 16]
 
@@ -236,7 +236,7 @@ def test_pricing_model_snapshot_rules(
 
 def test_a_litellm_provider_prefix_is_dropped_for_pricing_only() -> None:
     usage = extract_usage(
-        _span(
+        bare_span(
             **{
                 "gen_ai.system": "anthropic",
                 "gen_ai.request.model": "anthropic/claude-3-5-haiku-20241022",
@@ -249,7 +249,7 @@ def test_a_litellm_provider_prefix_is_dropped_for_pricing_only() -> None:
     assert usage.model == "anthropic/claude-3-5-haiku-20241022"
     assert usage.pricing_model == "claude-3-5-haiku-20241022"
     openrouter = extract_usage(
-        _span(
+        bare_span(
             **{
                 "gen_ai.system": "openrouter",
                 "gen_ai.request.model": "meta-llama/llama-3.1-70b-instruct",
