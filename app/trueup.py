@@ -90,7 +90,7 @@ def refresh_true_up(
     if now is not None and now.tzinfo is None:
         raise ValueError("refresh_true_up: `now` must be timezone-aware")
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
-    until = until or today + timedelta(days=1)
+    until = until or today + DAY
     result = TrueUpResult(provider)
     with named_lock(engine, f"trueup:{provider}") as held:
         if not held:
@@ -193,7 +193,7 @@ def _replace(
                 model=group.raw_model,
                 day=day,
                 starts_at=midnight(day),
-                ends_at=midnight(day + timedelta(days=1)),
+                ends_at=midnight(day + DAY),
                 billed_model=key[2],
                 billed_nano=billed,
                 estimated_nano=estimated,
