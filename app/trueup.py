@@ -11,10 +11,12 @@ It runs after each successful run of a billing collector when `pricing.true_up` 
 days that run re-read) and on demand as `spendguard trueup`. Calls that arrive after it ran are
 scaled by the factor of their day, so a model-day's total can drift from its bill until the
 next refresh; refreshing again makes it exact. The rollups carry each call's trued-up cost
-(`app.warehouse.tables_rollup`), so a refresh marks the request days of the calls whose
-factor (or residual) it changed. A billing collector re-reads its last days every run, and
-their bills mostly come out as they were: their days keep their rollup rows, and pages keep
-reading them there rather than from the base tables while they would be rebuilt.
+(`app.warehouse.tables_rollup`), so the request days of the calls whose factor (or residual)
+a refresh changes are summed again with the new factors before they are written, and their
+rollup rows replaced in the transaction that writes them (`app.rollups.swap`): pages read
+those days from the rollups throughout, never from the base tables. A billing collector
+re-reads its last days every run, and their bills mostly come out as they were: their days
+keep their rollup rows as they are.
 
 One refresh of a provider at a time (the named lock `trueup:<provider>`): a second one finds
 it taken and reports `busy` rather than racing the first.
@@ -25,13 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
+from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.reports.reconcile import Key, TracedGroup, midnight, reconcile
-from app.rollups.dirty import mark_provider_calls
-from app.warehouse.engine import session_scope
+from app.rollups.dirty import provider_call_hours
+from app.rollups.swap import WAIT, NewFactors, swap_factors
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_billing import BilledCost
@@ -50,9 +53,11 @@ class TrueUpResult:
     estimated_nanousd: int = 0
     billed_nanousd: int = 0
     skipped: list[str] = field(default_factory=list)  # model-days left as estimated, and why
-    # The days whose factors changed (those whose calls' trued-up costs did, and whose rollups
-    # are marked for a rebuild).
+    # The days whose factors changed (those whose calls' trued-up costs did).
     changed_days: list[date] = field(default_factory=list)
+    # The request days of their calls whose rollups were rebuilt with the new factors and
+    # written with them (`app.rollups.swap`); the others are marked for the refresh.
+    rebuilt_days: list[date] = field(default_factory=list)
 
 
 def bounded_fraction(billed: int, estimated: int) -> Fraction:
@@ -83,10 +88,12 @@ def refresh_true_up(
     until: date | None = None,
     *,
     now: datetime | None = None,
+    wait: float = WAIT,
 ) -> TrueUpResult:
     """Recompute the provider's factors for the days `since` (inclusive) to `until`
     (exclusive; default: through today), replacing those stored for these days. Days not over
-    at `now` (default: the current time) get no factor."""
+    at `now` (default: the current time) get no factor. `wait`: how long to wait for the
+    rollups' refresh lock before marking the changed days rather than rebuilding them."""
     if now is not None and now.tzinfo is None:
         raise ValueError("refresh_true_up: `now` must be timezone-aware")
     today = (now or datetime.now(UTC)).astimezone(UTC).date()
@@ -112,16 +119,22 @@ def refresh_true_up(
                 factors[key] = (billed, estimated, bounded_fraction(billed, estimated))
             except ValueError as exc:  # a bill billions of times its estimate: not scaled
                 result.skipped.append(f"{row.day} {row.model}: {exc}")
-        with session_scope(engine) as session:
+        with Session(engine) as session:
             before = _applied(session, provider, since, until)
             _replace(session, provider, since, until, recon.traced, factors)
             _settle_residuals(session, provider, since, until, factors)
-            # The rollups sum trued-up costs: the days whose calls are scaled otherwise now
-            # are rebuilt; a day whose factors came out as they were keeps its rollup rows.
+            # The rollups sum trued-up costs: a day whose factors came out as they were keeps
+            # its rollup rows; the request days of the calls of the others are rebuilt with
+            # the new factors and swapped in with them (`app.rollups.swap`).
             changed = sorted({row[1] for row in before ^ _applied(session, provider, since, until)})
-            conn = session.connection()
-            for day in changed:
-                mark_provider_calls(conn, provider, midnight(day), midnight(day + DAY))
+            if changed:
+                new = NewFactors(provider, since, until, _stored(session, provider, since, until))
+                hours = _request_hours(session, provider, changed)
+                session.rollback()
+            else:
+                session.commit()
+        if changed:
+            result.rebuilt_days = swap_factors(engine, new, hours, wait)
         result.changed_days = changed
         result.model_days = len(factors)
         result.billed_nanousd = sum(b for b, _, _ in factors.values())
@@ -147,6 +160,22 @@ def _applied(
         ).where(f.provider == provider, f.day >= since, f.day < until)
     )
     return {(m, as_date(d), int(n), int(q), t, sp, int(r)) for m, d, n, q, t, sp, r in rows}
+
+
+def _stored(session: Session, provider: str, since: date, until: date) -> list[dict[str, Any]]:
+    """The provider's factor rows of [since, until) as written (every column)."""
+    f = TrueUpFactor.__table__
+    where = and_(f.c.provider == provider, f.c.day >= since, f.c.day < until)
+    return [dict(row) for row in session.execute(select(f).where(where)).mappings()]
+
+
+def _request_hours(session: Session, provider: str, days: list[date]) -> set[tuple[date, int]]:
+    """The request days and hours of the provider's calls on `days`."""
+    hours: set[tuple[date, int]] = set()
+    for day in days:
+        query = provider_call_hours(provider, midnight(day), midnight(day + DAY))
+        hours.update((as_date(d), int(h)) for d, h in session.execute(query))
+    return hours
 
 
 def _not_trued_up(

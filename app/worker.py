@@ -265,10 +265,12 @@ def _refresh_true_up(engine: Engine, name: str, outcome: RunOutcome) -> None:
         log.info("worker: %s: a true-up refresh is already running; skipped", name)
     else:
         log.info(
-            "worker: %s: true-up refreshed, %d model-day(s), %d day(s) changed",
+            "worker: %s: true-up refreshed, %d model-day(s), %d day(s) changed, "
+            "%d day(s) of rollups rebuilt with them",
             name,
             result.model_days,
             len(result.changed_days),
+            len(result.rebuilt_days),
         )
 
 

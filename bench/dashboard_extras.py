@@ -41,6 +41,7 @@ from app.settings import OpenCostCollectorConfig, Settings, load_settings
 from app.trueup import refresh_true_up
 from app.warehouse.engine import session_scope
 from app.warehouse.tables import AlertTransition, AuditEntry, CollectorRun, LlmCall, Request
+from app.warehouse.tables_billing import BilledCost
 from app.warehouse.tables_rollup import rollup_dirty
 from bench.dashboard_data import DAYS, END
 
@@ -276,9 +277,10 @@ def _switches(engine: Engine, settings: Settings, rng: random.Random) -> int:
 def worker_cycle(engine: Engine, config: Path) -> list[str]:
     """What the worker's true-up and GPU allocation mark stale after a collector run (the
     rollups rebuild what they mark): the true-up of the last days again with the bills as they
-    were (a billing collector re-reads its last days every hour), and the latest day's
-    allocation again after one new call of a pooled model (the allocation runs after every
-    collector run that brings one). The warehouse is left as it was."""
+    were (a billing collector re-reads its last days every hour), a restated bill of the day
+    before the latest (`restated_bill`), and the latest day's allocation again after one new
+    call of a pooled model (the allocation runs after every collector run that brings one).
+    The warehouse is left as it was."""
     settings = load_settings(config)
     last = _latest(engine)
     day = last.date()
@@ -295,6 +297,7 @@ def worker_cycle(engine: Engine, config: Path) -> list[str]:
         f"({time.perf_counter() - began:.2f} s); then the rollups' refresh: "
         f"{refresh_rollups(engine).seconds:.2f} s"
     )
+    lines += restated_bill(engine, day - timedelta(days=1))
     trace = "f" * 32
     with session_scope(engine) as session:
         session.add(Request(trace_id=trace, started_at=last, root_key="k", endpoint="/bench",
@@ -318,6 +321,41 @@ def worker_cycle(engine: Engine, config: Path) -> list[str]:
         mark_slices(session.connection(), [(day, last.hour)])
     allocate(engine, settings, day, day + timedelta(days=1))
     refresh_rollups(engine)
+    return lines
+
+
+def restated_bill(engine: Engine, day: date) -> list[str]:
+    """A restated openai bill of `day` (a past day, stored whole) and the true-up after it: the
+    request days whose factors it changes are summed again with the new factors and written
+    with them (`app.rollups.swap`), with no mark, so pages never read them from the base
+    tables; then the bill as it was, and the true-up again. The warehouse is left as it was."""
+    with engine.connect() as conn:
+        model = conn.execute(
+            select(BilledCost.model).where(BilledCost.provider == "openai", BilledCost.day == day,
+                                           BilledCost.model.is_not(None)).limit(1)
+        ).scalar_one()  # fmt: skip
+    lines = []
+    for what in ("restated (+$1.00)", "as it was"):
+        with session_scope(engine) as session:
+            if what == "as it was":
+                session.execute(delete(BilledCost).where(BilledCost.line_item == "bench restated"))
+            else:
+                session.add(BilledCost(provider="openai", day=day, line_item="bench restated",
+                                       model=model, model_raw=model, cost_type="tokens",
+                                       amount_nano=10**9, currency="USD",
+                                       fetched_at=datetime.now(UTC)))  # fmt: skip
+        began = time.perf_counter()
+        result = refresh_true_up(engine, "openai", day - timedelta(days=2), day + timedelta(days=2),
+                                 now=END)  # fmt: skip
+        seconds = time.perf_counter() - began
+        with engine.connect() as conn:
+            marked = conn.execute(select(func.count(rollup_dirty.c.day.distinct()))).scalar_one()
+        lines.append(
+            f"true-up after openai's bill of {day} {what}: {seconds:.2f} s, factors changed on "
+            f"{', '.join(map(str, result.changed_days)) or 'no day'}, rollups rebuilt with "
+            f"them: {', '.join(map(str, result.rebuilt_days)) or 'none'}; {marked} day(s) "
+            f"marked (read from the base tables until a refresh)"
+        )
     return lines
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 
 from app.settings import Settings
 from app.warehouse.engine import make_engine
-from app.warehouse.locks import advisory_key, named_lock
+from app.warehouse.locks import advisory_key, named_lock, waiting_lock
 from app.worker import run_collector
 from collectors import registry
 from collectors.base import RunOutcome
@@ -76,6 +76,35 @@ def test_a_lock_is_released_when_the_block_raises(engine: Engine) -> None:
         crash()
     with named_lock(engine, "x") as held:
         assert held
+
+
+def test_a_waiting_lock_waits_for_the_holder_and_gives_up_after_its_time(engine: Engine) -> None:
+    """`waiting_lock` gets a lock released while it waits; it yields False when the lock stays
+    held past its time."""
+    released = threading.Event()
+
+    def hold(seconds: float) -> None:
+        with named_lock(engine, "wait-test") as held:
+            assert held
+            taken.set()
+            released.wait(seconds)
+
+    taken = threading.Event()
+    holder = threading.Thread(target=hold, args=(0.4,))
+    holder.start()
+    assert taken.wait(5)
+    with waiting_lock(engine, "wait-test", 10, every=0.05) as held:
+        assert held  # after the holder let go, about 0.4 s later
+    holder.join()
+
+    taken.clear()
+    holder = threading.Thread(target=hold, args=(10,))
+    holder.start()
+    assert taken.wait(5)
+    with waiting_lock(engine, "wait-test", 0.2, every=0.05) as held:
+        assert not held
+    released.set()
+    holder.join()
 
 
 def test_an_in_memory_database_locks_within_the_process() -> None:

@@ -14,10 +14,12 @@ from sqlalchemy import Engine, func, select
 
 from app.reports.unit_costs import Scope, cost_query, unit_cost_query, unit_costs
 from app.rollups.query import rollup_query
-from app.rollups.refresh import dirty_days
+from app.rollups.refresh import LOCK, dirty_days
 from app.rollups.refresh import refresh as rollup_refresh
+from app.rollups.stale import dirty_in
 from app.settings import Settings
 from app.trueup import bounded_fraction, refresh_true_up
+from app.warehouse.locks import named_lock
 from app.warehouse.tables_trueup import MAX_TERM, TrueUpFactor
 from app.worker import run_collector
 from collectors import registry
@@ -116,7 +118,10 @@ def test_the_rollups_answer_the_trued_up_costs_like_the_base_tables(month: Engin
             want = sorted(tuple(r.items()) for r in base)
         assert got == want, (dims, filters)
     add_line(month, "anthropic", D3, "restated", usd("0.9"), "claude-sonnet-4-5")
-    refresh_all(month)
+    with named_lock(month, LOCK) as held:  # a refresh running: the changed days are marked
+        assert held
+        result = refresh_true_up(month, "anthropic", D3, D5, wait=0)
+    assert result.changed_days == [D3] and result.rebuilt_days == []
     with month.connect() as conn:
         assert D3 in dirty_days(conn)
     rows = {r.group["model"]: r for r in unit_costs(month, ["model"], TRUED)}
@@ -133,11 +138,10 @@ def test_the_rollups_answer_the_trued_up_costs_like_the_base_tables(month: Engin
         assert got == want, (dims, filters)
 
 
-def test_a_true_up_marks_only_the_days_whose_factors_changed(month: Engine) -> None:
+def test_a_true_up_rebuilds_only_the_days_whose_factors_changed(month: Engine) -> None:
     """A billing collector re-reads its last days every run: a day whose factors and residual
-    come out as they were keeps its rollup rows (no mark, so no rebuild and no base-table
-    reads meanwhile), and they still answer like the base tables; a changed bill marks its
-    day alone."""
+    come out as they were keeps its rollup rows (no rebuild), and they still answer like the
+    base tables; a changed bill rebuilds the request days of its day's calls alone."""
     add_line(month, "openai", D3, "rounding", 7, "gpt-4o-mini")
     add_line(month, "openai", D4, "later", usd("0.3"), "gpt-4o-mini")
     refresh_all(month)
@@ -151,9 +155,14 @@ def test_a_true_up_marks_only_the_days_whose_factors_changed(month: Engine) -> N
 
     before = total(month, ["model"])
     add_line(month, "openai", D4, "restated", 1, "gpt-4o-mini")  # the 4th's factor moves
-    assert refresh_true_up(month, "openai", D3, D5).changed_days == [D4]
-    with month.connect() as conn:  # the request days of the 4th's calls (t7's is the 3rd)
-        assert dirty_days(conn) == [D3, D4]
+    result = refresh_true_up(month, "openai", D3, D5)
+    assert result.changed_days == [D4]
+    # The request days of the 4th's calls: t7's, the 3rd, is stored whole, and rebuilt with
+    # the factors; t6's hour of the 4th, the live day (hour slices), is marked.
+    assert result.rebuilt_days == [D3]
+    with month.connect() as conn:
+        assert dirty_days(conn) == [D4]
+        assert dirty_in(conn, None, None).hours == ((D4, 12),)
     assert total(month, ["model"]) == before + 1
     rollup_refresh(month)
     assert _by_model(month) == _by_model_in_base_tables(month)

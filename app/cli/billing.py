@@ -104,7 +104,12 @@ def trueup(
                 f"${format_usd(nanos_to_usd(result.estimated_nanousd))} → billed "
                 f"${format_usd(nanos_to_usd(result.billed_nanousd))}; "
                 f"{len(result.skipped)} left as estimated; "
-                f"{len(result.changed_days)} day(s) changed, their rollups to rebuild"
+                f"{len(result.changed_days)} day(s) changed"
+                + (
+                    f", {len(result.rebuilt_days)} day(s) of rollups rebuilt with them"
+                    if result.rebuilt_days
+                    else ""
+                )
             )
     finally:
         engine.dispose()

@@ -107,11 +107,13 @@ def write_pairs(
     spans: list[tuple[datetime, datetime]],
     hour: Any,
     target: Table,
+    factors: Table | None = None,
 ) -> None:
     """The pairs of the requests that started in `spans` (UTC ranges of `day`) written into
     `target` (`_day_pairs`, or `rollup_staged_pairs` for a day being staged); `hour`: the
-    rows' hour (an expression of the request's start, or WHOLE_DAY)."""
-    pairs = _pairs(day, spans, hour, conn.dialect.name)
+    rows' hour (an expression of the request's start, or WHOLE_DAY); `factors`: the true-up
+    factors their trued-up costs apply (`app.warehouse.tables_trueup.trued_cost`)."""
+    pairs = _pairs(day, spans, hour, conn.dialect.name, factors)
     conn.execute(insert(target).from_select(list(pairs.selected_columns.keys()), pairs))
 
 
@@ -143,12 +145,18 @@ def pair_rows(table: Table, source: Table, days: Sequence[date]) -> tuple[Select
 
 
 def _pairs(
-    day: date, spans: list[tuple[datetime, datetime]], hour: Any, dialect: str
+    day: date,
+    spans: list[tuple[datetime, datetime]],
+    hour: Any,
+    dialect: str,
+    factors: Table | None = None,
 ) -> Select[Any]:
     """The pairs of `day` for the requests that started in `spans` (UTC ranges), with the
     request's pairs text and the flags that keep distinct counts exact; `hour`: the rows'
-    hour (an expression of the request's start, or WHOLE_DAY)."""
-    r, c, g, f = Request, LlmCall, GpuAllocation, TrueUpFactor
+    hour (an expression of the request's start, or WHOLE_DAY); `factors`: see `write_pairs`."""
+    r, c, g = Request, LlmCall, GpuAllocation
+    joined: Any = TrueUpFactor if factors is None else factors
+    f: Any = TrueUpFactor if factors is None else factors.c
     per_pair = (
         select(
             r.trace_id,
@@ -164,14 +172,14 @@ def _pairs(
             func.coalesce(func.sum(c.cost_nanousd), 0).label("token_cost_nanousd"),
             func.coalesce(func.sum(g.gpu_cost_nanousd), 0).label("gpu_cost_nanousd"),
             (func.count(c.span_id) - func.count(c.cost_nanousd)).label("unpriced_calls"),
-            func.coalesce(func.sum(trued_cost()), 0).label("trued_cost_nanousd"),
+            func.coalesce(func.sum(trued_cost(factors)), 0).label("trued_cost_nanousd"),
             func.count(f.factor_den).label("trued_up_calls"),
         )
         .select_from(r)
         .outerjoin(c, c.trace_id == r.trace_id)
         .outerjoin(g, and_(g.trace_id == c.trace_id, g.span_id == c.span_id))
         # At most one factor per call; its day spelled out too, so the lookup is by key.
-        .outerjoin(f, and_(factor_join(), f.day == func.date(c.started_at)))
+        .outerjoin(joined, and_(factor_join(factors), f.day == func.date(c.started_at)))
         .where(in_spans(r.started_at, spans))
         .group_by(r.trace_id, r.started_at, r.user_id, r.endpoint, r.team, c.model, c.provider)
         .subquery("pairs")

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, func, insert, select, union
+from sqlalchemy import Connection, Select, func, insert, select, union
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -118,13 +118,19 @@ def mark_slices(conn: Connection, marks: Iterable[Slice]) -> None:
 def mark_provider_calls(conn: Connection, provider: str, start: datetime, end: datetime) -> None:
     """Mark the request days and hours of the provider's calls that started in [start, end):
     those whose trued-up costs a true-up of those days changes."""
-    hours = (
+    hours = provider_call_hours(provider, start, end)
+    conn.execute(insert(rollup_dirty).from_select(["day", "hour"], hours))
+
+
+def provider_call_hours(provider: str, start: datetime, end: datetime) -> Select[Any]:
+    """The request days and hours (distinct) of the provider's calls that started in
+    [start, end)."""
+    return (
         select(func.date(Request.started_at), hour_of(Request.started_at))
         .join(LlmCall, LlmCall.trace_id == Request.trace_id)
         .where(LlmCall.provider == provider, LlmCall.started_at >= start, LlmCall.started_at < end)
         .distinct()
     )
-    conn.execute(insert(rollup_dirty).from_select(["day", "hour"], hours))
 
 
 def mark_all(conn: Connection) -> None:

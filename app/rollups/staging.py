@@ -18,11 +18,12 @@ A refresh cut off between commits finishes from where it stopped (`staged`, `reb
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, literal, select
+from sqlalchemy import Connection, Engine, Table, delete, insert, literal, select
 
 from app.rollups.call_days import rebuild_call_slices
 from app.rollups.day_pairs import ORDER, write_pairs, write_twin
@@ -74,14 +75,9 @@ def stage_pairs(engine: Engine, job: Rebuild) -> None:
     sums hold, and a write they may hold whose mark is not listed only sends readers to the
     base tables."""
     day = job.day
-    marks = rollup_staged_marks.c
     with engine.begin() as conn:
         read_settings(conn)
-        conn.execute(delete(rollup_staged_marks).where(marks.day == day))
-        conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
-        conn.execute(delete(rollup_staged_paired).where(rollup_staged_paired.c.day == day))
-        for twin in TWINS.values():
-            conn.execute(delete(twin).where(twin.c.day == day))
+        clear_staged(conn, day)
         listed = select(rollup_dirty.c.id, rollup_dirty.c.day).where(rollup_dirty.c.day == day)
         conn.execute(insert(rollup_staged_marks).from_select(["mark_id", "day"], listed))
         names = [{"day": day, "rollup": name} for step in STEPS for name in step]
@@ -165,12 +161,28 @@ def write_staged(engine: Engine, job: Rebuild) -> None:
         conn.execute(delete(rollup_sliced).where(rollup_sliced.c.day == day))
         if job.sliced:
             conn.execute(insert(rollup_sliced).values(day=day))
-        for table, twin in TWINS.items():
-            names = [c.name for c in table.c]
-            conn.execute(delete(table).where(table.c.day == day))
-            rows = select(*(twin.c[n] for n in names)).where(twin.c.day == day)
-            conn.execute(insert(table).from_select(names, rows))
-            conn.execute(delete(twin).where(twin.c.day == day))
+        replace_rows(conn, TWINS, day)
+
+
+def replace_rows(conn: Connection, tables: Iterable[Table], day: date) -> None:
+    """The day's rows of these rollups replaced by their twins' rows, which are deleted."""
+    for table in tables:
+        twin = TWINS[table]
+        names = [c.name for c in table.c]
+        conn.execute(delete(table).where(table.c.day == day))
+        rows = select(*(twin.c[n] for n in names)).where(twin.c.day == day)
+        conn.execute(insert(table).from_select(names, rows))
+        conn.execute(delete(twin).where(twin.c.day == day))
+
+
+def clear_staged(conn: Connection, day: date) -> None:
+    """Whatever is staged of `day` deleted: its listed marks, pairs, listing of twins to write
+    and twins' rows (a staging cut off, or done but not written)."""
+    conn.execute(delete(rollup_staged_marks).where(rollup_staged_marks.c.day == day))
+    conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
+    conn.execute(delete(rollup_staged_paired).where(rollup_staged_paired.c.day == day))
+    for twin in TWINS.values():
+        conn.execute(delete(twin).where(twin.c.day == day))
 
 
 def row_hour(job: Rebuild, column: Any) -> Any:

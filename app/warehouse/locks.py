@@ -5,7 +5,8 @@ warehouse only one runs a given collector at a time (the others stand by).
         if not held:
             ...  # another process holds it: skip this run
 
-Never waits: `held` says at once whether this process got the lock. Released when the block
+Never waits: `held` says at once whether this process got the lock (`waiting_lock` tries again
+for a while). Released when the block
 ends, and by the operating system or the database server when the holder dies (crash, SIGKILL,
 lost machine), so there is no lease to expire and no stale lock to clean up.
 
@@ -29,6 +30,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +57,19 @@ def named_lock(engine: Engine, name: str) -> Iterator[bool]:
         return
     with _file_lock(lock_path(database, name)) as held:
         yield held
+
+
+@contextmanager
+def waiting_lock(engine: Engine, name: str, seconds: float, every: float = 0.2) -> Iterator[bool]:
+    """`named_lock`, tried again every `every` seconds for up to `seconds` while another
+    process holds it; yields whether it is held."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with named_lock(engine, name) as held:
+            if held or time.monotonic() >= deadline:
+                yield held
+                return
+        time.sleep(every)
 
 
 def advisory_key(schema: str, name: str) -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Date, String, and_, case, func
+from sqlalchemy import BigInteger, ColumnElement, Date, String, Table, and_, case, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.warehouse.tables import Base, LlmCall
@@ -61,31 +61,36 @@ def served_model() -> ColumnElement[Any]:
     return func.coalesce(LlmCall.response_model, LlmCall.model)
 
 
-def factor_join() -> ColumnElement[bool]:
-    """Joins a call (`llm_calls`) to its factor row, if its model-day has one."""
+def factor_join(factors: Table | None = None) -> ColumnElement[bool]:
+    """Joins a call (`llm_calls`) to its factor row, if its model-day has one. `factors`: a
+    table with `true_up_factors`' columns to read instead (`app.rollups.swap`)."""
+    f = _columns(factors)
     return and_(
-        TrueUpFactor.provider == LlmCall.provider,
-        TrueUpFactor.model == served_model(),
-        LlmCall.started_at >= TrueUpFactor.starts_at,
-        LlmCall.started_at < TrueUpFactor.ends_at,
+        f.provider == LlmCall.provider,
+        f.model == served_model(),
+        LlmCall.started_at >= f.starts_at,
+        LlmCall.started_at < f.ends_at,
     )
 
 
-def scaled_cost() -> ColumnElement[Any]:
+def scaled_cost(factors: Table | None = None) -> ColumnElement[Any]:
     """floor(cost × num / den) without overflow (costs are never negative); NULL stays NULL."""
-    cost, num, den = LlmCall.cost_nanousd, TrueUpFactor.factor_num, TrueUpFactor.factor_den
-    return (cost // den) * num + ((cost % den) * num) // den
+    f = _columns(factors)
+    cost, num, den = LlmCall.cost_nanousd, f.factor_num, f.factor_den
+    scaled: ColumnElement[Any] = (cost // den) * num + ((cost % den) * num) // den
+    return scaled
 
 
-def trued_cost() -> ColumnElement[Any]:
+def trued_cost(factors: Table | None = None) -> ColumnElement[Any]:
     """A call's cost after the true-up; its estimate when its model-day has no factor.
     Unpriced calls (NULL cost) stay NULL: unpriced, never priced as 0."""
-    carrier = and_(
-        LlmCall.trace_id == TrueUpFactor.carrier_trace_id,
-        LlmCall.span_id == TrueUpFactor.carrier_span_id,
-    )
-    residual = case((carrier, TrueUpFactor.residual_nano), else_=0)
+    f = _columns(factors)
+    carrier = and_(LlmCall.trace_id == f.carrier_trace_id, LlmCall.span_id == f.carrier_span_id)
+    residual = case((carrier, f.residual_nano), else_=0)
     return case(
-        (TrueUpFactor.factor_den.is_(None), LlmCall.cost_nanousd),
-        else_=scaled_cost() + residual,
+        (f.factor_den.is_(None), LlmCall.cost_nanousd), else_=scaled_cost(factors) + residual
     )
+
+
+def _columns(factors: Table | None) -> Any:
+    return TrueUpFactor if factors is None else factors.c
