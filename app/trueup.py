@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from app.reports.reconcile import Key, TracedGroup, midnight, reconcile
 from app.rollups.dirty import provider_call_hours
-from app.rollups.swap import WAIT, NewFactors, swap_factors
+from app.rollups.swap import WAIT, NewFactors, write_change
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import LlmCall
 from app.warehouse.tables_billing import BilledCost
@@ -134,7 +134,7 @@ def refresh_true_up(
             else:
                 session.commit()
         if changed:
-            result.rebuilt_days = swap_factors(engine, new, hours, wait)
+            result.rebuilt_days = write_change(engine, new, hours, wait)
         result.changed_days = changed
         result.model_days = len(factors)
         result.billed_nanousd = sum(b for b, _, _ in factors.values())

@@ -34,12 +34,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, or_, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.gpu.pools import CostLine, PoolHours, hour_floor, pool_hours
 from app.gpu.shares import Call, split_day
-from app.rollups.dirty import mark_traces
+from app.rollups.dirty import request_hours
+from app.rollups.swap import NewAllocations, write_change
 from app.settings import GpuPoolConfig, Settings
 from app.warehouse.checkpoints import read_checkpoint, write_checkpoint
 from app.warehouse.engine import session_scope
@@ -190,7 +191,9 @@ def _refresh_days(
         with session_scope(engine) as session:
             hours = pool_hours(_lines(session, start, end), pools, start, end)
             calls = {pool.name: _calls(session, pool, start, end) for pool in pools}
-            _replace_day(session, pools, hours, calls, start, end, result)
+            moved = _replace_day(session, pools, hours, calls, start, end, result)
+        if moved is not None:  # written with the rollups it changes (`app.rollups.swap`)
+            write_change(engine, *moved)
         result.days += 1
         result.not_usd_lines += hours.not_usd
 
@@ -245,28 +248,28 @@ def _replace_day(
     start: datetime,
     end: datetime,
     result: AllocationResult,
-) -> None:
+) -> tuple[NewAllocations, set[tuple[date, int]]] | None:
+    """The day's allocation, written when no call's share came, went or changed (the pool-hours
+    may have: no rollup reads them); else nothing is written, and the new allocation and the
+    request days and hours of those calls are returned, for `write_change`."""
     before = _allocated(session, start, end)
-    session.execute(
-        delete(GpuAllocation).where(GpuAllocation.hour >= start, GpuAllocation.hour < end)
-    )
-    session.execute(delete(GpuPoolHour).where(GpuPoolHour.hour >= start, GpuPoolHour.hour < end))
     day = split_day(pools, hours, calls, datetime.now(UTC))
-    if day.hour_rows:
-        session.execute(insert(GpuPoolHour), day.hour_rows)
-    if day.allocation_rows:
-        session.execute(insert(GpuAllocation), day.allocation_rows)
     result.pool_hours += len(day.hour_rows)
     result.calls += day.calls
     result.cost_nanousd += day.cost_nanousd
     result.allocated_nanousd += day.allocated_nanousd
     result.idle_nanousd += day.idle_nanousd
+    new = NewAllocations(start, end, day.allocation_rows, day.hour_rows)
     # The rollups count GPU shares on their requests' days and hours: those of the calls whose
     # share came, went or changed are rebuilt, not the whole day's (the worker re-allocates
     # today after every collector run, for each new call of a pooled model: only the hours of
     # that call's pool-hour change).
     after = {_allocation(row) for row in day.allocation_rows}
-    mark_traces(session.connection(), sorted({row[0] for row in before ^ after}))
+    moved = sorted({row[0] for row in before ^ after})
+    if not moved:
+        new.write(session.connection())
+        return None
+    return new, request_hours(session.connection(), moved)
 
 
 _Allocation = tuple[str, str, str, datetime, int, int]

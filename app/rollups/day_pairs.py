@@ -36,7 +36,7 @@ from sqlalchemy.schema import CreateTable
 
 from app.rollups.stale import in_spans, keys_and_sums
 from app.warehouse.tables import LlmCall, Request
-from app.warehouse.tables_gpu import GpuAllocation
+from app.warehouse.tables_gpu import GpuAllocation, Reallocated
 from app.warehouse.tables_rollup import (
     GPU_ROLLUPS,
     MEASURES,
@@ -108,12 +108,14 @@ def write_pairs(
     hour: Any,
     target: Table,
     factors: Table | None = None,
+    shares: Reallocated | None = None,
 ) -> None:
     """The pairs of the requests that started in `spans` (UTC ranges of `day`) written into
     `target` (`_day_pairs`, or `rollup_staged_pairs` for a day being staged); `hour`: the
     rows' hour (an expression of the request's start, or WHOLE_DAY); `factors`: the true-up
-    factors their trued-up costs apply (`app.warehouse.tables_trueup.trued_cost`)."""
-    pairs = _pairs(day, spans, hour, conn.dialect.name, factors)
+    factors their trued-up costs apply (`app.warehouse.tables_trueup.trued_cost`), and
+    `shares` GPU shares to read in place of some hours' stored ones (both `app.rollups.swap`)."""
+    pairs = _pairs(day, spans, hour, conn.dialect.name, factors, shares)
     conn.execute(insert(target).from_select(list(pairs.selected_columns.keys()), pairs))
 
 
@@ -150,14 +152,22 @@ def _pairs(
     hour: Any,
     dialect: str,
     factors: Table | None = None,
+    shares: Reallocated | None = None,
 ) -> Select[Any]:
     """The pairs of `day` for the requests that started in `spans` (UTC ranges), with the
     request's pairs text and the flags that keep distinct counts exact; `hour`: the rows'
-    hour (an expression of the request's start, or WHOLE_DAY); `factors`: see `write_pairs`."""
+    hour (an expression of the request's start, or WHOLE_DAY); `factors`, `shares`: see
+    `write_pairs`."""
     r, c, g = Request, LlmCall, GpuAllocation
     joined: Any = TrueUpFactor if factors is None else factors
     f: Any = TrueUpFactor if factors is None else factors.c
-    per_pair = (
+    share = and_(g.trace_id == c.trace_id, g.span_id == c.span_id)
+    gpu_cost: Any = g.gpu_cost_nanousd
+    if shares is not None:  # a call has one share, stored (of another hour) or new
+        new = shares.table.c
+        share = and_(share, shares.kept())
+        gpu_cost = func.coalesce(new.gpu_cost_nanousd, g.gpu_cost_nanousd)
+    query = (
         select(
             r.trace_id,
             hour.label("hour"),
@@ -170,20 +180,25 @@ def _pairs(
             func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
             func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
             func.coalesce(func.sum(c.cost_nanousd), 0).label("token_cost_nanousd"),
-            func.coalesce(func.sum(g.gpu_cost_nanousd), 0).label("gpu_cost_nanousd"),
+            func.coalesce(func.sum(gpu_cost), 0).label("gpu_cost_nanousd"),
             (func.count(c.span_id) - func.count(c.cost_nanousd)).label("unpriced_calls"),
             func.coalesce(func.sum(trued_cost(factors)), 0).label("trued_cost_nanousd"),
             func.count(f.factor_den).label("trued_up_calls"),
         )
         .select_from(r)
         .outerjoin(c, c.trace_id == r.trace_id)
-        .outerjoin(g, and_(g.trace_id == c.trace_id, g.span_id == c.span_id))
+        .outerjoin(g, share)
         # At most one factor per call; its day spelled out too, so the lookup is by key.
         .outerjoin(joined, and_(factor_join(factors), f.day == func.date(c.started_at)))
         .where(in_spans(r.started_at, spans))
         .group_by(r.trace_id, r.started_at, r.user_id, r.endpoint, r.team, c.model, c.provider)
-        .subquery("pairs")
     )
+    if shares is not None:
+        new = shares.table.c
+        query = query.outerjoin(
+            shares.table, and_(new.trace_id == c.trace_id, new.span_id == c.span_id)
+        )
+    per_pair = query.subquery("pairs")
     p = per_pair.c
     # A request's rows in (model, provider) order, unique: one sort gives its first row, the
     # first row of each of its models (the previous row has another model), and its pairs

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 from app.rollups.stale import hour_of
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_rollup import rollup_dirty
+from app.warehouse.types import as_date
 
 _CHUNK = 5000
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,6 +98,20 @@ def mark_traces(conn: Connection, trace_ids: Iterable[str], also: Iterable[Slice
                 .distinct()
             )
             conn.execute(insert(rollup_dirty).from_select(["day"], days))
+
+
+def request_hours(conn: Connection, trace_ids: Iterable[str]) -> set[tuple[date, int]]:
+    """The stored UTC days and hours of these traces' requests."""
+    ids = list(dict.fromkeys(trace_ids))
+    hours: set[tuple[date, int]] = set()
+    for i in range(0, len(ids), _CHUNK):
+        query = (
+            select(func.date(Request.started_at), hour_of(Request.started_at))
+            .where(Request.trace_id.in_(ids[i : i + _CHUNK]))
+            .distinct()
+        )
+        hours.update((as_date(d), int(h)) for d, h in conn.execute(query))
+    return hours
 
 
 def _order(mark: Slice) -> tuple[date, int]:

@@ -43,13 +43,14 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    union_all,
 )
 from sqlalchemy.schema import CreateTable
 
 from app.rollups.query import MISSING
 from app.rollups.stale import Stale, day_conditions, in_spans, skip
 from app.warehouse.tables import LlmCall, Request
-from app.warehouse.tables_gpu import GpuAllocation
+from app.warehouse.tables_gpu import GpuAllocation, Reallocated
 from app.warehouse.tables_rollup import (
     GPU_SUMMED,
     rollup_daily_gpu,
@@ -93,14 +94,16 @@ def rebuild_gpu_slices(
     spans: list[tuple[datetime, datetime]],
     hour: Any,
     into: Callable[[Table], Table] = lambda table: table,
+    reallocated: Reallocated | None = None,
 ) -> None:
     """Write the GPU rollups of the requests that started in `spans` (UTC ranges of one
     request day); `hour`: the rows' hour, an expression of the request's start or WHOLE_DAY;
-    `into`: the table to write a rollup's rows into (its staged twin). The caller has deleted
+    `into`: the table to write a rollup's rows into (its staged twin); `reallocated`: shares
+    to read in place of some hours' stored ones (`app.rollups.swap`). The caller has deleted
     those rows, in the same transaction (`app.rollups.refresh`)."""
     conn.execute(CreateTable(_day_shares, if_not_exists=True))
     conn.execute(delete(_day_shares))
-    shares = _shares(spans, hour)
+    shares = _shares(spans, hour) if reallocated is None else _new_shares(spans, hour, reallocated)
     conn.execute(insert(_day_shares).from_select(list(shares.selected_columns.keys()), shares))
     f = _day_shares.c
     for table in (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals):
@@ -146,6 +149,52 @@ def _shares(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
         .group_by(
             g.trace_id, r.started_at, call_day, g.pool, c.model, r.endpoint, r.user_id, r.team
         )
+        .subquery("cells")
+    )
+    k = cells.c
+    single = case((func.count().over(partition_by=k.trace_id) == 1, 1), else_=0)
+    return select(*k, single.label("single"))
+
+
+def _new_shares(
+    spans: list[tuple[datetime, datetime]], hour: Any, reallocated: Reallocated
+) -> Select[Any]:
+    """`_shares` with the `reallocated` hours' shares in place of the stored ones: the shares
+    of each source joined to their calls and requests (the stored of other hours, and the
+    new), then summed into cells."""
+    r, c = Request, LlmCall
+
+    def rows(shares: Any, *conds: Any) -> Select[Any]:
+        s = shares.c
+        return (
+            select(
+                s.trace_id,
+                hour.label("hour"),
+                func.date(s.hour).label("call_day"),
+                s.pool,
+                c.model,
+                r.endpoint,
+                r.user_id,
+                r.team,
+                s.gpu_cost_nanousd,
+            )
+            .select_from(r)
+            .join(shares, s.trace_id == r.trace_id)
+            .join(c, and_(c.trace_id == s.trace_id, c.span_id == s.span_id))
+            .where(in_spans(r.started_at, spans), *conds)
+        )
+
+    stored = rows(GpuAllocation.__table__, reallocated.kept())
+    both = union_all(stored, rows(reallocated.table)).subquery("shares")
+    b = both.c
+    keys = (b.trace_id, b.hour, b.call_day, b.pool, b.model, b.endpoint, b.user_id, b.team)
+    cells = (
+        select(
+            *keys,
+            func.count().label("calls"),
+            func.sum(b.gpu_cost_nanousd).label("gpu_cost_nanousd"),
+        )
+        .group_by(*keys)
         .subquery("cells")
     )
     k = cells.c

@@ -1,16 +1,18 @@
-"""New true-up factors written with the request rollups they change, in one transaction, so
-that readers never read those days from the base tables for them.
+"""A change to what the rollups sum, written with the rollup rows it changes in one
+transaction, so that readers never read its days from the base tables: the true-up's new
+factors (`app.trueup`) and a GPU re-allocation of a day (`app.gpu.allocate`).
 
 A mark (`app.rollups.dirty`) sends every reader of its day to the base tables until the refresh
-stages the day: seconds on a busy day, with every page slower meanwhile. The true-up knows its
-change before it writes it: the factors of some of a provider's days, which move only the
-request rollups' `trued_cost_nanousd` and `trued_up_calls`. So `swap_factors` first sums each
-request day whose trued-up costs they change into the request rollups' twins
-(`app.warehouse.tables_staged`) as it will be with the new factors (`prestage`: the day's pairs
-are read with the factors from a temporary table, `true_up_pending`, in place of
-`true_up_factors`), while readers still read the rollups' rows and the factors stored; then, in
-one transaction, it writes the factors and replaces those days' request rollup rows by the
-twins' (`swap_in`). Readers see the old factors with the old rows, or the new with the new.
+stages the day: seconds on a busy day, with every page slower meanwhile. These two writers know
+their change before they write it, and it is small: some provider-days' factors, which move
+only the request rollups' trued-up costs, or one day's GPU shares, which move the request
+rollups' GPU cost and the GPU rollups. So `write_change` first sums each request day whose sums
+it changes into the twins of those rollups (`app.warehouse.tables_staged`) as they will be with
+the change (`prestage`: the day's pairs and GPU shares are read with the change's rows from
+temporary tables, `true_up_pending` or `gpu_pending`, in place of the stored rows they
+replace), while readers still read the stored rows; then, in one transaction, it writes the
+change and replaces those days' rows of those rollups by the twins' (`swap_in`). Readers see
+the old rows with the old data, or the new with the new.
 
 It runs under the refresh lock (`app.rollups.refresh.LOCK`), as a staging does: no refresh
 stages, rebuilds or compacts meanwhile. A prestaged day lists no marks
@@ -19,10 +21,12 @@ rollup rows, or the base tables where it is marked. Marks are left as they are. 
 the twins hold and whose mark stays only sends readers to the base tables (and the day to the
 next refresh); a write after the twins were summed has its mark, which stays after the swap.
 
-What is not prestaged is marked, as before: the hours of a sliced (live) day with a few hours
-changed (rebuilt alone by the next refresh, read meanwhile from the base tables hour by hour),
-every day when more than `MAX_DAYS` would be (a true-up of months: the refresh's work), and
-every day when the refresh lock stays taken for `WAIT` seconds.
+What is not prestaged is marked, as before: a day already stale whole (read from the base
+tables, or its staging, until the refresh, which rebuilds it anyway); the hours of a sliced
+(live) day with at most MAX_STALE_HOURS changed (the refresh rebuilds them alone, and readers
+read only those hours from the base tables meanwhile); every day when more than `MAX_DAYS` would
+be prestaged (a true-up of months: the refresh's work); and every day when the refresh lock
+stays taken for `WAIT` seconds.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
-from typing import Any, cast
+from datetime import date, datetime
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     Column,
@@ -49,44 +53,77 @@ from sqlalchemy.schema import CreateTable
 
 from app.rollups.day_pairs import ORDER, write_pairs, write_twin
 from app.rollups.dirty import Slice, mark_slices
+from app.rollups.gpu import rebuild_gpu_slices
 from app.rollups.refresh import LAZY_MAX_DAYS, LOCK
 from app.rollups.staging import Rebuild, clear_staged, read_settings, replace_rows, row_hour
-from app.rollups.stale import MAX_STALE_HOURS, Stale
+from app.rollups.stale import MAX_STALE_HOURS, Stale, dirty_in
 from app.rollups.weeks import invalidate
 from app.warehouse.locks import waiting_lock
 from app.warehouse.tables import Request
-from app.warehouse.tables_rollup import rollup_sliced
-from app.warehouse.tables_staged import rollup_staged_pairs
+from app.warehouse.tables_gpu import GpuAllocation, GpuPoolHour, Reallocated
+from app.warehouse.tables_rollup import GPU_ROLLUPS, rollup_sliced
+from app.warehouse.tables_staged import TWINS, rollup_staged_pairs
 from app.warehouse.tables_trueup import TrueUpFactor
 from app.warehouse.types import as_date
 
 log = logging.getLogger("spendguard.rollups")
 
-# At most this many request days prestaged by one true-up (more are marked, for the refresh).
+# At most this many request days prestaged for one change (more are marked, for the refresh).
 MAX_DAYS = LAZY_MAX_DAYS
-# How long a true-up waits for the refresh lock (a refresh of a few days) before it marks.
+# How long a change waits for the refresh lock (a refresh of a few days) before it marks.
 WAIT = 30.0
 
 _FACTORS = cast(Table, TrueUpFactor.__table__)
+_SHARES = cast(Table, GpuAllocation.__table__)
+_POOL_HOURS = cast(Table, GpuPoolHour.__table__)
+
+
+def _temporary(name: str, like: Table) -> Table:
+    """A temporary table with the columns and key of `like`."""
+    columns = (Column(c.name, c.type, primary_key=c.primary_key) for c in like.c)
+    return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
+
+
 # The factors a prestaged day's pairs apply: those stored, but the provider's days being
-# replaced, which hold the new rows instead. Same columns and key as `true_up_factors`.
-_pending = Table(
-    "true_up_pending",
-    MetaData(),
-    *(Column(c.name, c.type, primary_key=c.primary_key) for c in _FACTORS.c),
-    prefixes=["TEMPORARY"],
-)
+# replaced, which hold the new rows instead.
+_pending_factors = _temporary("true_up_pending", _FACTORS)
+# The GPU shares of the hours being re-allocated.
+_pending_shares = _temporary("gpu_pending", _SHARES)
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What a prestaged day's sums read in place of the stored rows (`write_pairs`)."""
+
+    factors: Table | None = None
+    shares: Reallocated | None = None
+
+
+class Change(Protocol):
+    """A change to what the rollups sum, known before it is written."""
+
+    @property
+    def rollups(self) -> tuple[Table, ...]:
+        """The rollups it changes (each request day's rows of them are summed again)."""
+
+    def write(self, conn: Connection) -> None:
+        """Write the change (in the swap's transaction)."""
+
+    def sources(self, conn: Connection) -> Sources:
+        """Its rows as the sums read them, in temporary tables of `conn`."""
 
 
 @dataclass(frozen=True, slots=True)
 class NewFactors:
-    """A provider's factors for the UTC days [since, until), replacing those stored: rows of
-    `true_up_factors` (every column, by name)."""
+    """A provider's true-up factors for the UTC days [since, until), replacing those stored:
+    rows of `true_up_factors` (every column, by name). They move only the request rollups'
+    trued-up costs."""
 
     provider: str
     since: date
     until: date
     rows: Sequence[Mapping[str, Any]]
+    rollups: tuple[Table, ...] = ORDER
 
     def replaced(self) -> Any:
         """The stored rows these replace."""
@@ -98,26 +135,65 @@ class NewFactors:
         if self.rows:
             conn.execute(insert(_FACTORS), [dict(row) for row in self.rows])
 
+    def sources(self, conn: Connection) -> Sources:
+        """Every factor stored but the replaced ones, and these (`true_up_pending`)."""
+        conn.execute(CreateTable(_pending_factors, if_not_exists=True))
+        conn.execute(delete(_pending_factors))
+        kept = select(_FACTORS).where(not_(self.replaced()))
+        names = [c.name for c in _FACTORS.c]
+        conn.execute(insert(_pending_factors).from_select(names, kept))
+        if self.rows:
+            conn.execute(insert(_pending_factors), [dict(row) for row in self.rows])
+        return Sources(factors=_pending_factors)
 
-def swap_factors(
-    engine: Engine, factors: NewFactors, hours: Iterable[Slice], wait: float = WAIT
+
+@dataclass(frozen=True, slots=True)
+class NewAllocations:
+    """The GPU allocation of the UTC hours [start, end): rows of `gpu_allocations` and
+    `gpu_pool_hours` (every column, by name), replacing those stored. The shares move the
+    request rollups' GPU cost and the GPU rollups (no rollup reads the pool-hours)."""
+
+    start: datetime
+    end: datetime
+    shares: Sequence[Mapping[str, Any]]
+    pool_hours: Sequence[Mapping[str, Any]]
+    rollups: tuple[Table, ...] = (*ORDER, *GPU_ROLLUPS)
+
+    def write(self, conn: Connection) -> None:
+        for table, rows in ((_SHARES, self.shares), (_POOL_HOURS, self.pool_hours)):
+            hour = table.c.hour
+            conn.execute(delete(table).where(hour >= self.start, hour < self.end))
+            if rows:
+                conn.execute(insert(table), [dict(row) for row in rows])
+
+    def sources(self, conn: Connection) -> Sources:
+        """These shares (`gpu_pending`), read in place of the stored ones of their hours."""
+        conn.execute(CreateTable(_pending_shares, if_not_exists=True))
+        conn.execute(delete(_pending_shares))
+        if self.shares:
+            conn.execute(insert(_pending_shares), [dict(row) for row in self.shares])
+        return Sources(shares=Reallocated(_pending_shares, self.start, self.end))
+
+
+def write_change(
+    engine: Engine, change: Change, hours: Iterable[Slice], wait: float = WAIT
 ) -> list[date]:
-    """Write `factors`, with the rollups of the request days and hours (`hours`) whose trued-up
-    costs they change: each day prestaged and swapped in with them, or marked (see the
-    module); the days swapped in."""
+    """Write `change`, with the rollups of the request days and hours (`hours`) whose sums it
+    changes: each day prestaged and swapped in with it, or marked (see the module); the days
+    swapped in."""
     changed: dict[date, set[int | None]] = {}
     for day, hour in hours:
         changed.setdefault(day, set()).add(hour)
     with waiting_lock(engine, LOCK, wait) as held:
         if not held:
-            log.info("true-up: the rollups' refresh is busy: %d day(s) marked", len(changed))
+            log.info("rollups: the refresh is busy: %d day(s) marked", len(changed))
         jobs, marks = _plan(engine, changed) if held else ([], _every(changed))
         for job in jobs:
-            prestage(engine, job, factors)
+            prestage(engine, job, change)
         with engine.begin() as conn:
-            factors.write(conn)
+            change.write(conn)
             for job in jobs:
-                swap_in(conn, job.day)
+                swap_in(conn, job.day, change.rollups)
             mark_slices(conn, marks)
     return [job.day for job in jobs]
 
@@ -129,10 +205,12 @@ def _plan(
     to write instead (see the module)."""
     with engine.connect() as conn:
         sliced = {as_date(v) for v in conn.execute(select(rollup_sliced.c.day)).scalars()}
+        stale = set(dirty_in(conn, None, None).days)
     jobs: list[Rebuild] = []
     marks: list[Slice] = []
     for day, hours in sorted(changed.items()):
-        if day in sliced and None not in hours and len(hours) <= MAX_STALE_HOURS:
+        few = day in sliced and None not in hours and len(hours) <= MAX_STALE_HOURS
+        if few or day in stale:
             marks += [(day, hour) for hour in hours]
         else:
             jobs.append(Rebuild(day, None, sliced=day in sliced))
@@ -145,23 +223,22 @@ def _every(changed: Mapping[date, set[int | None]]) -> list[Slice]:
     return [(day, hour) for day, hours in changed.items() for hour in hours]
 
 
-def prestage(engine: Engine, job: Rebuild, factors: NewFactors) -> None:
-    """The request rollups of `job`'s day (a whole day) summed into their twins with `factors`
-    in place of the provider's stored ones, a commit for the pairs and one per twin. Under the
-    refresh lock: the day's staged rows, whatever they were, are replaced."""
+def prestage(engine: Engine, job: Rebuild, change: Change) -> None:
+    """The rollups that `change` changes, of `job`'s day (a whole day), summed into their
+    twins with its rows in place of the stored ones they replace: the pairs and the GPU
+    rollups' twins in one commit (they read its temporary tables), then a commit per request
+    rollup's twin. Under the refresh lock: the day's staged rows, whatever they were, are
+    replaced."""
     day = job.day
+    spans = Stale((day,), ()).periods()
+    hour = row_hour(job, Request.started_at)
     with engine.begin() as conn:
         read_settings(conn)
         clear_staged(conn, day)
-        conn.execute(CreateTable(_pending, if_not_exists=True))
-        conn.execute(delete(_pending))
-        kept = select(_FACTORS).where(not_(factors.replaced()))
-        conn.execute(insert(_pending).from_select([c.name for c in _FACTORS.c], kept))
-        if factors.rows:
-            conn.execute(insert(_pending), [dict(row) for row in factors.rows])
-        spans = Stale((day,), ()).periods()
-        hour = row_hour(job, Request.started_at)
-        write_pairs(conn, day, spans, hour, rollup_staged_pairs, _pending)
+        read = change.sources(conn)
+        write_pairs(conn, day, spans, hour, rollup_staged_pairs, read.factors, read.shares)
+        if read.shares is not None:
+            rebuild_gpu_slices(conn, day, spans, hour, TWINS.__getitem__, read.shares)
     for table in ORDER:
         with engine.begin() as conn:
             read_settings(conn)
@@ -170,8 +247,8 @@ def prestage(engine: Engine, job: Rebuild, factors: NewFactors) -> None:
         conn.execute(delete(rollup_staged_pairs).where(rollup_staged_pairs.c.day == day))
 
 
-def swap_in(conn: Connection, day: date) -> None:
-    """A prestaged day's request rollup rows in place of the stored ones (in the transaction
-    that writes the factors they were summed with)."""
+def swap_in(conn: Connection, day: date, rollups: Iterable[Table] = ORDER) -> None:
+    """A prestaged day's rows of these rollups in place of the stored ones (in the transaction
+    that writes the change they were summed with)."""
     invalidate(conn, [day])  # its week's sums no longer hold (`app.rollups.weeks`)
-    replace_rows(conn, ORDER, day)
+    replace_rows(conn, rollups, day)

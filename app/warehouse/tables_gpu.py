@@ -17,9 +17,10 @@ Written by `collectors/{aws_ce,focus,opencost}.py` and `app.gpu.allocate`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ColumnElement, Index, Integer, String, Table, Text, or_
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.warehouse.tables import Base
@@ -92,3 +93,18 @@ class GpuAllocation(Base):
     computed_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (Index(None, "hour"), Index(None, "pool", "hour"))
+
+
+@dataclass(frozen=True, slots=True)
+class Reallocated:
+    """The GPU shares of the calls of the UTC hours [start, end) as a re-allocation is about to
+    write them (`app.rollups.swap`): the rows of `table`, a temporary table with
+    `gpu_allocations`' columns, in place of those stored for these hours."""
+
+    table: Table
+    start: datetime
+    end: datetime
+
+    def kept(self) -> ColumnElement[bool]:
+        """The stored shares that stay: those of other hours."""
+        return or_(GpuAllocation.hour < self.start, GpuAllocation.hour >= self.end)

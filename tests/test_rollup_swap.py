@@ -1,28 +1,39 @@
-"""A true-up writes the factors it changes with the request rollups they change, in one
-transaction (`app.rollups.swap`): readers never read those days from the base tables for it,
-and never see new factors with old rollup rows, or the reverse."""
+"""A true-up, and a GPU re-allocation, write their change with the rollup rows it changes, in
+one transaction (`app.rollups.swap`): readers never read those days from the base tables for
+it, and never see the new data with the old rollup rows, or the reverse."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
 
+from app.gpu.allocate import refresh as allocate
+from app.gpu.report import allocation_query, base_allocation_query
 from app.reports.unit_costs import Scope, cost_query, unit_cost_query
 from app.rollups.day_pairs import ORDER
 from app.rollups.dirty import provider_call_hours
-from app.rollups.refresh import dirty_days, rebuild_day
+from app.rollups.refresh import LOCK, dirty_days, rebuild_day
 from app.rollups.refresh import refresh as rollup_refresh
 from app.rollups.staging import Rebuild
 from app.rollups.stale import dirty_in, sliced_in
 from app.rollups.swap import MAX_DAYS, NewFactors, prestage, swap_in
 from app.trueup import refresh_true_up
-from app.warehouse.tables_rollup import WHOLE_DAY, rollup_daily, rollup_sliced
+from app.warehouse.locks import named_lock
+from app.warehouse.tables_rollup import GPU_ROLLUPS, WHOLE_DAY, rollup_daily, rollup_sliced
 from app.warehouse.tables_staged import TWINS, rollup_staged_pairs
 from app.warehouse.tables_trueup import TrueUpFactor
 from app.warehouse.types import as_date
+from tests.test_gpu_allocation import DAY as GPU_DAY
+from tests.test_gpu_allocation import LLAMA, add_cost, hand_made_day
+from tests.test_gpu_allocation import SETTINGS as GPU_SETTINGS
+from tests.test_gpu_allocation import add_call as gpu_call
+from tests.test_gpu_allocation import at as gpu_at
+from tests.test_gpu_rollup import _rows as gpu_rows
 from tests.test_reconcile import D3, D4, add_call, add_line, at, month, usd
 
 __all__ = ["month"]  # the fixture, imported
@@ -169,10 +180,10 @@ def test_the_swapped_rows_are_the_refreshs_rows(settled: Engine) -> None:
     assert _rows_of(settled, D3) == swapped
 
 
-def _rows_of(engine: Engine, day: date) -> dict[str, list[Any]]:
+def _rows_of(engine: Engine, day: date, tables: Any = ORDER) -> dict[str, list[Any]]:
     got = {}
     with engine.connect() as conn:
-        for table in ORDER:
+        for table in tables:
             rows = conn.execute(select(table).where(table.c.day == day)).all()
             got[table.name] = sorted(tuple(str(v) for v in r) for r in rows)
     return got
@@ -250,3 +261,88 @@ def test_the_marked_hours_are_those_of_the_calls(settled: Engine) -> None:
                                 datetime(2025, 11, 5, tzinfo=UTC))
         )}  # fmt: skip
     assert got == {(D3, 23), (D4, 12)}
+
+
+# ── a GPU re-allocation ────────────────────────────────────────────────────────────────────────
+
+GPU_DIMS: list[tuple[str, ...]] = [(), ("endpoint",), ("model",), ("user", "pool"), ("team",)]
+
+
+def gpu_answers(engine: Engine) -> dict[tuple[str, ...], list[Any]]:
+    """Every GPU breakdown as `spendguard report gpu` reads it, each checked against the base
+    tables alone."""
+    got = {}
+    for dims in GPU_DIMS:
+        with engine.connect() as conn:
+            query = allocation_query(conn, dims)
+        rows = gpu_rows(engine, query)
+        assert rows == gpu_rows(engine, base_allocation_query(dims)), dims
+        got[dims] = rows
+    return got
+
+
+def gpu_reads_base_tables(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return "gpu_allocations.trace_id" in str(allocation_query(conn, ("endpoint",)))
+
+
+def test_a_reallocated_day_is_written_with_its_rollups(engine: Engine) -> None:
+    """The hand-made GPU day, stored whole (a later day is live): a restated cost line moves
+    its shares; the request days of the calls whose share moved are rebuilt with the new shares
+    and written with them, nothing is marked, and the GPU breakdowns and unit costs answer from
+    the rollups like the base tables, with the rows a refresh writes."""
+    hand_made_day(engine)
+    later = gpu_at(12) + timedelta(days=2)
+    gpu_call(engine, "8" * 32, later, "llama-3.1-70b", ms=10)
+    allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
+    rollup_refresh(engine)
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+        assert sliced_in(conn, None, None) == {later.date()}
+    before = gpu_answers(engine)
+    unit = answers(engine)
+    add_cost(engine, "focus", gpu_at(10), gpu_at(11), "50.00", tags=LLAMA)  # 10h costs more
+    result = allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
+    assert not result.busy
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+    assert not gpu_reads_base_tables(engine) and not reads_base_tables(engine)
+    assert nothing_staged(engine)
+    after = gpu_answers(engine)
+    assert after != before
+    assert answers(engine) != unit  # (each checked against the base tables)
+    # 10h's $50 more went to a, b and c (the llama pool's calls of 10h).
+    assert dict(after[()][0])["cost"] == dict(before[()][0])["cost"] + usd("50")
+    swapped = _rows_of(engine, GPU_DAY, (*ORDER, *GPU_ROLLUPS))
+    rebuild_day(engine, GPU_DAY)
+    assert _rows_of(engine, GPU_DAY, (*ORDER, *GPU_ROLLUPS)) == swapped
+
+
+def test_a_reallocation_waits_for_a_running_refresh(engine: Engine) -> None:
+    """A re-allocation that finds the refresh lock taken waits for it (a refresh of a few
+    days), then rebuilds and writes as before: nothing marked."""
+    hand_made_day(engine)
+    later = gpu_at(12) + timedelta(days=2)
+    gpu_call(engine, "8" * 32, later, "llama-3.1-70b", ms=10)
+    allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
+    rollup_refresh(engine)
+    add_cost(engine, "focus", gpu_at(10), gpu_at(11), "50.00", tags=LLAMA)
+    taken, hold = threading.Event(), 0.5
+
+    def refreshing() -> None:
+        with named_lock(engine, LOCK) as held:
+            assert held
+            taken.set()
+            time.sleep(hold)
+
+    thread = threading.Thread(target=refreshing)
+    thread.start()
+    assert taken.wait(5)
+    began = time.monotonic()
+    allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
+    assert time.monotonic() - began >= hold * 0.5
+    thread.join()
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+    gpu_answers(engine)
+    answers(engine)
