@@ -42,6 +42,7 @@ from app.trueup import refresh_true_up
 from app.warehouse.engine import session_scope
 from app.warehouse.tables import AlertTransition, AuditEntry, CollectorRun, LlmCall, Request
 from app.warehouse.tables_billing import BilledCost
+from app.warehouse.tables_gpu import GpuCost
 from app.warehouse.tables_rollup import rollup_dirty
 from bench.dashboard_data import DAYS, END
 
@@ -275,12 +276,13 @@ def _switches(engine: Engine, settings: Settings, rng: random.Random) -> int:
 
 
 def worker_cycle(engine: Engine, config: Path) -> list[str]:
-    """What the worker's true-up and GPU allocation mark stale after a collector run (the
-    rollups rebuild what they mark): the true-up of the last days again with the bills as they
-    were (a billing collector re-reads its last days every hour), a restated bill of the day
-    before the latest (`restated_bill`), and the latest day's allocation again after one new
-    call of a pooled model (the allocation runs after every collector run that brings one).
-    The warehouse is left as it was."""
+    """What the worker's true-up and GPU allocation change after a collector run, and what
+    they rebuild or mark (the rollups' refresh rebuilds what they mark): the true-up of the
+    last days again with the bills as they were (a billing collector re-reads its last days
+    every hour), a restated provider bill and GPU bill of the day before the latest
+    (`restated_bill`, `restated_gpu_cost`), and the latest day's allocation again after one
+    new call of a pooled model (the allocation runs after every collector run that brings
+    one). The warehouse is left as it was."""
     settings = load_settings(config)
     last = _latest(engine)
     day = last.date()
@@ -293,11 +295,12 @@ def worker_cycle(engine: Engine, config: Path) -> list[str]:
         )
         marked.update(result.changed_days)
     lines.append(
-        f"true-up of the last 4 days again, bills as they were: {len(marked)} day(s) marked "
+        f"true-up of the last 4 days again, bills as they were: {len(marked)} day(s) changed "
         f"({time.perf_counter() - began:.2f} s); then the rollups' refresh: "
         f"{refresh_rollups(engine).seconds:.2f} s"
     )
     lines += restated_bill(engine, day - timedelta(days=1))
+    lines += restated_gpu_cost(engine, settings, day - timedelta(days=1))
     trace = "f" * 32
     with session_scope(engine) as session:
         session.add(Request(trace_id=trace, started_at=last, root_key="k", endpoint="/bench",
@@ -355,6 +358,37 @@ def restated_bill(engine: Engine, day: date) -> list[str]:
             f"{', '.join(map(str, result.changed_days)) or 'no day'}, rollups rebuilt with "
             f"them: {', '.join(map(str, result.rebuilt_days)) or 'none'}; {marked} day(s) "
             f"marked (read from the base tables until a refresh)"
+        )
+    return lines
+
+
+def restated_gpu_cost(engine: Engine, settings: Settings, day: date) -> list[str]:
+    """A restated GPU bill of `day` (a past day, stored whole: $24 more for the llama-70b pool
+    over the day, so every call's share moves) and its re-allocation: the request days of the
+    calls whose share moved are summed again with the new shares and written with them
+    (`app.rollups.swap`), with no mark; then the bill as it was, and again. The warehouse is
+    left as it was."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    lines = []
+    for what in ("restated (+$24.00 over the day)", "as it was"):
+        with session_scope(engine) as session:
+            if what == "as it was":
+                session.execute(delete(GpuCost).where(GpuCost.source_key == "bench restated"))
+            else:
+                session.add(GpuCost(source="focus", source_key="bench restated",
+                                    slice_key=day.isoformat(), period_start=start,
+                                    period_end=start + timedelta(days=1), charge_category="usage",
+                                    tags='{"gpu-pool":"llama-70b"}', amount_nano=24 * 10**9,
+                                    currency="USD", fetched_at=datetime.now(UTC)))  # fmt: skip
+        began = time.perf_counter()
+        result = allocate(engine, settings, day, day + timedelta(days=1))
+        seconds = time.perf_counter() - began
+        with engine.connect() as conn:
+            marked = conn.execute(select(func.count(rollup_dirty.c.day.distinct()))).scalar_one()
+        lines.append(
+            f"allocation of {day} after its GPU bill {what}: {seconds:.2f} s, rollups rebuilt "
+            f"with the new shares: {', '.join(map(str, result.rebuilt_days)) or 'none'}; "
+            f"{marked} day(s) marked (read from the base tables until a refresh)"
         )
     return lines
 

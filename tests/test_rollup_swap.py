@@ -24,6 +24,7 @@ from app.rollups.stale import dirty_in, sliced_in
 from app.rollups.swap import MAX_DAYS, NewFactors, prestage, swap_in
 from app.trueup import refresh_true_up
 from app.warehouse.locks import named_lock
+from app.warehouse.tables import Checkpoint
 from app.warehouse.tables_rollup import GPU_ROLLUPS, WHOLE_DAY, rollup_daily, rollup_sliced
 from app.warehouse.tables_staged import TWINS, rollup_staged_pairs
 from app.warehouse.tables_trueup import TrueUpFactor
@@ -87,6 +88,15 @@ def _plain(rows: Any) -> list[Any]:
     )
 
 
+def refreshed_at(engine: Engine) -> datetime:
+    """When the rollups last changed, as the dashboard's data version sees it."""
+    c = Checkpoint
+    query = select(c.updated_at).where(c.collector == "rollups", c.source == "refresh")
+    with engine.connect() as conn:
+        stamp: datetime = conn.execute(query).scalar_one()
+    return stamp
+
+
 def reads_base_tables(engine: Engine) -> bool:
     """Whether the report reads some time from the base tables (the calls joined)."""
     with engine.connect() as conn:
@@ -106,8 +116,10 @@ def test_changed_factors_are_written_with_their_rollups(settled: Engine) -> None
     across midnight) are rebuilt with the new factors and written with them, nothing is
     marked, and every question answers from the rollups like the base tables."""
     before = answers(settled)
+    stamped = refreshed_at(settled)
     add_line(settled, "openai", D4, "restated", usd("0.1"), "gpt-4o-mini")
     result = refresh_true_up(settled, "openai", D3, D5)
+    assert refreshed_at(settled) > stamped  # the dashboard's loaders read again
     assert result.changed_days == [D4]
     assert result.rebuilt_days == [D3, D4]
     with settled.connect() as conn:

@@ -6,7 +6,8 @@ Every writer the dashboard reads from leaves a trace that one cheap query sees:
   when they start, its `finished_at` when they end;
 - any load of traces (the OTLP receiver's too) or re-price, allocation or true-up: marks in
   `rollup_dirty`; the rollup refresh that removes them stamps the `checkpoints` table, as do
-  the collectors with their cursors and the allocation with its watermark;
+  an allocation or true-up that writes its rollup rows itself (`app.rollups.swap`), the
+  collectors with their cursors and the allocation with its watermark;
 - the true-up: its factors' `computed_at`; alerts: `alert_transitions`; kill switches: their
   version counter.
 

@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -73,6 +73,9 @@ class AllocationResult:
     idle_nanousd: int = 0
     not_usd_lines: int = 0
     busy: bool = False  # another refresh was running: nothing done
+    # The request days whose rollups were rebuilt with the new shares and written with them
+    # (`app.rollups.swap`); the others whose shares moved are marked for the refresh.
+    rebuilt_days: list[date] = field(default_factory=list)
 
 
 def midnight(day: date) -> datetime:
@@ -193,7 +196,7 @@ def _refresh_days(
             calls = {pool.name: _calls(session, pool, start, end) for pool in pools}
             moved = _replace_day(session, pools, hours, calls, start, end, result)
         if moved is not None:  # written with the rollups it changes (`app.rollups.swap`)
-            write_change(engine, *moved)
+            result.rebuilt_days += write_change(engine, *moved)
         result.days += 1
         result.not_usd_lines += hours.not_usd
 
@@ -321,6 +324,7 @@ def _add(total: AllocationResult, part: AllocationResult) -> None:
         setattr(total, name, getattr(total, name) + getattr(part, name))
     total.idle_nanousd += part.idle_nanousd
     total.not_usd_lines += part.not_usd_lines
+    total.rebuilt_days += part.rebuilt_days
 
 
 def _watermark(session: Session) -> dict[str, Any]:

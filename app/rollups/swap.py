@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
@@ -58,6 +58,7 @@ from app.rollups.refresh import LAZY_MAX_DAYS, LOCK
 from app.rollups.staging import Rebuild, clear_staged, read_settings, replace_rows, row_hour
 from app.rollups.stale import MAX_STALE_HOURS, Stale, dirty_in
 from app.rollups.weeks import invalidate
+from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.locks import waiting_lock
 from app.warehouse.tables import Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuPoolHour, Reallocated
@@ -144,6 +145,7 @@ class NewFactors:
         conn.execute(insert(_pending_factors).from_select(names, kept))
         if self.rows:
             conn.execute(insert(_pending_factors), [dict(row) for row in self.rows])
+        _analyze(conn, _pending_factors)
         return Sources(factors=_pending_factors)
 
 
@@ -172,7 +174,16 @@ class NewAllocations:
         conn.execute(delete(_pending_shares))
         if self.shares:
             conn.execute(insert(_pending_shares), [dict(row) for row in self.shares])
+        _analyze(conn, _pending_shares)
         return Sources(shares=Reallocated(_pending_shares, self.start, self.end))
+
+
+def _analyze(conn: Connection, table: Table) -> None:
+    """PostgreSQL: the temporary table's statistics (autovacuum never sees temporary tables,
+    and without them the planner guesses their size), so that the day's sums look its rows up
+    by key rather than scan them per request."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {table.name}")
 
 
 def write_change(
@@ -195,6 +206,8 @@ def write_change(
             for job in jobs:
                 swap_in(conn, job.day, change.rollups)
             mark_slices(conn, marks)
+            if jobs:  # a stamp readers see, as after a refresh (app.dashboard.versions)
+                write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
     return [job.day for job in jobs]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -35,8 +35,11 @@ def read_checkpoints(session: Session, collector: str) -> dict[str, str]:
     return {source: value for source, value in rows}
 
 
-def write_checkpoint(session: Session, collector: str, source: str, value: str) -> None:
-    """Insert or replace the value (one statement, so two writers cannot collide on insert)."""
+def write_checkpoint(
+    session: Session | Connection, collector: str, source: str, value: str
+) -> None:
+    """Insert or replace the value (one statement, so two writers cannot collide on insert),
+    in the transaction of `session` (or of a connection)."""
     row = {
         "collector": collector,
         "source": source[:512],
@@ -52,8 +55,9 @@ def write_checkpoint(session: Session, collector: str, source: str, value: str) 
     )
 
 
-def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
+def _insert(session: Session | Connection) -> Any:
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    dialect = bind.dialect.name
     if dialect == "postgresql":
         return postgresql.insert(Checkpoint)
     if dialect == "sqlite":
