@@ -358,3 +358,23 @@ def test_a_reallocation_waits_for_a_running_refresh(engine: Engine) -> None:
         assert dirty_days(conn) == []
     gpu_answers(engine)
     answers(engine)
+
+
+def test_a_reallocation_of_many_days_marks_them(engine: Engine) -> None:
+    """A re-allocation of more days than MAX_DAYS (a changed pool config re-allocates every
+    day) writes each day's shares and marks the hours whose shares moved, for the refresh."""
+    hand_made_day(engine)
+    gpu_call(engine, "8" * 32, gpu_at(12) + timedelta(days=2), "llama-3.1-70b", ms=10)
+    allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
+    rollup_refresh(engine)
+    add_cost(engine, "focus", gpu_at(10), gpu_at(11), "50.00", tags=LLAMA)
+    first = GPU_DAY - timedelta(days=MAX_DAYS)
+    result = allocate(engine, GPU_SETTINGS, first, GPU_DAY + timedelta(days=1))
+    assert result.days == MAX_DAYS + 1 and result.rebuilt_days == []
+    with engine.connect() as conn:
+        assert dirty_days(conn) == [GPU_DAY]
+    assert gpu_reads_base_tables(engine)
+    gpu_answers(engine)
+    rollup_refresh(engine)
+    assert not gpu_reads_base_tables(engine)
+    gpu_answers(engine)

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from app.gpu.pools import CostLine, PoolHours, hour_floor, pool_hours
 from app.gpu.shares import Call, split_day
 from app.rollups.dirty import request_hours
-from app.rollups.swap import NewAllocations, write_change
+from app.rollups.swap import MAX_DAYS, NewAllocations, write_change
 from app.settings import GpuPoolConfig, Settings
 from app.warehouse.checkpoints import read_checkpoint, write_checkpoint
 from app.warehouse.engine import session_scope
@@ -189,6 +189,11 @@ def pools_digest(pools: Sequence[GpuPoolConfig]) -> str:
 def _refresh_days(
     engine: Engine, pools: Sequence[GpuPoolConfig], days: Iterable[date], result: AllocationResult
 ) -> None:
+    days = list(days)
+    # Each day's change is written with the rollups it changes (`app.rollups.swap`) when the
+    # days are a few (the worker's usual re-allocation of the last days), else marked for the
+    # refresh (a changed pool config re-allocates every day: the refresh's work).
+    rebuild = len(days) <= MAX_DAYS
     for day in days:
         start, end = midnight(day), midnight(day + DAY)
         with session_scope(engine) as session:
@@ -196,7 +201,7 @@ def _refresh_days(
             calls = {pool.name: _calls(session, pool, start, end) for pool in pools}
             moved = _replace_day(session, pools, hours, calls, start, end, result)
         if moved is not None:  # written with the rollups it changes (`app.rollups.swap`)
-            result.rebuilt_days += write_change(engine, *moved)
+            result.rebuilt_days += write_change(engine, *moved, rebuild=rebuild)
         result.days += 1
         result.not_usd_lines += hours.not_usd
 

@@ -188,14 +188,25 @@ def _analyze(conn: Connection, table: Table) -> None:
 
 
 def write_change(
-    engine: Engine, change: Change, hours: Iterable[Slice], wait: float = WAIT
+    engine: Engine,
+    change: Change,
+    hours: Iterable[Slice],
+    wait: float = WAIT,
+    *,
+    rebuild: bool = True,
 ) -> list[date]:
     """Write `change`, with the rollups of the request days and hours (`hours`) whose sums it
-    changes: each day prestaged and swapped in with it, or marked (see the module); the days
-    swapped in."""
+    changes: each day prestaged and swapped in with it, or marked (see the module; all of
+    them without `rebuild`: one change of many, such as a re-allocation of weeks, a day at a
+    time); the days swapped in."""
     changed: dict[date, set[int | None]] = {}
     for day, hour in hours:
         changed.setdefault(day, set()).add(hour)
+    if not rebuild:
+        with engine.begin() as conn:
+            change.write(conn)
+            mark_slices(conn, _every(changed))
+        return []
     with waiting_lock(engine, LOCK, wait) as held:
         if not held:
             log.info("rollups: the refresh is busy: %d day(s) marked", len(changed))
