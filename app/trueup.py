@@ -134,7 +134,7 @@ def refresh_true_up(
             else:
                 session.commit()
         if changed:
-            result.rebuilt_days = write_change(engine, new, hours, wait)
+            result.rebuilt_days = write_change(engine, new, hours, wait).rebuilt
         result.changed_days = changed
         result.model_days = len(factors)
         result.billed_nanousd = sum(b for b, _, _ in factors.values())

@@ -11,20 +11,23 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError
 
 from app.gpu.allocate import refresh as allocate
 from app.gpu.report import allocation_query, base_allocation_query
 from app.reports.unit_costs import Scope, cost_query, unit_cost_query
+from app.rollups import swap
 from app.rollups.day_pairs import ORDER
-from app.rollups.dirty import provider_call_hours
+from app.rollups.dirty import mark_days, mark_traces, provider_call_hours
 from app.rollups.refresh import LOCK, dirty_days, rebuild_day
 from app.rollups.refresh import refresh as rollup_refresh
-from app.rollups.staging import Rebuild
+from app.rollups.staging import Rebuild, stage_pairs
 from app.rollups.stale import dirty_in, sliced_in
 from app.rollups.swap import MAX_DAYS, NewFactors, prestage, swap_in
 from app.trueup import refresh_true_up
+from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
-from app.warehouse.tables import Checkpoint
+from app.warehouse.tables import Checkpoint, LlmCall, Request
 from app.warehouse.tables_rollup import GPU_ROLLUPS, WHOLE_DAY, rollup_daily, rollup_sliced
 from app.warehouse.tables_staged import TWINS, rollup_staged_pairs
 from app.warehouse.tables_trueup import TrueUpFactor
@@ -178,6 +181,92 @@ def test_readers_see_the_old_factors_until_the_swap(settled: Engine) -> None:
     rollup_refresh(settled)
     assert not reads_base_tables(settled)
     assert answers(settled) == after
+
+
+def test_a_prestaged_day_with_a_mark_is_read_from_the_base_tables(settled: Engine) -> None:
+    """A day marked whole and prestaged (with other factors than those stored) is not staged
+    for readers: no mark of it is listed, so they read it from the base tables, not from the
+    prestaged twins."""
+    with settled.begin() as conn:
+        mark_days(conn, [D3])
+    prestage(settled, Rebuild(D3, None, sliced=False), _doubled(settled, D3))
+    with settled.connect() as conn:
+        stale = dirty_in(conn, None, None)
+    assert stale.days == (D3,) and stale.staged == ()
+    assert reads_base_tables(settled)
+    answers(settled)  # (each checked against the base tables)
+
+
+def test_a_day_stale_whole_or_staged_is_marked_not_prestaged(settled: Engine) -> None:
+    """A day already stale whole is read from the base tables (or its staging) until the
+    refresh, which rebuilds it anyway: a change to it marks it. Here the 3rd, left staged by
+    a refresh that was cut off after its pairs: the true-up's mark is not one the staging
+    holds, so readers go back to the base tables, and the refresh rebuilds it."""
+    with settled.begin() as conn:
+        mark_days(conn, [D3])
+    stage_pairs(settled, Rebuild(D3, None, sliced=False))  # a refresh cut off here
+    with settled.connect() as conn:
+        assert dirty_in(conn, None, None).staged == (D3,)
+    add_line(settled, "openai", D3, "restated", usd("0.2"), "gpt-4o-mini")
+    result = refresh_true_up(settled, "openai", D3, D5)
+    assert result.changed_days == [D3] and result.rebuilt_days == []
+    with settled.connect() as conn:
+        stale = dirty_in(conn, None, None)
+    assert stale.days == (D3,) and stale.staged == ()
+    answers(settled)
+    rollup_refresh(settled)
+    assert not reads_base_tables(settled) and nothing_staged(settled)
+    answers(settled)
+
+
+def test_a_failed_prestaging_marks_the_days_and_loses_nothing(
+    settled: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prestaging that fails (a statement timeout on a busy day, say) is logged, the change
+    is written all the same and its days marked, and nothing staged is left behind."""
+
+    def fails(*args: Any) -> None:
+        raise OperationalError("SELECT …", {}, Exception("canceling statement due to timeout"))
+
+    monkeypatch.setattr(swap, "write_twin", fails)
+    add_line(settled, "openai", D3, "restated", usd("0.2"), "gpt-4o-mini")
+    result = refresh_true_up(settled, "openai", D3, D5)
+    assert result.changed_days == [D3] and result.rebuilt_days == []
+    assert "summing a change failed" in caplog.text
+    with settled.connect() as conn:
+        assert dirty_days(conn) == [D3]
+    assert nothing_staged(settled)
+    after = answers(settled)  # the new factors, from the base tables
+    monkeypatch.undo()
+    assert refresh_true_up(settled, "openai", D3, D5).changed_days == []  # they were written
+    rollup_refresh(settled)
+    assert answers(settled) == after
+
+
+def test_the_change_and_its_rows_are_written_together_or_not_at_all(
+    settled: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If replacing the rollup rows fails, the change is not written either: the factors, the
+    rollup rows and the answers are as they were."""
+    before = answers(settled)
+    factors = _factors(settled)
+
+    def fails(*args: Any) -> None:
+        raise OperationalError("INSERT …", {}, Exception("disk full"))
+
+    monkeypatch.setattr(swap, "replace_rows", fails)
+    add_line(settled, "openai", D3, "restated", usd("0.2"), "gpt-4o-mini")
+    with pytest.raises(OperationalError):
+        refresh_true_up(settled, "openai", D3, D5)
+    assert _factors(settled) == factors
+    with settled.connect() as conn:
+        assert dirty_days(conn) == []
+    assert answers(settled) == before
+
+
+def _factors(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return sorted(tuple(map(str, r)) for r in conn.execute(select(TrueUpFactor.__table__)))
 
 
 def test_the_swapped_rows_are_the_refreshs_rows(settled: Engine) -> None:
@@ -378,3 +467,43 @@ def test_a_reallocation_of_many_days_marks_them(engine: Engine) -> None:
     rollup_refresh(engine)
     assert not gpu_reads_base_tables(engine)
     gpu_answers(engine)
+
+
+def test_a_request_across_midnight_keeps_its_other_days_share(engine: Engine) -> None:
+    """A request at 23:50 with pooled calls at 23:55 and 00:10: re-allocating the second day
+    moves only the 00:10 share. The request's day (the first) is rebuilt with that share new
+    and the 23:55 one as stored, a spread request of two call days, as a refresh builds it."""
+    hand_made_day(engine)
+    eve = GPU_DAY - timedelta(days=1)
+    late = gpu_at(0) - timedelta(minutes=10)
+    with session_scope(engine) as session:
+        session.add(Request(trace_id="m" * 32, started_at=late, root_key="k",
+                            endpoint="/night", user_id="u-8", updated_at=late))  # fmt: skip
+        for span, when in (("s1", late + timedelta(minutes=5)), ("s2", gpu_at(0, 10))):
+            session.add(LlmCall(trace_id="m" * 32, span_id=span, started_at=when,
+                                duration_ms=1000, provider="vllm", model="llama-3.1-70b",
+                                family="otel-genai", input_tokens=1, output_tokens=1,
+                                cost_nanousd=0, price_source="override",
+                                ingested_at=when))  # fmt: skip
+        session.flush()
+        mark_traces(session.connection(), ["m" * 32])
+    add_cost(engine, "focus", gpu_at(0) - timedelta(hours=1), gpu_at(0), "7.00", tags=LLAMA)
+    add_cost(engine, "focus", gpu_at(0), gpu_at(1), "9.00", tags=LLAMA)
+    gpu_call(engine, "8" * 32, gpu_at(12) + timedelta(days=2), "llama-3.1-70b", ms=10)
+    allocate(engine, GPU_SETTINGS, eve, GPU_DAY + timedelta(days=1))
+    rollup_refresh(engine)
+    before = gpu_answers(engine)
+    add_cost(engine, "focus", gpu_at(0), gpu_at(1), "5.00", tags=LLAMA)  # 00h: $14 now
+    result = allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
+    assert result.rebuilt_days == [eve]
+    with engine.connect() as conn:
+        assert dirty_days(conn) == []
+    after = gpu_answers(engine)
+    assert after != before
+    night = {r for r in after[("endpoint",)] if ("endpoint", "/night") in r}
+    assert night == {(("calls", 2), ("cost", usd("21")), ("endpoint", "/night"), ("requests", 1))}
+    swapped = _rows_of(engine, eve, (*ORDER, *GPU_ROLLUPS))
+    assert swapped["rollup_daily_gpu_spread"]  # two call days: a spread request
+    rebuild_day(engine, eve)
+    assert _rows_of(engine, eve, (*ORDER, *GPU_ROLLUPS)) == swapped
+    answers(engine)

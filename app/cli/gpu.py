@@ -65,6 +65,11 @@ def gpu_allocate(
         f"${usd(result.cost_nanousd)} = ${usd(result.allocated_nanousd)} allocated to "
         f"{result.calls} call(s) + ${usd(result.idle_nanousd)} idle"
     )
+    if result.rebuilt_days:
+        typer.echo(
+            f"rollups of {len(result.rebuilt_days)} day(s) rebuilt with the new shares "
+            "and written with them"
+        )
     if not settings.gpu_pools:
         typer.echo(
             "note: no gpu_pools in the config: every GPU cost line is (unassigned)", err=True

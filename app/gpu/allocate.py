@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from app.gpu.pools import CostLine, PoolHours, hour_floor, pool_hours
 from app.gpu.shares import Call, split_day
 from app.rollups.dirty import request_hours
-from app.rollups.swap import MAX_DAYS, NewAllocations, write_change
+from app.rollups.swap import MAX_DAYS, WAIT, NewAllocations, write_change
 from app.settings import GpuPoolConfig, Settings
 from app.warehouse.checkpoints import read_checkpoint, write_checkpoint
 from app.warehouse.engine import session_scope
@@ -194,6 +194,7 @@ def _refresh_days(
     # days are a few (the worker's usual re-allocation of the last days), else marked for the
     # refresh (a changed pool config re-allocates every day: the refresh's work).
     rebuild = len(days) <= MAX_DAYS
+    wait = WAIT
     for day in days:
         start, end = midnight(day), midnight(day + DAY)
         with session_scope(engine) as session:
@@ -201,7 +202,10 @@ def _refresh_days(
             calls = {pool.name: _calls(session, pool, start, end) for pool in pools}
             moved = _replace_day(session, pools, hours, calls, start, end, result)
         if moved is not None:  # written with the rollups it changes (`app.rollups.swap`)
-            result.rebuilt_days += write_change(engine, *moved, rebuild=rebuild)
+            written = write_change(engine, *moved, wait, rebuild=rebuild)
+            result.rebuilt_days = sorted({*result.rebuilt_days, *written.rebuilt})
+            if written.busy:  # a long refresh: the next days don't wait for it again
+                wait = 0
         result.days += 1
         result.not_usd_lines += hours.not_usd
 
@@ -329,7 +333,7 @@ def _add(total: AllocationResult, part: AllocationResult) -> None:
         setattr(total, name, getattr(total, name) + getattr(part, name))
     total.idle_nanousd += part.idle_nanousd
     total.not_usd_lines += part.not_usd_lines
-    total.rebuilt_days += part.rebuilt_days
+    total.rebuilt_days = sorted({*total.rebuilt_days, *part.rebuilt_days})
 
 
 def _watermark(session: Session) -> dict[str, Any]:

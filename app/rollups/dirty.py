@@ -29,9 +29,10 @@ from the base tables until then.
 Marks name the hour too where the writer knows it (a batch, a re-price: the stored hour, the
 candidates' and the calls' hours; PostgreSQL's trigger marks the hour a request leaves, migration
 0015), so that on a sliced (live) day only those hours are stale (`app.rollups.refresh`); the GPU
-allocation marks the hours of the requests whose calls' shares it changed (`mark_traces`), the
-true-up those of the calls of the days whose factors it changed, and a mark without an hour
-(`mark_days`, `mark_all`) stales the whole day.
+allocation (the requests whose calls' shares it changed: `request_hours`) and the true-up (the
+calls of the days whose factors it changed: `provider_call_hours`) mostly rebuild those hours'
+days themselves, written with their change (`app.rollups.swap`), and mark them otherwise; a
+mark without an hour (`mark_days`, `mark_all`) stales the whole day.
 """
 
 from __future__ import annotations
@@ -128,13 +129,6 @@ def mark_slices(conn: Connection, marks: Iterable[Slice]) -> None:
     rows = [{"day": d, "hour": h} for d, h in sorted(set(marks), key=_order)]
     if rows:
         conn.execute(insert(rollup_dirty), rows)
-
-
-def mark_provider_calls(conn: Connection, provider: str, start: datetime, end: datetime) -> None:
-    """Mark the request days and hours of the provider's calls that started in [start, end):
-    those whose trued-up costs a true-up of those days changes."""
-    hours = provider_call_hours(provider, start, end)
-    conn.execute(insert(rollup_dirty).from_select(["day", "hour"], hours))
 
 
 def provider_call_hours(provider: str, start: datetime, end: datetime) -> Select[Any]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol, cast
 
@@ -55,7 +55,7 @@ from sqlalchemy.schema import CreateTable
 from app.rollups.day_pairs import ORDER, write_pairs, write_twin
 from app.rollups.dirty import Slice, mark_slices
 from app.rollups.gpu import rebuild_gpu_slices
-from app.rollups.refresh import LAZY_MAX_DAYS, LOCK
+from app.rollups.refresh import LAZY_MAX_DAYS, LOCK, vacuum_staged
 from app.rollups.staging import Rebuild, clear_staged, read_settings, replace_rows, row_hour
 from app.rollups.stale import MAX_STALE_HOURS, Stale, dirty_in
 from app.rollups.weeks import invalidate
@@ -187,6 +187,14 @@ def _analyze(conn: Connection, table: Table) -> None:
         conn.exec_driver_sql(f"ANALYZE {table.name}")
 
 
+@dataclass(slots=True)
+class Written:
+    """What `write_change` did besides writing the change."""
+
+    rebuilt: list[date] = field(default_factory=list)  # the days swapped in with it
+    busy: bool = False  # the refresh lock stayed taken: every day marked
+
+
 def write_change(
     engine: Engine,
     change: Change,
@@ -194,11 +202,12 @@ def write_change(
     wait: float = WAIT,
     *,
     rebuild: bool = True,
-) -> list[date]:
+) -> Written:
     """Write `change`, with the rollups of the request days and hours (`hours`) whose sums it
     changes: each day prestaged and swapped in with it, or marked (see the module; all of
     them without `rebuild`: one change of many, such as a re-allocation of weeks, a day at a
-    time); the days swapped in."""
+    time). A prestaging that fails is logged, and its days are marked instead: the change is
+    never lost to it."""
     changed: dict[date, set[int | None]] = {}
     for day, hour in hours:
         changed.setdefault(day, set()).add(hour)
@@ -206,14 +215,21 @@ def write_change(
         with engine.begin() as conn:
             change.write(conn)
             mark_slices(conn, _every(changed))
-        return []
+        return Written()
+    written = Written()
     with waiting_lock(engine, LOCK, wait) as held:
         if not held:
             log.info("rollups: the refresh is busy: %d day(s) marked", len(changed))
+            written.busy = True
         jobs, marks = _plan(engine, changed) if held else ([], _every(changed))
         began = time.perf_counter()
-        for job in jobs:
-            prestage(engine, job, change)
+        try:
+            for job in jobs:
+                prestage(engine, job, change)
+        except Exception:
+            log.exception("rollups: summing a change failed; its days are marked instead")
+            _unstage(engine, jobs)
+            jobs, marks = [], _every(changed)
         summed = time.perf_counter()
         with engine.begin() as conn:
             change.write(conn)
@@ -229,7 +245,20 @@ def write_change(
             summed - began,
             time.perf_counter() - summed,
         )
-    return [job.day for job in jobs]
+        vacuum_staged(engine)  # (the staged rows it wrote and deleted: outside the lock)
+    written.rebuilt = [job.day for job in jobs]
+    return written
+
+
+def _unstage(engine: Engine, jobs: Iterable[Rebuild]) -> None:
+    """What a failed prestaging left of its days' staged rows, deleted (readers never read
+    them, as no mark of theirs is listed; the next staging of the day would replace them)."""
+    try:
+        with engine.begin() as conn:
+            for job in jobs:
+                clear_staged(conn, job.day)
+    except Exception:
+        log.exception("rollups: the staged rows of a failed change stay until their day is staged")
 
 
 def _plan(
@@ -239,12 +268,14 @@ def _plan(
     to write instead (see the module)."""
     with engine.connect() as conn:
         sliced = {as_date(v) for v in conn.execute(select(rollup_sliced.c.day)).scalars()}
-        stale = set(dirty_in(conn, None, None).days)
+        stale = dirty_in(conn, None, None)
     jobs: list[Rebuild] = []
     marks: list[Slice] = []
     for day, hours in sorted(changed.items()):
-        few = day in sliced and None not in hours and len(hours) <= MAX_STALE_HOURS
-        if few or day in stale:
+        # With the hours marked already: more than a few would stale the live day whole.
+        marked = {h for d, h in stale.hours if d == day}
+        few = day in sliced and None not in hours and len(hours | marked) <= MAX_STALE_HOURS
+        if few or day in stale.days:
             marks += [(day, hour) for hour in hours]
         else:
             jobs.append(Rebuild(day, None, sliced=day in sliced))

@@ -6,7 +6,7 @@ warehouse only one runs a given collector at a time (the others stand by).
             ...  # another process holds it: skip this run
 
 Never waits: `held` says at once whether this process got the lock (`waiting_lock` tries again
-for a while). Released when the block
+for a while, on the same connection or file). Released when the block
 ends, and by the operating system or the database server when the holder dies (crash, SIGKILL,
 lost machine), so there is no lease to expire and no stale lock to clean up.
 
@@ -46,30 +46,34 @@ _local_guard = threading.Lock()
 @contextmanager
 def named_lock(engine: Engine, name: str) -> Iterator[bool]:
     """Hold the lock `name` for the block if nobody else holds it; yields whether it is held."""
-    if engine.dialect.name == "postgresql":
-        with _advisory_lock(engine, name) as held:
-            yield held
-        return
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file::memory:"):
-        with _process_lock(name) as held:
-            yield held
-        return
-    with _file_lock(lock_path(database, name)) as held:
+    with waiting_lock(engine, name, 0) as held:
         yield held
 
 
 @contextmanager
 def waiting_lock(engine: Engine, name: str, seconds: float, every: float = 0.2) -> Iterator[bool]:
     """`named_lock`, tried again every `every` seconds for up to `seconds` while another
-    process holds it; yields whether it is held."""
+    process holds it (on the one connection or file it opened); yields whether it is held."""
     deadline = time.monotonic() + seconds
-    while True:
-        with named_lock(engine, name) as held:
-            if held or time.monotonic() >= deadline:
-                yield held
-                return
+    if engine.dialect.name == "postgresql":
+        with _advisory_lock(engine, name, deadline, every) as held:
+            yield held
+        return
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        with _process_lock(name, seconds) as held:
+            yield held
+        return
+    with _file_lock(lock_path(database, name), deadline, every) as held:
+        yield held
+
+
+def _tries(deadline: float, every: float) -> Iterator[None]:
+    """Once, then again every `every` seconds until `deadline` (time.monotonic)."""
+    yield
+    while time.monotonic() + every <= deadline:
         time.sleep(every)
+        yield
 
 
 def advisory_key(schema: str, name: str) -> int:
@@ -85,16 +89,20 @@ def lock_path(database: str, name: str) -> Path:
 
 
 @contextmanager
-def _advisory_lock(engine: Engine, name: str) -> Iterator[bool]:
+def _advisory_lock(engine: Engine, name: str, deadline: float, every: float) -> Iterator[bool]:
     conn = engine.connect()
     held = False
     try:
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         key = advisory_key(str(schema), name)
-        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-        # The lock belongs to the session, not the transaction: end the transaction so the
-        # connection does not sit "idle in transaction" while the run goes on.
-        conn.commit()
+        for _ in _tries(deadline, every):
+            try_lock = text("SELECT pg_try_advisory_lock(:k)")
+            held = bool(conn.execute(try_lock, {"k": key}).scalar())
+            # The lock belongs to the session, not the transaction: end the transaction so
+            # the connection does not sit "idle in transaction" while the run goes on.
+            conn.commit()
+            if held:
+                break
         yield held
     finally:
         try:
@@ -111,12 +119,18 @@ def _advisory_lock(engine: Engine, name: str) -> Iterator[bool]:
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[bool]:
+def _file_lock(path: Path, deadline: float, every: float) -> Iterator[bool]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        held = False
+        for _ in _tries(deadline, every):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            held = True
+            break
+        if not held:
             yield False
             return
         try:
@@ -131,10 +145,10 @@ def _file_lock(path: Path) -> Iterator[bool]:
 
 
 @contextmanager
-def _process_lock(name: str) -> Iterator[bool]:
+def _process_lock(name: str, seconds: float) -> Iterator[bool]:
     with _local_guard:
         lock = _local_locks.setdefault(name, threading.Lock())
-    if not lock.acquire(blocking=False):
+    if not (lock.acquire(timeout=seconds) if seconds > 0 else lock.acquire(blocking=False)):
         yield False
         return
     try:

@@ -87,7 +87,8 @@ _metadata = Base.metadata
 # `trued_cost_nanousd` is the token cost after the true-up (`app.warehouse.tables_trueup`:
 # each call's own trued-up cost, its estimate where its model-day has no factor) and
 # `trued_up_calls` the calls that have a factor, so `pricing.true_up` reads the rollups too;
-# the true-up marks the days whose calls it scales (migration 0012).
+# the true-up rebuilds (or marks) the days whose calls it scales (migration 0012,
+# `app.rollups.swap`).
 SUMMED = (
     "llm_calls",
     "input_tokens",
