@@ -81,9 +81,12 @@ _POOL_HOURS = cast(Table, GpuPoolHour.__table__)
 
 
 def _temporary(name: str, like: Table) -> Table:
-    """A temporary table with the columns and key of `like`."""
+    """A temporary table with the columns and key of `like`, emptied at each commit on
+    PostgreSQL (its rows don't stay in a pooled connection)."""
     columns = (Column(c.name, c.type, primary_key=c.primary_key) for c in like.c)
-    return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
+    return Table(
+        name, MetaData(), *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS"
+    )
 
 
 # The factors a prestaged day's pairs apply: those stored, but the provider's days being
