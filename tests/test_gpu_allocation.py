@@ -272,7 +272,7 @@ def test_a_reallocation_marks_only_the_requests_whose_shares_changed(engine: Eng
     cost line: on the live day, stored as hour slices, the rollups are marked stale only where
     a call's share came, went or moved (the hours of its request), not the whole day, which
     would be rebuilt whole and read from the base tables meanwhile (a day stored whole is
-    rebuilt with its new shares and written with them: tests/test_rollup_swap.py)."""
+    rebuilt with its new shares and written with them: tests/test_rollup_swap_gpu.py)."""
     hand_made_day(engine)
     # The day is stale whole (its spans were just written): its shares' hours are marked too.
     assert refresh(engine, SETTINGS, DAY, NEXT).rebuilt_days == []

@@ -4,8 +4,6 @@ it, and never see the new data with the old rollup rows, or the reverse."""
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -13,31 +11,21 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
-from app.gpu.allocate import refresh as allocate
-from app.gpu.report import allocation_query, base_allocation_query
 from app.reports.unit_costs import Scope, cost_query, unit_cost_query
 from app.rollups import swap
 from app.rollups.day_pairs import ORDER
-from app.rollups.dirty import mark_days, mark_traces, provider_call_hours
-from app.rollups.refresh import LOCK, dirty_days, rebuild_day
+from app.rollups.dirty import mark_days, provider_call_hours
+from app.rollups.refresh import dirty_days, rebuild_day
 from app.rollups.refresh import refresh as rollup_refresh
 from app.rollups.staging import Rebuild, stage_pairs
 from app.rollups.stale import dirty_in, sliced_in
 from app.rollups.swap import MAX_DAYS, NewFactors, prestage, swap_in
 from app.trueup import refresh_true_up
-from app.warehouse.engine import session_scope
-from app.warehouse.locks import named_lock
-from app.warehouse.tables import Checkpoint, LlmCall, Request
-from app.warehouse.tables_rollup import GPU_ROLLUPS, WHOLE_DAY, rollup_daily, rollup_sliced
+from app.warehouse.tables import Checkpoint
+from app.warehouse.tables_rollup import WHOLE_DAY, rollup_daily, rollup_sliced
 from app.warehouse.tables_staged import TWINS, rollup_staged_pairs
 from app.warehouse.tables_trueup import TrueUpFactor
 from app.warehouse.types import as_date
-from tests.test_gpu_allocation import DAY as GPU_DAY
-from tests.test_gpu_allocation import LLAMA, add_cost, hand_made_day
-from tests.test_gpu_allocation import SETTINGS as GPU_SETTINGS
-from tests.test_gpu_allocation import add_call as gpu_call
-from tests.test_gpu_allocation import at as gpu_at
-from tests.test_gpu_rollup import _rows as gpu_rows
 from tests.test_reconcile import D3, D4, add_call, add_line, at, month, usd
 
 __all__ = ["month"]  # the fixture, imported
@@ -276,12 +264,12 @@ def test_the_swapped_rows_are_the_refreshs_rows(settled: Engine) -> None:
     with settled.begin() as conn:
         new.write(conn)
         swap_in(conn, D3)
-    swapped = _rows_of(settled, D3)
+    swapped = rows_of(settled, D3)
     rebuild_day(settled, D3)
-    assert _rows_of(settled, D3) == swapped
+    assert rows_of(settled, D3) == swapped
 
 
-def _rows_of(engine: Engine, day: date, tables: Any = ORDER) -> dict[str, list[Any]]:
+def rows_of(engine: Engine, day: date, tables: Any = ORDER) -> dict[str, list[Any]]:
     got = {}
     with engine.connect() as conn:
         for table in tables:
@@ -362,148 +350,3 @@ def test_the_marked_hours_are_those_of_the_calls(settled: Engine) -> None:
                                 datetime(2025, 11, 5, tzinfo=UTC))
         )}  # fmt: skip
     assert got == {(D3, 23), (D4, 12)}
-
-
-# ── a GPU re-allocation ────────────────────────────────────────────────────────────────────────
-
-GPU_DIMS: list[tuple[str, ...]] = [(), ("endpoint",), ("model",), ("user", "pool"), ("team",)]
-
-
-def gpu_answers(engine: Engine) -> dict[tuple[str, ...], list[Any]]:
-    """Every GPU breakdown as `spendguard report gpu` reads it, each checked against the base
-    tables alone."""
-    got = {}
-    for dims in GPU_DIMS:
-        with engine.connect() as conn:
-            query = allocation_query(conn, dims)
-        rows = gpu_rows(engine, query)
-        assert rows == gpu_rows(engine, base_allocation_query(dims)), dims
-        got[dims] = rows
-    return got
-
-
-def gpu_reads_base_tables(engine: Engine) -> bool:
-    with engine.connect() as conn:
-        return "gpu_allocations.trace_id" in str(allocation_query(conn, ("endpoint",)))
-
-
-def test_a_reallocated_day_is_written_with_its_rollups(engine: Engine) -> None:
-    """The hand-made GPU day, stored whole (a later day is live): a restated cost line moves
-    its shares; the request days of the calls whose share moved are rebuilt with the new shares
-    and written with them, nothing is marked, and the GPU breakdowns and unit costs answer from
-    the rollups like the base tables, with the rows a refresh writes."""
-    hand_made_day(engine)
-    later = gpu_at(12) + timedelta(days=2)
-    gpu_call(engine, "8" * 32, later, "llama-3.1-70b", ms=10)
-    allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
-    rollup_refresh(engine)
-    with engine.connect() as conn:
-        assert dirty_days(conn) == []
-        assert sliced_in(conn, None, None) == {later.date()}
-    before = gpu_answers(engine)
-    unit = answers(engine)
-    add_cost(engine, "focus", gpu_at(10), gpu_at(11), "50.00", tags=LLAMA)  # 10h costs more
-    result = allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
-    assert not result.busy
-    with engine.connect() as conn:
-        assert dirty_days(conn) == []
-    assert not gpu_reads_base_tables(engine) and not reads_base_tables(engine)
-    assert nothing_staged(engine)
-    after = gpu_answers(engine)
-    assert after != before
-    assert answers(engine) != unit  # (each checked against the base tables)
-    # 10h's $50 more went to a, b and c (the llama pool's calls of 10h).
-    assert dict(after[()][0])["cost"] == dict(before[()][0])["cost"] + usd("50")
-    swapped = _rows_of(engine, GPU_DAY, (*ORDER, *GPU_ROLLUPS))
-    rebuild_day(engine, GPU_DAY)
-    assert _rows_of(engine, GPU_DAY, (*ORDER, *GPU_ROLLUPS)) == swapped
-
-
-def test_a_reallocation_waits_for_a_running_refresh(engine: Engine) -> None:
-    """A re-allocation that finds the refresh lock taken waits for it (a refresh of a few
-    days), then rebuilds and writes as before: nothing marked."""
-    hand_made_day(engine)
-    later = gpu_at(12) + timedelta(days=2)
-    gpu_call(engine, "8" * 32, later, "llama-3.1-70b", ms=10)
-    allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
-    rollup_refresh(engine)
-    add_cost(engine, "focus", gpu_at(10), gpu_at(11), "50.00", tags=LLAMA)
-    taken, hold = threading.Event(), 0.5
-
-    def refreshing() -> None:
-        with named_lock(engine, LOCK) as held:
-            assert held
-            taken.set()
-            time.sleep(hold)
-
-    thread = threading.Thread(target=refreshing)
-    thread.start()
-    assert taken.wait(5)
-    began = time.monotonic()
-    allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
-    assert time.monotonic() - began >= hold * 0.5
-    thread.join()
-    with engine.connect() as conn:
-        assert dirty_days(conn) == []
-    gpu_answers(engine)
-    answers(engine)
-
-
-def test_a_reallocation_of_many_days_marks_them(engine: Engine) -> None:
-    """A re-allocation of more days than MAX_DAYS (a changed pool config re-allocates every
-    day) writes each day's shares and marks the hours whose shares moved, for the refresh."""
-    hand_made_day(engine)
-    gpu_call(engine, "8" * 32, gpu_at(12) + timedelta(days=2), "llama-3.1-70b", ms=10)
-    allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
-    rollup_refresh(engine)
-    add_cost(engine, "focus", gpu_at(10), gpu_at(11), "50.00", tags=LLAMA)
-    first = GPU_DAY - timedelta(days=MAX_DAYS)
-    result = allocate(engine, GPU_SETTINGS, first, GPU_DAY + timedelta(days=1))
-    assert result.days == MAX_DAYS + 1 and result.rebuilt_days == []
-    with engine.connect() as conn:
-        assert dirty_days(conn) == [GPU_DAY]
-    assert gpu_reads_base_tables(engine)
-    gpu_answers(engine)
-    rollup_refresh(engine)
-    assert not gpu_reads_base_tables(engine)
-    gpu_answers(engine)
-
-
-def test_a_request_across_midnight_keeps_its_other_days_share(engine: Engine) -> None:
-    """A request at 23:50 with pooled calls at 23:55 and 00:10: re-allocating the second day
-    moves only the 00:10 share. The request's day (the first) is rebuilt with that share new
-    and the 23:55 one as stored, a spread request of two call days, as a refresh builds it."""
-    hand_made_day(engine)
-    eve = GPU_DAY - timedelta(days=1)
-    late = gpu_at(0) - timedelta(minutes=10)
-    with session_scope(engine) as session:
-        session.add(Request(trace_id="m" * 32, started_at=late, root_key="k",
-                            endpoint="/night", user_id="u-8", updated_at=late))  # fmt: skip
-        for span, when in (("s1", late + timedelta(minutes=5)), ("s2", gpu_at(0, 10))):
-            session.add(LlmCall(trace_id="m" * 32, span_id=span, started_at=when,
-                                duration_ms=1000, provider="vllm", model="llama-3.1-70b",
-                                family="otel-genai", input_tokens=1, output_tokens=1,
-                                cost_nanousd=0, price_source="override",
-                                ingested_at=when))  # fmt: skip
-        session.flush()
-        mark_traces(session.connection(), ["m" * 32])
-    add_cost(engine, "focus", gpu_at(0) - timedelta(hours=1), gpu_at(0), "7.00", tags=LLAMA)
-    add_cost(engine, "focus", gpu_at(0), gpu_at(1), "9.00", tags=LLAMA)
-    gpu_call(engine, "8" * 32, gpu_at(12) + timedelta(days=2), "llama-3.1-70b", ms=10)
-    allocate(engine, GPU_SETTINGS, eve, GPU_DAY + timedelta(days=1))
-    rollup_refresh(engine)
-    before = gpu_answers(engine)
-    add_cost(engine, "focus", gpu_at(0), gpu_at(1), "5.00", tags=LLAMA)  # 00h: $14 now
-    result = allocate(engine, GPU_SETTINGS, GPU_DAY, GPU_DAY + timedelta(days=1))
-    assert result.rebuilt_days == [eve]
-    with engine.connect() as conn:
-        assert dirty_days(conn) == []
-    after = gpu_answers(engine)
-    assert after != before
-    night = {r for r in after[("endpoint",)] if ("endpoint", "/night") in r}
-    assert night == {(("calls", 2), ("cost", usd("21")), ("endpoint", "/night"), ("requests", 1))}
-    swapped = _rows_of(engine, eve, (*ORDER, *GPU_ROLLUPS))
-    assert swapped["rollup_daily_gpu_spread"]  # two call days: a spread request
-    rebuild_day(engine, eve)
-    assert _rows_of(engine, eve, (*ORDER, *GPU_ROLLUPS)) == swapped
-    answers(engine)
