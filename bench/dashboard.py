@@ -13,7 +13,9 @@ filter change ≤ 1 s).
    Each figure is the wall time of the run, with the time spent in SQL beside it. Then each
    page's own controls (split, pools, 90 days), and more changes on the Unit costs page: the
    drill-down, a user, one and two models, 90 days.
-3. Again, every page's first paint and filter change with `pricing.true_up: true`.
+3. Again, every page's first paint and filter change with `pricing.true_up: true`; then so
+   while the true-up rebuilds a past day with new factors again and again beside the pages
+   (`swapping`: written together, no mark, so they keep reading the rollups).
 4. Again, with the latest hour waiting for its rebuild (live ingest: the live days are stored
    as hour slices, and the pages read that hour from the base tables and the rest from the
    rollups), and with the whole latest day waiting (changes in more than six of its hours,
@@ -25,7 +27,7 @@ filter change ≤ 1 s).
                               [--rebuild-rollups] [--data-dir /work/bench-data]
                               [--postgres URL] [--prefix sg_bench] [--drop]
                               [--pages spend,unit_costs,…] [--reconcile-only]
-                              [--passes clean,true_up,live,late,paired,staged]
+                              [--passes clean,true_up,swapping,live,late,paired,staged]
                               [--show-slow SECONDS]
 
 `--reuse` keeps a warehouse already generated with the same N (SQLite file
@@ -34,7 +36,8 @@ the end. `--pages` times only those pages (the Unit costs page's extra changes o
 `--reconcile-only` times only the reconciliation behind the Spend page's "Estimated vs billed"
 (`app.reports.reconcile.reconcile` over the last 30 and 90 days, clean and with the latest day
 waiting for its rebuild), which every pass also prints first. `--passes` times only those
-states (step 2 is `clean`, 3 `true_up`, 4 `live`, `late`, `paired` and `staged`).
+states (step 2 is `clean`, 3 `true_up` and `swapping`, 4 `live`, `late`, `paired` and
+`staged`).
 """
 
 from __future__ import annotations
@@ -48,13 +51,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The states timed (each every page): clean, `pricing.true_up`, the latest hour stale, the
 # latest day stale whole (before its staging), and staged.
-PASSES = ("clean", "true_up", "live", "late", "paired", "staged")
+PASSES = ("clean", "true_up", "swapping", "live", "late", "paired", "staged")
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, func, select, text  # noqa: E402
@@ -78,7 +81,7 @@ from bench.dashboard_data import (  # noqa: E402
     postgres_warehouse,
     sqlite_warehouse,
 )
-from bench.dashboard_extras import load_extras, worker_cycle, write_config  # noqa: E402
+from bench.dashboard_extras import load_extras, swapping, worker_cycle, write_config  # noqa: E402
 from bench.dashboard_pages import PAGES, SqlClock, time_pages, time_reconcile  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -199,6 +202,16 @@ def _bench(
     if "true_up" in passes and not reconcile_only:
         write_config(work, n, engine, true_up=True)
         time_pages(url, "pricing.true_up: true", False, pages)
+    if "swapping" in passes and not reconcile_only:
+        # The true-up rebuilding a past day with new factors and writing them together, over
+        # and over beside the pages: they never read that day from the base tables.
+        write_config(work, n, engine, true_up=True)
+        yesterday = day - timedelta(days=1)
+        with swapping(engine, yesterday) as counts:
+            time_pages(url, f"pricing.true_up: true, {yesterday} trued up again and again", False,
+                       pages)  # fmt: skip
+        print(f"  meanwhile {counts['true-ups']} true-up(s), {counts['rebuilt']} day(s) rebuilt "
+              f"with their factors, {counts['marked']} marked", flush=True)  # fmt: skip
     # Live ingest: the latest hour waits for its rebuild (another process holds the refresh
     # lock, as a worker rebuilding it would), so every page reads that hour from the base
     # tables and adds it to the rollups' other rows.

@@ -18,9 +18,12 @@ The pools' capacity scales with N so that about half of each pool's hours' cost 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -38,7 +41,7 @@ from app.killswitch.store import add, release
 from app.rollups.dirty import mark_slices
 from app.rollups.refresh import refresh as refresh_rollups
 from app.settings import OpenCostCollectorConfig, Settings, load_settings
-from app.trueup import refresh_true_up
+from app.trueup import TrueUpResult, refresh_true_up
 from app.warehouse.engine import session_scope
 from app.warehouse.tables import AlertTransition, AuditEntry, CollectorRun, LlmCall, Request
 from app.warehouse.tables_billing import BilledCost
@@ -332,27 +335,14 @@ def restated_bill(engine: Engine, day: date) -> list[str]:
     request days whose factors it changes are summed again with the new factors and written
     with them (`app.rollups.swap`), with no mark, so pages never read them from the base
     tables; then the bill as it was, and the true-up again. The warehouse is left as it was."""
-    with engine.connect() as conn:
-        model = conn.execute(
-            select(BilledCost.model).where(BilledCost.provider == "openai", BilledCost.day == day,
-                                           BilledCost.model.is_not(None)).limit(1)
-        ).scalar_one()  # fmt: skip
     lines = []
-    for what in ("restated (+$1.00)", "as it was"):
-        with session_scope(engine) as session:
-            if what == "as it was":
-                session.execute(delete(BilledCost).where(BilledCost.line_item == "bench restated"))
-            else:
-                session.add(BilledCost(provider="openai", day=day, line_item="bench restated",
-                                       model=model, model_raw=model, cost_type="tokens",
-                                       amount_nano=10**9, currency="USD",
-                                       fetched_at=datetime.now(UTC)))  # fmt: skip
+    for restated in (True, False):
         began = time.perf_counter()
-        result = refresh_true_up(engine, "openai", day - timedelta(days=2), day + timedelta(days=2),
-                                 now=END)  # fmt: skip
+        result = restate(engine, day, restated)
         seconds = time.perf_counter() - began
         with engine.connect() as conn:
             marked = conn.execute(select(func.count(rollup_dirty.c.day.distinct()))).scalar_one()
+        what = "restated (+$1.00)" if restated else "as it was"
         lines.append(
             f"true-up after openai's bill of {day} {what}: {seconds:.2f} s, factors changed on "
             f"{', '.join(map(str, result.changed_days)) or 'no day'}, rollups rebuilt with "
@@ -360,6 +350,52 @@ def restated_bill(engine: Engine, day: date) -> list[str]:
             f"marked (read from the base tables until a refresh)"
         )
     return lines
+
+
+def restate(engine: Engine, day: date, restated: bool) -> TrueUpResult:
+    """openai's bill of `day` with $1.00 more (`restated`) or as it was, and the true-up of
+    the days around it after it."""
+    with session_scope(engine) as session:
+        session.execute(delete(BilledCost).where(BilledCost.line_item == "bench restated"))
+        if restated:
+            model = session.execute(
+                select(BilledCost.model).where(BilledCost.provider == "openai",
+                                               BilledCost.day == day,
+                                               BilledCost.model.is_not(None)).limit(1)
+            ).scalar_one()  # fmt: skip
+            session.add(BilledCost(provider="openai", day=day, line_item="bench restated",
+                                   model=model, model_raw=model, cost_type="tokens",
+                                   amount_nano=10**9, currency="USD",
+                                   fetched_at=datetime.now(UTC)))  # fmt: skip
+    week = day - timedelta(days=2), day + timedelta(days=2)
+    return refresh_true_up(engine, "openai", *week, now=END)
+
+
+@contextlib.contextmanager
+def swapping(engine: Engine, day: date) -> Iterator[dict[str, int]]:
+    """For the block: `day`'s openai bill restated and back, again and again in a thread, each
+    time trued up (the day summed with its new factors and written with them: no mark). The
+    counts: true-ups, days rebuilt, and days marked (read from the base tables meanwhile)."""
+    counts = {"true-ups": 0, "rebuilt": 0, "marked": 0}
+    stop = threading.Event()
+
+    def run() -> None:
+        restated = True
+        while not stop.is_set():
+            result = restate(engine, day, restated)
+            counts["true-ups"] += 1
+            counts["rebuilt"] += len(result.rebuilt_days)
+            counts["marked"] += int(bool(result.changed_days) and not result.rebuilt_days)
+            restated = not restated
+
+    thread = threading.Thread(target=run, name="swapping", daemon=True)
+    thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        thread.join()
+        restate(engine, day, False)  # as it was
 
 
 def restated_gpu_cost(engine: Engine, settings: Settings, day: date) -> list[str]:
