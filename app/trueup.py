@@ -244,8 +244,16 @@ def _settle_residuals(
 ) -> None:
     """Give each model-day's leftover (bill − sum of scaled calls) to its costliest call."""
     group = (TrueUpFactor.day, TrueUpFactor.billed_model)
+    # The calls' own bounds and provider too (what the factors' ranges imply): the planner then
+    # reads the range's calls by the `started_at` index, not every call (PostgreSQL took 20 s
+    # for 4 days of 14.5 million calls without them).
     in_range = and_(
-        TrueUpFactor.provider == provider, TrueUpFactor.day >= since, TrueUpFactor.day < until
+        TrueUpFactor.provider == provider,
+        TrueUpFactor.day >= since,
+        TrueUpFactor.day < until,
+        LlmCall.provider == provider,
+        LlmCall.started_at >= midnight(since),
+        LlmCall.started_at < midnight(until),
     )
     sums = select(*group, func.sum(scaled_cost())).join(LlmCall, factor_join()).where(in_range)
     scaled = {
