@@ -165,6 +165,7 @@ def _pairs(
     gpu_cost: Any = g.gpu_cost_nanousd
     if shares is not None:  # a call has one share, stored (of another hour) or new
         new = shares.table.c
+        new_share = and_(new.trace_id == c.trace_id, new.span_id == c.span_id)
         share = and_(share, shares.kept())
         gpu_cost = func.coalesce(new.gpu_cost_nanousd, g.gpu_cost_nanousd)
     query = (
@@ -194,10 +195,7 @@ def _pairs(
         .group_by(r.trace_id, r.started_at, r.user_id, r.endpoint, r.team, c.model, c.provider)
     )
     if shares is not None:
-        new = shares.table.c
-        query = query.outerjoin(
-            shares.table, and_(new.trace_id == c.trace_id, new.span_id == c.span_id)
-        )
+        query = query.outerjoin(shares.table, new_share)
     per_pair = query.subquery("pairs")
     p = per_pair.c
     # A request's rows in (model, provider) order, unique: one sort gives its first row, the

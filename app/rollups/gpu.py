@@ -151,9 +151,7 @@ def _shares(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
         )
         .subquery("cells")
     )
-    k = cells.c
-    single = case((func.count().over(partition_by=k.trace_id) == 1, 1), else_=0)
-    return select(*k, single.label("single"))
+    return _with_single(cells)
 
 
 def _new_shares(
@@ -197,6 +195,11 @@ def _new_shares(
         .group_by(*keys)
         .subquery("cells")
     )
+    return _with_single(cells)
+
+
+def _with_single(cells: Any) -> Select[Any]:
+    """The cells with `single`: 1 on the only cell of its request."""
     k = cells.c
     single = case((func.count().over(partition_by=k.trace_id) == 1, 1), else_=0)
     return select(*k, single.label("single"))
