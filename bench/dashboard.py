@@ -81,8 +81,9 @@ from bench.dashboard_data import (  # noqa: E402
     postgres_warehouse,
     sqlite_warehouse,
 )
-from bench.dashboard_extras import load_extras, swapping, worker_cycle, write_config  # noqa: E402
+from bench.dashboard_extras import load_extras, write_config  # noqa: E402
 from bench.dashboard_pages import PAGES, SqlClock, time_pages, time_reconcile  # noqa: E402
+from bench.dashboard_worker import swapping, worker_cycle  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
