@@ -153,11 +153,13 @@ def _pairs(
     dialect: str,
     factors: Table | None = None,
     shares: Reallocated | None = None,
+    traces: Any = None,
 ) -> Select[Any]:
     """The pairs of `day` for the requests that started in `spans` (UTC ranges), with the
     request's pairs text and the flags that keep distinct counts exact; `hour`: the rows'
     hour (an expression of the request's start, or WHOLE_DAY); `factors`, `shares`: see
-    `write_pairs`."""
+    `write_pairs`. `traces` (a select of trace ids) in place of `day` and `spans`: the pairs
+    of those requests, on whatever day each started (`app.rollups.patch`)."""
     r, c, g = Request, LlmCall, GpuAllocation
     joined: Any = TrueUpFactor if factors is None else factors
     f: Any = TrueUpFactor if factors is None else factors.c
@@ -168,9 +170,11 @@ def _pairs(
         new_share = and_(new.trace_id == c.trace_id, new.span_id == c.span_id)
         share = and_(share, shares.kept())
         gpu_cost = func.coalesce(new.gpu_cost_nanousd, g.gpu_cost_nanousd)
+    day_of: Any = literal(day, Date) if traces is None else func.date(r.started_at)
     query = (
         select(
             r.trace_id,
+            day_of.label("day"),
             hour.label("hour"),
             r.user_id,
             r.endpoint,
@@ -191,7 +195,7 @@ def _pairs(
         .outerjoin(g, share)
         # At most one factor per call; its day spelled out too, so the lookup is by key.
         .outerjoin(joined, and_(factor_join(factors), f.day == func.date(c.started_at)))
-        .where(in_spans(r.started_at, spans))
+        .where(in_spans(r.started_at, spans) if traces is None else r.trace_id.in_(traces))
         .group_by(r.trace_id, r.started_at, r.user_id, r.endpoint, r.team, c.model, c.provider)
     )
     if shares is not None:
@@ -211,7 +215,6 @@ def _pairs(
     )
     first_model = func.min(p.model).over(partition_by=(p.trace_id, p.provider))
     return select(
-        literal(day, Date).label("day"),
         *(column for column in p if column.name != "trace_id"),  # (no rollup keeps it)
         (literal(PAIR_START) + text).label("pairs"),
         case((first == 1, 1), else_=0).label("is_first"),

@@ -47,6 +47,7 @@ from sqlalchemy import Connection, Select, func, insert, select, union
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from app.rollups.patch import begin as begin_patch
 from app.rollups.stale import hour_of
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_rollup import rollup_dirty
@@ -209,15 +210,22 @@ def marks_rollups(load_batch: F) -> F:
         conn = session.connection()
         dialect = conn.dialect
         ids = batch_trace_ids(batch, dialect)
-        call_hours: set[Slice] = set(batch_call_hours(batch, dialect))
+        call_hours: set[tuple[date, int]] = batch_call_hours(batch, dialect)
+        candidates = batch_hours(batch, dialect)
+        patch = begin_patch(session, ids, candidates | call_hours)
+        if patch is not None:  # a past day's late spans: its rows patched, no mark
+            counts = load_batch(session, batch, *args, **kwargs)
+            if not patch.apply(session):
+                mark_slices(conn, patch.hours)
+            return counts
         if dialect.name == "sqlite":
-            hours = call_hours | set(batch_hours(batch, dialect))
+            hours: set[Slice] = {*call_hours, *candidates}
             mark_traces(conn, ids)  # where they are now: a request may leave its hour
             counts = load_batch(session, batch, *args, **kwargs)
             mark_slices(conn, hours)
         else:
             counts = load_batch(session, batch, *args, **kwargs)
-            mark_traces(conn, ids, also=call_hours)
+            mark_traces(conn, ids, also=set(call_hours))
         return counts
 
     return wrapper  # type: ignore[return-value]

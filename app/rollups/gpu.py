@@ -124,13 +124,18 @@ def rebuild_gpu_slices(
     conn.execute(insert(into(spread)).from_select([c.name for c in query.selected_columns], query))
 
 
-def _shares(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
+def _shares(spans: list[tuple[datetime, datetime]], hour: Any, traces: Any = None) -> Select[Any]:
     """The rows of `_day_shares` for the requests that started in `spans`: the shares joined
-    to their call (by primary key) and request (by the `started_at` index)."""
+    to their call (by primary key) and request (by the `started_at` index). `traces` (a
+    select of trace ids) in place of `spans`: those requests' rows, with their request's UTC
+    `day` (`app.rollups.patch`)."""
     r, c, g = Request, LlmCall, GpuAllocation
     call_day = func.date(g.hour)
+    which = in_spans(r.started_at, spans) if traces is None else r.trace_id.in_(traces)
+    day = [] if traces is None else [func.date(r.started_at).label("day")]
     cells = (
         select(
+            *day,
             g.trace_id,
             hour.label("hour"),
             call_day.label("call_day"),
@@ -145,7 +150,7 @@ def _shares(spans: list[tuple[datetime, datetime]], hour: Any) -> Select[Any]:
         .select_from(r)
         .join(g, g.trace_id == r.trace_id)
         .join(c, and_(c.trace_id == g.trace_id, c.span_id == g.span_id))
-        .where(in_spans(r.started_at, spans))
+        .where(which)
         .group_by(
             g.trace_id, r.started_at, call_day, g.pool, c.model, r.endpoint, r.user_id, r.team
         )

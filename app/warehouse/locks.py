@@ -35,7 +35,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.orm import Session, SessionTransaction
 
 log = logging.getLogger("spendguard.locks")
 
@@ -66,6 +67,39 @@ def waiting_lock(engine: Engine, name: str, seconds: float, every: float = 0.2) 
         return
     with _file_lock(lock_path(database, name), deadline, every) as held:
         yield held
+
+
+def transaction_lock(session: Session, name: str) -> bool:
+    """Take the lock `name` until `session`'s transaction ends (commit or rollback), if nobody
+    holds it; never waits. Whether it is held. On PostgreSQL a transaction-level advisory lock
+    on the session's own connection (`pg_try_advisory_xact_lock`: the same key as
+    `named_lock`'s, which it excludes and is excluded by); elsewhere `named_lock`'s file (or
+    process) lock, released when the transaction ends."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        key = advisory_key(str(schema), name)
+        return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar())
+    lock = named_lock(conn.engine, name)
+    if not lock.__enter__():
+        lock.__exit__(None, None, None)
+        return False
+    held = session.info.setdefault(_HELD, [])
+    if not held and not event.contains(session, "after_transaction_end", _release):
+        event.listen(session, "after_transaction_end", _release)
+    held.append((session.get_transaction(), lock))
+    return True
+
+
+_HELD = "spendguard.transaction_locks"
+
+
+def _release(session: Session, transaction: SessionTransaction) -> None:
+    """The locks `transaction_lock` took for this transaction, released as it ends."""
+    held = session.info.get(_HELD, [])
+    for entry in [e for e in held if e[0] is transaction]:
+        held.remove(entry)
+        entry[1].__exit__(None, None, None)
 
 
 def _tries(deadline: float, every: float) -> Iterator[None]:

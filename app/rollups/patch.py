@@ -1,0 +1,344 @@
+"""Late spans of a past day written with the rollup rows they change, in the load's own
+transaction: no mark, so readers never read that day from the base tables for them.
+
+A mark (`app.rollups.dirty`) sends every reader of its day to the base tables until a refresh
+rebuilds the day. On a live day that costs little: the day is stored as hour slices and a mark
+stales an hour. A past day is stored whole, and a span arriving late for it (more than
+`LIVE_GRACE` into the next day: a slow exporter, a trace file uploaded hours late) would stale
+all of it: seconds of base-table reads for every page, until the next refresh has staged it.
+So a small batch whose requests and calls all fall on such days patches their rows instead:
+
+1. `begin`, before the load, checks that every day the batch touches (its requests' stored
+   days, its candidates' and its calls' days) is *settled*: before the live days
+   (`app.rollups.refresh.live_from`), not sliced, unmarked and summed (it has rollup rows); and
+   takes the refresh lock until the transaction ends (`transaction_lock`: no refresh, staging,
+   swap or compaction replaces those days' rows before this transaction commits). Then it
+   reads the batch's requests as the rollups count them now, signed -1, into temporary tables:
+   their pairs (`app.rollups.day_pairs`), their GPU cells (`app.rollups.gpu`) and their calls
+   by call day (`app.rollups.call_days`).
+2. The load writes the batch (PostgreSQL's trigger on a moved request stands aside for it:
+   migration 0020).
+3. `Patch.apply` reads them again, signed +1, and merges the sums into the rollups: each
+   rollup's rows of the groups the change touches are summed with it and written back, a
+   group that sums to nothing deleted, so that the rows are those a rebuild writes; the spread
+   GPU requests' rows of the batch's requests are replaced. The weeks of those days go off
+   `rollup_weeks` (the next refresh sums them again) and the dashboard's stamp moves
+   (checkpoint `rollups/refresh`).
+
+Anything else marks, as before: a batch of more than PATCH_MAX requests (a bulk load: one
+rebuild costs less than many patches), a day that is not settled, a request that the load moves
+onto a live or sliced day (`apply` returns False and the caller marks), and the refresh lock
+held elsewhere. A mark written meanwhile by another writer wins: readers read its day from the
+base tables until the refresh rebuilds it, whatever this patch wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Date,
+    Integer,
+    MetaData,
+    Select,
+    SmallInteger,
+    String,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateTable
+
+from app.rollups import call_days, gpu
+from app.rollups.day_pairs import ORDER, _pairs, _weighted
+from app.rollups.refresh import LOCK, live_from
+from app.rollups.stale import hour_of
+from app.rollups.weeks import invalidate
+from app.warehouse.checkpoints import write_checkpoint
+from app.warehouse.locks import transaction_lock
+from app.warehouse.tables import LlmCall, Request
+from app.warehouse.tables_rollup import (
+    GPU_SUMMED,
+    MEASURES,
+    WHOLE_DAY,
+    rollup_call_days,
+    rollup_daily,
+    rollup_daily_gpu,
+    rollup_daily_gpu_spread,
+    rollup_daily_gpu_user_totals,
+    rollup_daily_gpu_users,
+    rollup_dirty,
+    rollup_sliced,
+)
+from app.warehouse.tables_staged import pair_columns
+from app.warehouse.types import as_date
+
+# At most this many requests in a batch that patches (an OTLP export holds a few hundred
+# spans); a bigger one marks its days for one rebuild each.
+PATCH_MAX = 500
+Hour = tuple[date, int]
+
+_GPU = (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals)
+_SETTING = "spendguard.rollup_patch"  # read by PostgreSQL's trigger (migration 0020)
+_NULL = "\x1d"  # a nullable key's NULL, for PostgreSQL's hashable comparison of keys
+
+
+def _temporary(name: str, *columns: Column[Any]) -> Table:
+    return Table(
+        name, MetaData(), *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS"
+    )
+
+
+def _sign() -> Column[int]:
+    return Column("sign", Integer)  # -1: as the rollups count it before the load; +1: after
+
+
+# The batch's requests before and after the load: pairs, GPU cells, calls by call day.
+_pairs_t = _temporary("rollup_patch_pairs", *pair_columns(), _sign())
+_cells_t = _temporary(
+    "rollup_patch_gpu",
+    Column("day", Date),
+    Column("trace_id", String(32)),
+    Column("hour", Integer),
+    Column("call_day", Date),
+    Column("pool", String(128)),
+    Column("model", String(256)),
+    Column("endpoint", String(512)),
+    Column("user_id", String(256)),
+    Column("team", String(256)),
+    Column("calls", BigInteger),
+    Column("gpu_cost_nanousd", BigInteger),
+    Column("single", Integer),
+    _sign(),
+)
+_calls_t = _temporary(
+    "rollup_patch_calls",
+    Column("day", Date),
+    Column("provider", String(64)),
+    Column("model", String(256)),
+    *(Column(name, BigInteger) for name in call_days.MEASURES),
+    _sign(),
+)
+# Per rollup: its rows of the groups a patch touches (src 1) and the change (src 0), summed
+# into the rows written back.
+_WORK = {
+    table: _temporary(
+        f"patch_{table.name}",
+        *(Column(c.name, c.type) for c in table.c),
+        Column("src", SmallInteger),
+    )
+    for table in (*ORDER, *_GPU, rollup_call_days)
+}
+_TEMPORARY = (_pairs_t, _cells_t, _calls_t, *_WORK.values())
+
+
+@dataclass(slots=True)
+class Patch:
+    """A batch's patch under way (`begin`): its requests' trace ids, the hours it would mark
+    instead, and the settled days it read them on."""
+
+    ids: list[str]
+    hours: set[Hour]
+    days: set[date]
+
+    def apply(self, session: Session) -> bool:
+        """After the load: the batch's requests read again and merged into the rollups;
+        False (nothing merged) when the load moved one onto a day that is not settled, for the
+        caller to mark `marks(…)` instead."""
+        conn = session.connection()
+        _trigger(conn, on=False)
+        now = _request_hours(conn, self.ids)
+        self.hours |= now
+        days = {day for day, _ in now} - self.days
+        if days:
+            first_live = _first_live(conn, now)
+            if first_live is None or max(days) >= first_live or _sliced(conn, days):
+                return False
+        _read(conn, self.ids, +1)
+        touched = self.days | days
+        for table in ORDER:
+            keys, measures, where = _weighted(table, _pairs_t)
+            p = _pairs_t.c
+            delta = select(  # (the keys hold the pairs' hour: WHOLE_DAY)
+                p.day,
+                *keys,
+                *(func.sum(m * p.sign).label(name) for name, m in measures.items()),
+            ).where(*where)
+            _merge(conn, table, delta.group_by(p.day, *keys), touched)
+        c = _cells_t.c
+        for table in _GPU:
+            keys = [c[col.name] for col in table.c if col.name not in ("day", "hour", *GPU_SUMMED)]
+            delta = select(
+                c.day,
+                literal(WHOLE_DAY).label("hour"),
+                *keys,
+                func.sum(c.single * c.sign).label("requests"),
+                func.sum(c.calls * c.sign).label("calls"),
+                func.sum(c.gpu_cost_nanousd * c.sign).label("gpu_cost_nanousd"),
+            )
+            _merge(conn, table, delta.group_by(c.day, *keys), touched)
+        _replace_spread(conn, self.ids, touched)
+        k = _calls_t.c
+        delta = select(
+            k.day,
+            literal(WHOLE_DAY).label("hour"),
+            k.provider,
+            k.model,
+            *(func.sum(k[name] * k.sign).label(name) for name in call_days.MEASURES),
+        ).group_by(k.day, k.provider, k.model)
+        _merge(conn, rollup_call_days, delta, touched | {day for day, _ in self.hours})
+        invalidate(conn, touched | {day for day, _ in self.hours})
+        write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
+        return True
+
+
+def begin(session: Session, trace_ids: Iterable[str], hours: Collection[Hour]) -> Patch | None:
+    """Before a batch's load: a `Patch` when the batch may patch the rollups (`hours`: the
+    UTC days and hours of its request candidates and its calls), its requests read as the
+    rollups count them now; None when it marks."""
+    ids = list(dict.fromkeys(trace_ids))
+    if not ids or len(ids) > PATCH_MAX:
+        return None
+    conn = session.connection()
+    first_live = _first_live(conn, hours)
+    if first_live is None or any(day >= first_live for day, _ in hours):
+        return None  # (the live ingest's batches: one cheap read)
+    if not transaction_lock(session, LOCK):
+        return None
+    if conn.dialect.name == "sqlite":
+        # A write first, so that this transaction takes the database's write lock before it
+        # reads (a read snapshot could not become a write once another writer commits).
+        write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
+    stored = _request_hours(conn, ids)
+    days = {day for day, _ in (*hours, *stored)}
+    first_live = _first_live(conn, hours)
+    if first_live is None or max(days) >= first_live or not _settled(conn, days):
+        return None
+    for table in _TEMPORARY:
+        conn.execute(CreateTable(table, if_not_exists=True))
+        conn.execute(delete(table))  # (SQLite keeps a temporary table's rows past a commit)
+    _read(conn, ids, -1)
+    _trigger(conn, on=True)
+    return Patch(ids, set(hours) | stored, {day for day, _ in stored})
+
+
+def _first_live(conn: Connection, hours: Iterable[Hour]) -> date | None:
+    """The first live day once these (candidate) hours are stored too."""
+    last = conn.execute(select(func.max(Request.started_at))).scalar_one_or_none()
+    starts = [datetime.combine(day, time(hour)) for day, hour in hours]
+    if last is not None:
+        starts.append(last.replace(tzinfo=None))
+    return live_from(max(starts)) if starts else None
+
+
+def _request_hours(conn: Connection, ids: Sequence[str]) -> set[Hour]:
+    r = Request
+    query = select(func.date(r.started_at), hour_of(r.started_at)).where(r.trace_id.in_(ids))
+    return {(as_date(day), int(hour)) for day, hour in conn.execute(query.distinct())}
+
+
+def _sliced(conn: Connection, days: Collection[date]) -> bool:
+    s = rollup_sliced.c
+    return conn.execute(select(s.day).where(s.day.in_(sorted(days))).limit(1)).first() is not None
+
+
+def _settled(conn: Connection, days: Collection[date]) -> bool:
+    """Whether all these days are stored whole, unmarked, and summed (a day never summed is
+    a bulk load's: it marks, so that its next batches mark too and one rebuild sums them)."""
+    listed = sorted(days)
+    if _sliced(conn, days):
+        return False
+    m = rollup_dirty.c
+    if conn.execute(select(m.id).where(m.day.in_(listed)).limit(1)).first() is not None:
+        return False
+    summed = (
+        select(rollup_daily.c.day)
+        .where(rollup_daily.c.day.in_(listed))
+        .union(select(rollup_call_days.c.day).where(rollup_call_days.c.day.in_(listed)))
+    )
+    return {as_date(v) for v in conn.execute(summed).scalars()} >= set(days)
+
+
+def _trigger(conn: Connection, *, on: bool) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT set_config('{_SETTING}', %s, true)", ("on" if on else "off",))
+
+
+def _read(conn: Connection, ids: Sequence[str], sign: int) -> None:
+    """The requests `ids` as the rollups count them (pairs, GPU cells, calls by call day),
+    signed, into the temporary tables."""
+    signed = literal(sign).label("sign")
+    pairs = _pairs(None, [], literal(WHOLE_DAY), conn.dialect.name, traces=ids)  # type: ignore[arg-type]
+    _insert(conn, _pairs_t, pairs.add_columns(signed))
+    _insert(conn, _cells_t, gpu._shares([], literal(WHOLE_DAY), traces=ids).add_columns(signed))
+    calls = call_days._summed(
+        func.date(LlmCall.started_at), [LlmCall.trace_id.in_(ids)], by_day=True, keys=[]
+    )
+    _insert(conn, _calls_t, calls.add_columns(signed))
+
+
+def _insert(conn: Connection, target: Table, query: Select[Any]) -> None:
+    conn.execute(insert(target).from_select(list(query.selected_columns.keys()), query))
+
+
+def _merge(conn: Connection, table: Table, delta: Select[Any], days: Collection[date]) -> None:
+    """`delta` (the rollup's columns: a change's signed sums by group) merged into the rows of
+    `table` on `days`: the rows of the groups it touches summed with it and written back, a
+    group whose sums are all zero left out."""
+    work = _WORK[table]
+    w, t = work.c, table.c
+    keys = [c.name for c in table.c if c.name not in MEASURES]
+    sums = [c.name for c in table.c if c.name in MEASURES]
+    _insert(conn, work, delta.add_columns(literal(0).label("src")))
+    same = and_(w.src == 0, *(_same(conn, w[k], t[k]) for k in keys))
+    on_days = t.day.in_(sorted(days))
+    stored = select(*t, literal(1).label("src")).select_from(work.join(table, same))
+    _insert(conn, work, stored.where(on_days))
+    if conn.dialect.name == "sqlite":  # driven from the change's few rows, by rowid
+        rowid: Any = literal_column(f"{table.name}.rowid")
+        matched = select(rowid).select_from(work.join(table, same)).where(on_days)
+        conn.execute(delete(table).where(rowid.in_(matched)))
+    else:  # a hash semi-join on the day's rows
+        conn.execute(delete(table).where(on_days, exists(select(literal(1)).where(same))))
+    merged = (
+        select(*(w[k] for k in keys), *(func.sum(w[s]).label(s) for s in sums))
+        .group_by(*(w[k] for k in keys))
+        .having(or_(*(func.sum(w[s]) != 0 for s in sums)))
+    )
+    _insert(conn, table, merged)
+
+
+def _same(conn: Connection, a: Any, b: Any) -> Any:
+    """Key `a` equals key `b`, NULL equal to NULL: SQLite's IS (which its indexes serve), and
+    on PostgreSQL a comparison of non-NULL values, which a hash join can take."""
+    if not b.nullable:
+        return a == b
+    if conn.dialect.name == "sqlite":
+        return a.is_(b)
+    return func.coalesce(a, _NULL) == func.coalesce(b, _NULL)
+
+
+def _replace_spread(conn: Connection, ids: Sequence[str], days: Collection[date]) -> None:
+    """The spread GPU requests' rows of the batch's requests (`rollup_daily_gpu_spread`)
+    replaced by their cells now."""
+    s, c = rollup_daily_gpu_spread.c, _cells_t.c
+    conn.execute(
+        delete(rollup_daily_gpu_spread).where(s.day.in_(sorted(days)), s.trace_id.in_(ids))
+    )
+    names = [col.name for col in rollup_daily_gpu_spread.c]
+    rows = select(*(c[n] for n in names)).where(c.sign == 1, c.single == 0)
+    _insert(conn, rollup_daily_gpu_spread, rows)
