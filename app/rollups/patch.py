@@ -44,6 +44,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Date,
+    Index,
     Integer,
     MetaData,
     Select,
@@ -61,7 +62,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from app.rollups import call_days, gpu
 from app.rollups.day_pairs import ORDER, _pairs, _weighted
@@ -144,6 +145,13 @@ _WORK = {
     for table in (*ORDER, *_GPU, rollup_call_days)
 }
 _TEMPORARY = (_pairs_t, _cells_t, _calls_t, *_WORK.values())
+# SQLite: each work table indexed by its keys, so that the join to its rollup reads the day's
+# rows once (by the rollup's day index), each looking up its group here, rather than the day's
+# rows once per group of the change.
+_KEYED = [
+    Index(f"ix_{work.name}", *(c for c in work.c if c.name not in (*MEASURES, "src")))
+    for work in _WORK.values()
+]
 
 
 @dataclass(slots=True)
@@ -231,6 +239,9 @@ def begin(session: Session, trace_ids: Iterable[str], hours: Collection[Hour]) -
     for table in _TEMPORARY:
         conn.execute(CreateTable(table, if_not_exists=True))
         conn.execute(delete(table))  # (SQLite keeps a temporary table's rows past a commit)
+    if conn.dialect.name == "sqlite":
+        for index in _KEYED:
+            conn.execute(CreateIndex(index, if_not_exists=True))
     _read(conn, ids, -1)
     _trigger(conn, on=True)
     return Patch(ids, set(hours) | stored, {day for day, _ in stored})
