@@ -24,12 +24,13 @@ it taken and reports `busy` rather than racing the first.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.reports.reconcile import Key, TracedGroup, midnight, reconcile
@@ -129,11 +130,12 @@ def refresh_true_up(
             changed = sorted({row[1] for row in before ^ _applied(session, provider, since, until)})
             if changed:
                 new = NewFactors(provider, since, until, _stored(session, provider, since, until))
-                hours = _request_hours(session, provider, changed)
                 session.rollback()
             else:
                 session.commit()
         if changed:
+            # (The hours read once the change may be written: `write_change`.)
+            hours = functools.partial(_request_hours, provider=provider, days=changed)
             result.rebuilt_days = write_change(engine, new, hours, wait).rebuilt
         result.changed_days = changed
         result.model_days = len(factors)
@@ -169,12 +171,14 @@ def _stored(session: Session, provider: str, since: date, until: date) -> list[d
     return [dict(row) for row in session.execute(select(f).where(where)).mappings()]
 
 
-def _request_hours(session: Session, provider: str, days: list[date]) -> set[tuple[date, int]]:
+def _request_hours(
+    conn: Session | Connection, provider: str, days: list[date]
+) -> set[tuple[date, int]]:
     """The request days and hours of the provider's calls on `days`."""
     hours: set[tuple[date, int]] = set()
     for day in days:
         query = provider_call_hours(provider, midnight(day), midnight(day + DAY))
-        hours.update((as_date(d), int(h)) for d, h in session.execute(query))
+        hours.update((as_date(d), int(h)) for d, h in conn.execute(query))
     return hours
 
 

@@ -11,26 +11,30 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 
 from app.reports.unit_costs import Scope, unit_costs
-from app.rollups import patch
+from app.rollups import patch, swap
 from app.rollups.day_pairs import ORDER
 from app.rollups.dirty import mark_all, mark_days
 from app.rollups.refresh import LOCK, refresh
 from app.traces.batch import CallRow
+from app.trueup import refresh_true_up
 from app.warehouse.engine import session_scope
 from app.warehouse.locks import named_lock
 from app.warehouse.tables import Request
 from app.warehouse.tables_rollup import (
     GPU_ROLLUPS,
     rollup_call_days,
+    rollup_daily,
     rollup_daily_gpu_spread,
     rollup_dirty,
 )
+from app.warehouse.tables_trueup import TrueUpFactor
 from app.warehouse.tables_weekly import rollup_weeks
+from tests.test_reconcile import D3, add_call, at, load_month, usd
 from tests.test_rollup_refresh import assert_readers_answer_like_the_base_tables
-from tests.test_rollup_swap import refreshed_at
+from tests.test_rollup_swap import D5, D6, _doubled, refreshed_at
 from tests.test_rollups import DAY, T0, _allocate_gpu, _empty, _facts, _load, traffic
 
 ALL = (*ORDER, *GPU_ROLLUPS, rollup_call_days)
@@ -136,21 +140,33 @@ def test_a_late_call_patches_its_day_like_a_rebuild(settled: Engine) -> None:
     assert rebuilt(settled) == patched
 
 
-def test_a_late_root_moving_a_request_with_gpu_shares(settled: Engine) -> None:
-    """t3's root arrives: it started on the 20th, on /a, for another user. The request leaves
-    the 21st for the 20th with its GPU shares and its spread rows, and a new llama call on the
-    20th (no share yet). Both days patched, rows a rebuild's."""
+def test_a_late_root_changing_a_request_with_gpu_shares(settled: Engine) -> None:
+    """t3's root arrives: it started earlier that day (the 21st), on /a, for another user. The
+    request keeps its day but moves hour, endpoint, user and team, with its GPU shares and its
+    spread rows, and a new llama call (no share yet). Patched, rows a rebuild's."""
     with settled.connect() as conn:
         assert conn.execute(select(rollup_daily_gpu_spread)).all()
     late = [
-        _facts("3" * 32, T0 + timedelta(hours=22), True, "/a", "u1"),
-        _call("3" * 32, 3, T0 + timedelta(hours=22), "llama", 0),
+        _facts("3" * 32, T0 + timedelta(hours=26), True, "/a", "u2"),
+        _call("3" * 32, 3, T0 + timedelta(hours=26), "llama", 0),
     ]
     _load(settled, late, [], True)
     assert marks(settled) == []
     assert_readers_answer_like_the_base_tables(settled, random.Random(2))
     patched = rows(settled)
     assert rebuilt(settled) == patched
+
+
+def test_a_request_moved_to_another_day_is_marked(settled: Engine) -> None:
+    """t2's root arrives: it started the day before (the 20th). A re-price, true-up or
+    re-allocation under way may have read the request on the 21st: both days are marked, and
+    nothing is patched."""
+    before = rows(settled)
+    _load(settled, [_facts("2" * 32, T0 + timedelta(hours=23), True, "/b", "u2")], [], False)
+    assert rows(settled) == before
+    assert marks(settled) == [(DAY, 23), (DAY + timedelta(days=1), 6)]
+    refresh(settled)
+    assert_readers_answer_like_the_base_tables(settled, random.Random(5))
 
 
 def test_spans_sent_again_change_nothing(settled: Engine) -> None:
@@ -199,13 +215,14 @@ def test_what_cannot_be_patched_is_marked(settled: Engine, monkeypatch: pytest.M
     assert rows(settled) == rebuilt(settled)
 
 
-def test_a_request_moved_onto_a_live_day_meanwhile_drops_the_patch(settled: Engine) -> None:
-    """A patch whose request lands on a day that is not settled (another writer moved it
-    between the patch's reads): nothing merged, and the caller marks every hour it read."""
+def test_a_request_found_on_a_day_not_settled_drops_the_patch(settled: Engine) -> None:
+    """What the patch read back lies on a day it did not check (another writer moved a
+    request meanwhile): nothing merged, and the caller marks every hour it knows of."""
     before = rows(settled)
     with session_scope(settled) as session:
-        begun = patch.begin(session, ["2" * 32], {(DAY + timedelta(days=1), 6)})
+        begun = patch.begin(session, ["2" * 32], {(DAY + timedelta(days=1), 6)}, set())
         assert begun is not None
+        begun.stored.clear()  # (as if it were new: the move itself is not what drops it)
         moved = LATER + timedelta(hours=1)
         session.execute(
             update(Request).where(Request.trace_id == "2" * 32).values(started_at=moved)
@@ -226,8 +243,8 @@ def test_random_late_traffic_patches_like_a_rebuild(
     engine: Engine, case: dict[str, Any], held: int, rnd: random.Random
 ) -> None:
     """Part of random traffic (roots late and on other days) is loaded and summed, maybe with
-    GPU shares; the rest arrives in random batches. Every answer is the base tables', and the
-    rows of every day left unmarked are those a rebuild writes."""
+    GPU shares; the rest arrives in random batches. Every answer is the base tables', and
+    after a refresh of what was marked every row is a rebuild's."""
     _empty(engine)
     pieces = case["pieces"]
     first = len(pieces) * held // 100
@@ -239,9 +256,63 @@ def test_random_late_traffic_patches_like_a_rebuild(
     cuts = [c - first for c in case["cuts"] if first < c < len(pieces)]
     _load(engine, pieces[first:], cuts, case["prepared"])
     assert_readers_answer_like_the_base_tables(engine, rnd)
-    marked = {d for d, _ in marks(engine)}
-    patched = rows(engine, marked)
-    with engine.begin() as conn:
-        mark_all(conn)
+    refresh(engine)  # (the marked days rebuilt: no row of the patches' may stay wrong)
+    assert rows(engine) == rebuilt(engine)
+
+
+@pytest.fixture
+def trued(engine: Engine) -> Engine:
+    """The reconciliation's month, trued up and summed, with a later (live) day."""
+    load_month(engine)
+    add_call(engine, "t9", "s1", at(D6), "openai", "gpt-4o-mini", usd("0.3"))
+    for provider in ("openai", "anthropic"):
+        refresh_true_up(engine, provider, D3, D5)
     refresh(engine)
-    assert rows(engine, marked) == patched
+    return engine
+
+
+def _factor(conn: Any, day: date) -> int:
+    f = TrueUpFactor
+    query = select(f.factor_num).where(f.provider == "openai", f.day == day).limit(1)
+    return int(conn.execute(query).scalar_one())
+
+
+def test_a_change_reads_its_hours_once_no_patch_can_commit_before_it(trued: Engine) -> None:
+    """A true-up's or re-allocation's hours (`swap.write_change`) are read under the refresh
+    lock, which a patch needs; or, when that is busy, in the transaction that writes the
+    change, after its write: a patch committed before the change is in them."""
+    with trued.connect() as conn:
+        old = _factor(conn, D3)
+    seen: list[Any] = []
+
+    def hours(conn: Any) -> set[tuple[date, int | None]]:
+        with named_lock(trued, LOCK) as free:
+            seen.append(("lock free", free, "factor", _factor(conn, D3)))
+        return {(D3, None)}
+
+    written = swap.write_change(trued, _doubled(trued, D3), hours)
+    assert written.rebuilt == [D3]
+    assert seen == [("lock free", False, "factor", old)]  # before the change's write
+    with named_lock(trued, LOCK) as held:
+        assert held
+        written = swap.write_change(trued, _doubled(trued, D3), hours, wait=0)
+    assert written.busy
+    assert seen[1] == ("lock free", False, "factor", old * 2 * 2)  # in the change's write
+    assert marks(trued) == [(D3, None)]
+
+
+def test_a_patch_counts_the_trued_up_costs(trued: Engine) -> None:
+    """A late openai call of the 3rd, whose factor is stored: patched with its trued-up cost,
+    rows a rebuild's."""
+    at_noon = at(D3, 12, 1800)
+    late = [_facts("t1", at_noon, False, "", None),
+            CallRow("t1", "s9", at_noon, 10, "openai", "gpt-4o-mini", None, None, None,
+                    "otel-genai", 100, 0, 0, 10, 0, usd("0.2"), "catalog")]  # fmt: skip
+    _load(trued, late, [], False)
+    assert marks(trued) == []
+    with trued.connect() as conn:
+        trued_up = select(func.sum(rollup_daily.c.trued_cost_nanousd)).where(
+            rollup_daily.c.day == D3
+        )
+        assert conn.execute(trued_up).scalar_one() != 0
+    assert rows(trued) == rebuilt(trued)

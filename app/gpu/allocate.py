@@ -26,6 +26,7 @@ One refresh at a time (named lock `gpu-allocation`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -40,7 +41,7 @@ from sqlalchemy.orm import Session
 from app.gpu.pools import CostLine, PoolHours, hour_floor, pool_hours
 from app.gpu.shares import Call, split_day
 from app.rollups.dirty import request_hours
-from app.rollups.swap import MAX_DAYS, WAIT, NewAllocations, write_change
+from app.rollups.swap import MAX_DAYS, WAIT, Hours, NewAllocations, write_change
 from app.settings import GpuPoolConfig, Settings
 from app.warehouse.checkpoints import read_checkpoint, write_checkpoint
 from app.warehouse.engine import session_scope
@@ -260,7 +261,7 @@ def _replace_day(
     start: datetime,
     end: datetime,
     result: AllocationResult,
-) -> tuple[NewAllocations, set[tuple[date, int]]] | None:
+) -> tuple[NewAllocations, Hours] | None:
     """The day's allocation, written when no call's share came, went or changed (the pool-hours
     may have: no rollup reads them); else nothing is written, and the new allocation and the
     request days and hours of those calls are returned, for `write_change`."""
@@ -281,7 +282,8 @@ def _replace_day(
     if not moved:
         new.write(session.connection())
         return None
-    return new, request_hours(session.connection(), moved)
+    # (The hours read once the change may be written: `write_change`.)
+    return new, functools.partial(request_hours, trace_ids=moved)
 
 
 _Allocation = tuple[str, str, str, datetime, int, int]

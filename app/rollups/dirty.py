@@ -33,6 +33,10 @@ allocation (the requests whose calls' shares it changed: `request_hours`) and th
 calls of the days whose factors it changed: `provider_call_hours`) mostly rebuild those hours'
 days themselves, written with their change (`app.rollups.swap`), and mark them otherwise; a
 mark without an hour (`mark_days`, `mark_all`) stales the whole day.
+
+A small batch whose days are all past, summed and unmarked (late spans of a past day) marks
+nothing: it patches those days' rollup rows in its own transaction (`app.rollups.patch`), and
+marks as above only when the patch cannot be made.
 """
 
 from __future__ import annotations
@@ -203,7 +207,8 @@ def _row_values(batch: Any, dialect: Dialect, name: str, kind: str = "requests")
 
 def marks_rollups(load_batch: F) -> F:
     """Wraps `load_batch(session, batch, …)`: in the same transaction, the days and hours of
-    the batch's requests and of its calls are marked dirty (how: the module's docstring)."""
+    the batch's requests and of its calls are marked dirty (how: the module's docstring), or
+    their rollup rows patched (`app.rollups.patch`)."""
 
     @functools.wraps(load_batch)
     def wrapper(session: Session, batch: Any, *args: Any, **kwargs: Any) -> Any:
@@ -212,7 +217,7 @@ def marks_rollups(load_batch: F) -> F:
         ids = batch_trace_ids(batch, dialect)
         call_hours: set[tuple[date, int]] = batch_call_hours(batch, dialect)
         candidates = batch_hours(batch, dialect)
-        patch = begin_patch(session, ids, candidates | call_hours)
+        patch = begin_patch(session, ids, candidates, call_hours)
         if patch is not None:  # a past day's late spans: its rows patched, no mark
             counts = load_batch(session, batch, *args, **kwargs)
             if not patch.apply(session):

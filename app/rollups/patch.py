@@ -10,12 +10,16 @@ So a small batch whose requests and calls all fall on such days patches their ro
 
 1. `begin`, before the load, checks that every day the batch touches (its requests' stored
    days, its candidates' and its calls' days) is *settled*: before the live days
-   (`app.rollups.refresh.live_from`), not sliced, unmarked and summed (it has rollup rows); and
-   takes the refresh lock until the transaction ends (`transaction_lock`: no refresh, staging,
-   swap or compaction replaces those days' rows before this transaction commits). Then it
-   reads the batch's requests as the rollups count them now, signed -1, into temporary tables:
-   their pairs (`app.rollups.day_pairs`), their GPU cells (`app.rollups.gpu`) and their calls
-   by call day (`app.rollups.call_days`).
+   (`app.rollups.refresh.live_from`), not sliced, unmarked and summed (it has rollup rows).
+   Only then does it take the refresh lock until the transaction ends (`transaction_lock`: no
+   refresh, staging, swap or compaction replaces those days' rows before this transaction
+   commits), on PostgreSQL `CHANGE_LOCK` too (a true-up or re-allocation writing its change
+   with marks: `app.rollups.swap`) and the batch's stored requests' rows (FOR UPDATE: no
+   other writer moves them meanwhile); on SQLite it writes first, to hold the database's
+   write lock. It checks again, then reads the batch's requests as the rollups count them
+   now, signed -1, into temporary tables: their pairs (`app.rollups.day_pairs`), their GPU
+   cells (`app.rollups.gpu`), and their calls on the batch's call days by call day
+   (`app.rollups.call_days`; a load adds calls and never changes one).
 2. The load writes the batch (PostgreSQL's trigger on a moved request stands aside for it:
    migration 0020).
 3. `Patch.apply` reads them again, signed +1, and merges the sums into the rollups: each
@@ -26,10 +30,14 @@ So a small batch whose requests and calls all fall on such days patches their ro
    (checkpoint `rollups/refresh`).
 
 Anything else marks, as before: a batch of more than PATCH_MAX requests (a bulk load: one
-rebuild costs less than many patches), a day that is not settled, a request that the load moves
-onto a live or sliced day (`apply` returns False and the caller marks), and the refresh lock
-held elsewhere. A mark written meanwhile by another writer wins: readers read its day from the
-base tables until the refresh rebuilds it, whatever this patch wrote.
+rebuild costs less than many patches), a day that is not settled, the locks held elsewhere,
+and a request that the load moves to another day (a late root from the day before): a
+re-price, or a true-up or re-allocation summing its change, may have read the request on its
+old day before the patch commits, and they mark or rebuild the day they read
+(`apply` returns False and the caller marks). The true-up and the re-allocation read the hours
+of their change once no patch can commit before it (`app.rollups.swap.write_change`). A mark
+written by another writer wins: readers read its day from the base tables until the refresh
+rebuilds it, whatever a patch wrote.
 """
 
 from __future__ import annotations
@@ -64,10 +72,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from app.rollups import call_days, gpu
+from app.rollups import call_days as call_days_rollup
+from app.rollups import gpu
 from app.rollups.day_pairs import ORDER, _pairs, _weighted
-from app.rollups.refresh import LOCK, live_from
-from app.rollups.stale import hour_of
+from app.rollups.refresh import CHANGE_LOCK, LOCK, live_from
+from app.rollups.stale import Stale, hour_of
 from app.rollups.weeks import invalidate
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.locks import transaction_lock
@@ -131,7 +140,7 @@ _calls_t = _temporary(
     Column("day", Date),
     Column("provider", String(64)),
     Column("model", String(256)),
-    *(Column(name, BigInteger) for name in call_days.MEASURES),
+    *(Column(name, BigInteger) for name in call_days_rollup.MEASURES),
     _sign(),
 )
 # Per rollup: its rows of the groups a patch touches (src 1) and the change (src 0), summed
@@ -156,28 +165,32 @@ _KEYED = [
 
 @dataclass(slots=True)
 class Patch:
-    """A batch's patch under way (`begin`): its requests' trace ids, the hours it would mark
-    instead, and the settled days it read them on."""
+    """A batch's patch under way (`begin`): its requests' trace ids, the hours the caller
+    marks if the patch is dropped, the stored requests' days before the load, and the settled
+    days it may write."""
 
     ids: list[str]
     hours: set[Hour]
+    stored: dict[str, date]
     days: set[date]
+    call_days: set[date]  # the days of the batch's calls
 
     def apply(self, session: Session) -> bool:
-        """After the load: the batch's requests read again and merged into the rollups;
-        False (nothing merged) when the load moved one onto a day that is not settled, for the
-        caller to mark `marks(…)` instead."""
+        """After the load: the batch's requests read again and merged into the rollups; False
+        (nothing merged) when the load moved a request to another day, or a request or call
+        is on a day not settled, for the caller to mark `hours` instead. (A request that
+        moves day leaves rows that other writers — a re-price, a true-up, a re-allocation —
+        may have read on its old day before this commits: those writers mark, or rebuild,
+        the day they saw.)"""
         conn = session.connection()
         _trigger(conn, on=False)
-        now = _request_hours(conn, self.ids)
-        self.hours |= now
-        days = {day for day, _ in now} - self.days
-        if days:
-            first_live = _first_live(conn, now)
-            if first_live is None or max(days) >= first_live or _sliced(conn, days):
-                return False
-        _read(conn, self.ids, +1)
-        touched = self.days | days
+        now = _request_days(conn, self.ids)
+        self.hours |= set(now.values())
+        if any(self.stored.get(trace, day) != day for trace, (day, _) in now.items()):
+            return False
+        _read(conn, self.ids, self.call_days, +1)
+        if not _read_days(conn) <= self.days:
+            return False
         for table in ORDER:
             keys, measures, where = _weighted(table, _pairs_t)
             p = _pairs_t.c
@@ -186,7 +199,7 @@ class Patch:
                 *keys,
                 *(func.sum(m * p.sign).label(name) for name, m in measures.items()),
             ).where(*where)
-            _merge(conn, table, delta.group_by(p.day, *keys), touched)
+            _merge(conn, table, delta.group_by(p.day, *keys), self.days)
         c = _cells_t.c
         for table in _GPU:
             keys = [c[col.name] for col in table.c if col.name not in ("day", "hour", *GPU_SUMMED)]
@@ -198,53 +211,91 @@ class Patch:
                 func.sum(c.calls * c.sign).label("calls"),
                 func.sum(c.gpu_cost_nanousd * c.sign).label("gpu_cost_nanousd"),
             )
-            _merge(conn, table, delta.group_by(c.day, *keys), touched)
-        _replace_spread(conn, self.ids, touched)
+            _merge(conn, table, delta.group_by(c.day, *keys), self.days)
+        _replace_spread(conn, self.ids, self.days)
         k = _calls_t.c
         delta = select(
             k.day,
             literal(WHOLE_DAY).label("hour"),
             k.provider,
             k.model,
-            *(func.sum(k[name] * k.sign).label(name) for name in call_days.MEASURES),
+            *(func.sum(k[name] * k.sign).label(name) for name in call_days_rollup.MEASURES),
         ).group_by(k.day, k.provider, k.model)
-        _merge(conn, rollup_call_days, delta, touched | {day for day, _ in self.hours})
-        invalidate(conn, touched | {day for day, _ in self.hours})
+        _merge(conn, rollup_call_days, delta, self.days)
+        invalidate(conn, self.days)
         write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
         return True
 
 
-def begin(session: Session, trace_ids: Iterable[str], hours: Collection[Hour]) -> Patch | None:
-    """Before a batch's load: a `Patch` when the batch may patch the rollups (`hours`: the
-    UTC days and hours of its request candidates and its calls), its requests read as the
-    rollups count them now; None when it marks."""
+def begin(
+    session: Session,
+    trace_ids: Iterable[str],
+    candidates: Collection[Hour],
+    calls: Collection[Hour],
+) -> Patch | None:
+    """Before a batch's load: a `Patch` when the batch may patch the rollups (the UTC days and
+    hours of its request `candidates` and of its `calls`), its requests read as the rollups
+    count them now; None when it marks. The checks run first without a lock (most
+    batches are live, or not small: the lock is not taken for them), then again under the
+    locks."""
     ids = list(dict.fromkeys(trace_ids))
     if not ids or len(ids) > PATCH_MAX:
         return None
+    hours = {*candidates, *calls}
     conn = session.connection()
     first_live = _first_live(conn, hours)
     if first_live is None or any(day >= first_live for day, _ in hours):
         return None  # (the live ingest's batches: one cheap read)
+    if _settled_days(conn, hours, _request_days(conn, ids)) is None:
+        return None
+    postgresql = conn.dialect.name == "postgresql"
     if not transaction_lock(session, LOCK):
         return None
-    if conn.dialect.name == "sqlite":
+    if postgresql and not transaction_lock(session, CHANGE_LOCK):
+        return None  # (a true-up or re-allocation writing its change and marks: `swap`)
+    if postgresql:  # no other writer changes these requests before this transaction ends
+        r = Request
+        conn.execute(select(r.trace_id).where(r.trace_id.in_(ids)).order_by(r.trace_id)
+                     .with_for_update())  # fmt: skip
+    else:
         # A write first, so that this transaction takes the database's write lock before it
         # reads (a read snapshot could not become a write once another writer commits).
         write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
-    stored = _request_hours(conn, ids)
-    days = {day for day, _ in (*hours, *stored)}
-    first_live = _first_live(conn, hours)
-    if first_live is None or max(days) >= first_live or not _settled(conn, days):
+    stored = _request_days(conn, ids)
+    days = _settled_days(conn, hours, stored)
+    if days is None:
         return None
     for table in _TEMPORARY:
         conn.execute(CreateTable(table, if_not_exists=True))
         conn.execute(delete(table))  # (SQLite keeps a temporary table's rows past a commit)
-    if conn.dialect.name == "sqlite":
+    if not postgresql:
         for index in _KEYED:
             conn.execute(CreateIndex(index, if_not_exists=True))
-    _read(conn, ids, -1)
+    call_days = {day for day, _ in calls}
+    _read(conn, ids, call_days, -1)
+    if not _read_days(conn) <= days:
+        return None
     _trigger(conn, on=True)
-    return Patch(ids, set(hours) | stored, {day for day, _ in stored})
+    stored_days = {trace: day for trace, (day, _) in stored.items()}
+    return Patch(ids, {*hours, *stored.values()}, stored_days, days, call_days)
+
+
+def _settled_days(
+    conn: Connection, hours: Collection[Hour], stored: dict[str, Hour]
+) -> set[date] | None:
+    """The days a batch touches (those of `hours`: its candidates' and calls'; and its
+    requests' stored days) when all are settled, else None."""
+    days = {day for day, _ in (*hours, *stored.values())}
+    first_live = _first_live(conn, hours)
+    if not days or first_live is None or max(days) >= first_live or not _settled(conn, days):
+        return None
+    return days
+
+
+def _read_days(conn: Connection) -> set[date]:
+    """The days of what the temporary tables hold: the requests' and the calls'."""
+    days = select(_pairs_t.c.day).union(select(_cells_t.c.day), select(_calls_t.c.day))
+    return {as_date(v) for v in conn.execute(days).scalars()}
 
 
 def _first_live(conn: Connection, hours: Iterable[Hour]) -> date | None:
@@ -256,10 +307,12 @@ def _first_live(conn: Connection, hours: Iterable[Hour]) -> date | None:
     return live_from(max(starts)) if starts else None
 
 
-def _request_hours(conn: Connection, ids: Sequence[str]) -> set[Hour]:
+def _request_days(conn: Connection, ids: Sequence[str]) -> dict[str, Hour]:
+    """The stored UTC day and hour of each of these requests."""
     r = Request
-    query = select(func.date(r.started_at), hour_of(r.started_at)).where(r.trace_id.in_(ids))
-    return {(as_date(day), int(hour)) for day, hour in conn.execute(query.distinct())}
+    query = select(r.trace_id, func.date(r.started_at), hour_of(r.started_at))
+    found = conn.execute(query.where(r.trace_id.in_(ids)))
+    return {trace: (as_date(day), int(hour)) for trace, day, hour in found}
 
 
 def _sliced(conn: Connection, days: Collection[date]) -> bool:
@@ -289,17 +342,19 @@ def _trigger(conn: Connection, *, on: bool) -> None:
         conn.exec_driver_sql(f"SELECT set_config('{_SETTING}', %s, true)", ("on" if on else "off",))
 
 
-def _read(conn: Connection, ids: Sequence[str], sign: int) -> None:
-    """The requests `ids` as the rollups count them (pairs, GPU cells, calls by call day),
-    signed, into the temporary tables."""
+def _read(conn: Connection, ids: Sequence[str], call_days: Collection[date], sign: int) -> None:
+    """The requests `ids` as the rollups count them (pairs, GPU cells), and their calls on
+    `call_days` (the batch's: a load adds calls and never changes one) by call day, signed,
+    into the temporary tables."""
     signed = literal(sign).label("sign")
     pairs = _pairs(None, [], literal(WHOLE_DAY), conn.dialect.name, traces=ids)  # type: ignore[arg-type]
     _insert(conn, _pairs_t, pairs.add_columns(signed))
     _insert(conn, _cells_t, gpu._shares([], literal(WHOLE_DAY), traces=ids).add_columns(signed))
-    calls = call_days._summed(
-        func.date(LlmCall.started_at), [LlmCall.trace_id.in_(ids)], by_day=True, keys=[]
-    )
-    _insert(conn, _calls_t, calls.add_columns(signed))
+    if call_days:
+        on_days = [LlmCall.trace_id.in_(ids), Stale(tuple(call_days)).covers(LlmCall.started_at)]
+        day = func.date(LlmCall.started_at)
+        calls = call_days_rollup._summed(day, on_days, by_day=True, keys=[])
+        _insert(conn, _calls_t, calls.add_columns(signed))
 
 
 def _insert(conn: Connection, target: Table, query: Select[Any]) -> None:
@@ -315,6 +370,8 @@ def _merge(conn: Connection, table: Table, delta: Select[Any], days: Collection[
     keys = [c.name for c in table.c if c.name not in MEASURES]
     sums = [c.name for c in table.c if c.name in MEASURES]
     _insert(conn, work, delta.add_columns(literal(0).label("src")))
+    if conn.dialect.name == "postgresql":  # its size, for the planner: a hash join, not loops
+        conn.exec_driver_sql(f"ANALYZE {work.name}")
     same = and_(w.src == 0, *(_same(conn, w[k], t[k]) for k in keys))
     on_days = t.day.in_(sorted(days))
     stored = select(*t, literal(1).label("src")).select_from(work.join(table, same))

@@ -68,6 +68,10 @@ from app.warehouse.types import as_date
 log = logging.getLogger("spendguard.rollups")
 
 LOCK = "rollup-refresh"
+# PostgreSQL: held by a true-up or re-allocation writing its change with marks, not rebuilds
+# (`app.rollups.swap`: the refresh lock was busy), for its transaction; a patch of late spans
+# (`app.rollups.patch`) needs it too.
+CHANGE_LOCK = "rollup-change"
 MAX_PASSES = 3  # days marked while refreshing are taken in the next pass, a few times at most
 # Readers start a rebuild of up to this many days (and read them from the base tables meanwhile).
 LAZY_MAX_DAYS = 7

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Protocol, cast
@@ -55,12 +55,12 @@ from sqlalchemy.schema import CreateTable
 from app.rollups.day_pairs import ORDER, write_pairs, write_twin
 from app.rollups.dirty import Slice, mark_slices
 from app.rollups.gpu import rebuild_gpu_slices
-from app.rollups.refresh import LAZY_MAX_DAYS, LOCK, vacuum_staged
+from app.rollups.refresh import CHANGE_LOCK, LAZY_MAX_DAYS, LOCK, vacuum_staged
 from app.rollups.staging import Rebuild, clear_staged, read_settings, replace_rows, row_hour
 from app.rollups.stale import MAX_STALE_HOURS, Stale, dirty_in
 from app.rollups.weeks import invalidate
 from app.warehouse.checkpoints import write_checkpoint
-from app.warehouse.locks import waiting_lock
+from app.warehouse.locks import wait_transaction_lock, waiting_lock
 from app.warehouse.tables import Request
 from app.warehouse.tables_gpu import GpuAllocation, GpuPoolHour, Reallocated
 from app.warehouse.tables_rollup import GPU_ROLLUPS, rollup_sliced
@@ -198,10 +198,16 @@ class Written:
     busy: bool = False  # the refresh lock stayed taken: every day marked
 
 
+# The request days and hours whose sums a change moves, or a function that reads them on a
+# connection (`write_change` calls it once no patch of late spans can commit before the change
+# does: `app.rollups.patch`).
+Hours = Iterable[Slice] | Callable[[Connection], Iterable[Slice]]
+
+
 def write_change(
     engine: Engine,
     change: Change,
-    hours: Iterable[Slice],
+    hours: Hours,
     wait: float = WAIT,
     *,
     rebuild: bool = True,
@@ -210,21 +216,25 @@ def write_change(
     changes: each day prestaged and swapped in with it, or marked (see the module; all of
     them without `rebuild`: one change of many, such as a re-allocation of weeks, a day at a
     time). A prestaging that fails is logged, and its days are marked instead: the change is
-    never lost to it."""
-    changed: dict[date, set[int | None]] = {}
-    for day, hour in hours:
-        changed.setdefault(day, set()).add(hour)
+    never lost to it. A function `hours` is called under the refresh lock, or when that is
+    busy in the transaction that writes the change (after its first write on SQLite, after
+    taking CHANGE_LOCK on PostgreSQL), so that it sees every patch of late spans committed
+    before the change, and none commits in between (`app.rollups.patch`)."""
     if not rebuild:
         with engine.begin() as conn:
-            change.write(conn)
-            mark_slices(conn, _every(changed))
+            _written_with_marks(conn, change, hours)
         return Written()
     written = Written()
+    jobs: list[Rebuild] = []
+    marks: list[Slice] | None = None  # (None: read with the change's write)
     with waiting_lock(engine, LOCK, wait) as held:
-        if not held:
-            log.info("rollups: the refresh is busy: %d day(s) marked", len(changed))
+        if held:
+            with engine.connect() as conn:
+                changed = _by_day(_read(conn, hours))
+            jobs, marks = _plan(engine, changed)
+        else:
+            log.info("rollups: the refresh is busy: a change's days are marked")
             written.busy = True
-        jobs, marks = _plan(engine, changed) if held else ([], _every(changed))
         began = time.perf_counter()
         try:
             for job in jobs:
@@ -235,10 +245,13 @@ def write_change(
             jobs, marks = [], _every(changed)
         summed = time.perf_counter()
         with engine.begin() as conn:
-            change.write(conn)
+            if marks is None:
+                _written_with_marks(conn, change, hours)
+            else:
+                change.write(conn)
+                mark_slices(conn, marks)
             for job in jobs:
                 swap_in(conn, job.day, change.rollups)
-            mark_slices(conn, marks)
             if jobs:  # a stamp readers see, as after a refresh (app.dashboard.versions)
                 write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
     if jobs:
@@ -251,6 +264,24 @@ def write_change(
         vacuum_staged(engine)  # (the staged rows it wrote and deleted: outside the lock)
     written.rebuilt = [job.day for job in jobs]
     return written
+
+
+def _written_with_marks(conn: Connection, change: Change, hours: Hours) -> None:
+    """`change` written and its hours marked, read after the write (see `write_change`)."""
+    wait_transaction_lock(conn, CHANGE_LOCK)
+    change.write(conn)
+    mark_slices(conn, _every(_by_day(_read(conn, hours))))
+
+
+def _read(conn: Connection, hours: Hours) -> Iterable[Slice]:
+    return hours(conn) if callable(hours) else hours
+
+
+def _by_day(hours: Iterable[Slice]) -> dict[date, set[int | None]]:
+    changed: dict[date, set[int | None]] = {}
+    for day, hour in hours:
+        changed.setdefault(day, set()).add(hour)
+    return changed
 
 
 def _unstage(engine: Engine, jobs: Iterable[Rebuild]) -> None:

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 log = logging.getLogger("spendguard.locks")
@@ -80,15 +80,27 @@ def transaction_lock(session: Session, name: str) -> bool:
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         key = advisory_key(str(schema), name)
         return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar())
+    root = session.get_transaction()
+    held = session.info.setdefault(_HELD, [])
+    if any(entry[0] is root and entry[1] == name for entry in held):
+        return True  # (this transaction's already, as PostgreSQL's is)
     lock = named_lock(conn.engine, name)
     if not lock.__enter__():
         lock.__exit__(None, None, None)
         return False
-    held = session.info.setdefault(_HELD, [])
-    if not held and not event.contains(session, "after_transaction_end", _release):
+    if not event.contains(session, "after_transaction_end", _release):
         event.listen(session, "after_transaction_end", _release)
-    held.append((session.get_transaction(), lock))
+    held.append((root, name, lock))
     return True
+
+
+def wait_transaction_lock(conn: Connection, name: str) -> None:
+    """PostgreSQL: wait for the lock `name` and hold it until `conn`'s transaction ends
+    (`pg_advisory_xact_lock`). Elsewhere nothing: SQLite's writers take turns anyway."""
+    if conn.dialect.name == "postgresql":
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        key = advisory_key(str(schema), name)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 _HELD = "spendguard.transaction_locks"
@@ -99,7 +111,7 @@ def _release(session: Session, transaction: SessionTransaction) -> None:
     held = session.info.get(_HELD, [])
     for entry in [e for e in held if e[0] is transaction]:
         held.remove(entry)
-        entry[1].__exit__(None, None, None)
+        entry[2].__exit__(None, None, None)
 
 
 def _tries(deadline: float, every: float) -> Iterator[None]:
