@@ -21,6 +21,7 @@ from app.rollups.day_pairs import ORDER
 from app.rollups.dirty import mark_days, mark_slices
 from app.rollups.refresh import rebuild_day
 from app.rollups.refresh import refresh as refresh_rollups
+from app.rollups.weeks import week_of
 from app.settings import Settings, load_settings
 from app.traces.attribution import RequestFacts
 from app.traces.batch import Batch, CallRow
@@ -31,6 +32,7 @@ from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_billing import BilledCost
 from app.warehouse.tables_gpu import GpuCost
 from app.warehouse.tables_rollup import GPU_ROLLUPS, rollup_call_days, rollup_dirty
+from app.warehouse.tables_weekly import WEEKLY
 from bench.dashboard_data import END
 
 
@@ -117,6 +119,7 @@ def late_spans(engine: Engine, day: date, traces: int = 100) -> list[str]:
         marked = conn.execute(select(func.count(rollup_dirty.c.day.distinct()))).scalar_one()
     patched = _rows_of(engine, day)
     rebuild_day(engine, day)
+    refresh_rollups(engine)  # (its week summed again)
     same = "equal to" if _rows_of(engine, day) == patched else "DIFFERENT from"
     with session_scope(engine) as session:  # as it was
         session.execute(delete(LlmCall).where(LlmCall.span_id == "benchlate"))
@@ -126,7 +129,7 @@ def late_spans(engine: Engine, day: date, traces: int = 100) -> list[str]:
     return [
         f"late spans of {day} (a call for {len(stored)} of its requests, {traces} new "
         f"requests, in one batch): loaded with their rollup rows patched in {seconds:.2f} s; "
-        f"{marked} day(s) marked; the day's rows {same} a rebuild's"
+        f"{marked} day(s) marked; the day's rows (and its week's) {same} a rebuild's"
     ]
 
 
@@ -144,11 +147,13 @@ def _call(trace: str, at: datetime, n: int) -> CallRow:
 
 
 def _rows_of(engine: Engine, day: date) -> list[list[tuple[str, ...]]]:
-    """Every rollup's rows of `day`, as text, sorted."""
+    """Every rollup's rows of `day`, and every weekly rollup's of its week, as text, sorted."""
+    tables = [(t, t.c.day == day) for t in (*ORDER, *GPU_ROLLUPS, rollup_call_days)]
+    tables += [(t, t.c.week == week_of(day)) for t in WEEKLY.values()]
     with engine.connect() as conn:
         return [
-            sorted(tuple(map(str, row)) for row in conn.execute(select(t).where(t.c.day == day)))
-            for t in (*ORDER, *GPU_ROLLUPS, rollup_call_days)
+            sorted(tuple(map(str, row)) for row in conn.execute(select(t).where(which)))
+            for t, which in tables
         ]
 
 

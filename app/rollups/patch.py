@@ -25,9 +25,9 @@ So a small batch whose requests and calls all fall on such days patches their ro
 3. `Patch.apply` reads them again, signed +1, and merges the sums into the rollups: each
    rollup's rows of the groups the change touches are summed with it and written back, a
    group that sums to nothing deleted, so that the rows are those a rebuild writes; the spread
-   GPU requests' rows of the batch's requests are replaced. The weeks of those days go off
-   `rollup_weeks` (the next refresh sums them again) and the dashboard's stamp moves
-   (checkpoint `rollups/refresh`).
+   GPU requests' rows of the batch's requests are replaced; the weekly rollups' rows
+   (`app.rollups.weeks`) of the weeks whose sums hold those days are merged likewise. The
+   dashboard's stamp moves (checkpoint `rollups/refresh`).
 
 Anything else marks, as before: a batch of more than PATCH_MAX requests (a bulk load: one
 rebuild costs less than many patches), a day that is not settled, the locks held elsewhere,
@@ -77,7 +77,7 @@ from app.rollups import gpu
 from app.rollups.day_pairs import ORDER, _pairs, _weighted
 from app.rollups.refresh import CHANGE_LOCK, LOCK, live_from
 from app.rollups.stale import Stale, hour_of
-from app.rollups.weeks import invalidate
+from app.rollups.weeks import week_of
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.locks import transaction_lock
 from app.warehouse.tables import LlmCall, Request
@@ -95,6 +95,7 @@ from app.warehouse.tables_rollup import (
     rollup_sliced,
 )
 from app.warehouse.tables_staged import pair_columns
+from app.warehouse.tables_weekly import WEEKLY, rollup_weeks
 from app.warehouse.types import as_date
 
 # At most this many requests in a batch that patches (an OTLP export holds a few hundred
@@ -151,7 +152,7 @@ _WORK = {
         *(Column(c.name, c.type) for c in table.c),
         Column("src", SmallInteger),
     )
-    for table in (*ORDER, *_GPU, rollup_call_days)
+    for table in (*ORDER, *_GPU, rollup_call_days, *WEEKLY.values())
 }
 _TEMPORARY = (_pairs_t, _cells_t, _calls_t, *_WORK.values())
 # SQLite: each work table indexed by its keys, so that the join to its rollup reads the day's
@@ -191,6 +192,7 @@ class Patch:
         _read(conn, self.ids, self.call_days, +1)
         if not _read_days(conn) <= self.days:
             return False
+        weeks = _summed_weeks(conn, self.days)
         for table in ORDER:
             keys, measures, where = _weighted(table, _pairs_t)
             p = _pairs_t.c
@@ -200,6 +202,8 @@ class Patch:
                 *(func.sum(m * p.sign).label(name) for name, m in measures.items()),
             ).where(*where)
             _merge(conn, table, delta.group_by(p.day, *keys), self.days)
+            if table in WEEKLY:
+                _merge_weeks(conn, table, weeks)
         c = _cells_t.c
         for table in _GPU:
             keys = [c[col.name] for col in table.c if col.name not in ("day", "hour", *GPU_SUMMED)]
@@ -222,7 +226,6 @@ class Patch:
             *(func.sum(k[name] * k.sign).label(name) for name in call_days_rollup.MEASURES),
         ).group_by(k.day, k.provider, k.model)
         _merge(conn, rollup_call_days, delta, self.days)
-        invalidate(conn, self.days)
         write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
         return True
 
@@ -361,10 +364,37 @@ def _insert(conn: Connection, target: Table, query: Select[Any]) -> None:
     conn.execute(insert(target).from_select(list(query.selected_columns.keys()), query))
 
 
-def _merge(conn: Connection, table: Table, delta: Select[Any], days: Collection[date]) -> None:
+def _summed_weeks(conn: Connection, days: Collection[date]) -> dict[date, list[date]]:
+    """Of `days`, those that their week's weekly rows hold (`app.rollups.weeks`), by week."""
+    w = rollup_weeks.c
+    found = conn.execute(select(w.week, w.days).where(w.week.in_({week_of(d) for d in days})))
+    held = {as_date(week): int(n) for week, n in found}
+    weeks: dict[date, list[date]] = {}
+    for day in sorted(days):
+        week = week_of(day)
+        if (day - week).days < held.get(week, 0):
+            weeks.setdefault(week, []).append(day)
+    return weeks
+
+
+def _merge_weeks(conn: Connection, daily: Table, weeks: dict[date, list[date]]) -> None:
+    """The change just merged into `daily` (its work table's rows of src 0), merged into its
+    weekly rollup too, for the weeks whose sums hold its days."""
+    weekly, w = WEEKLY[daily], _WORK[daily].c
+    keys = [w[c.name] for c in weekly.c if c.name != "week" and c.name not in MEASURES]
+    sums = [func.sum(w[c.name]).label(c.name) for c in weekly.c if c.name in MEASURES]
+    for week, days in weeks.items():
+        delta = select(literal(week, Date).label("week"), *keys, *sums)
+        delta = delta.where(w.src == 0, w.day.in_(days)).group_by(*keys)
+        _merge(conn, weekly, delta, [week], by="week")
+
+
+def _merge(
+    conn: Connection, table: Table, delta: Select[Any], days: Collection[date], by: str = "day"
+) -> None:
     """`delta` (the rollup's columns: a change's signed sums by group) merged into the rows of
-    `table` on `days`: the rows of the groups it touches summed with it and written back, a
-    group whose sums are all zero left out."""
+    `table` on `days` (of its column `by`): the rows of the groups it touches summed with it
+    and written back, a group whose sums are all zero left out."""
     work = _WORK[table]
     w, t = work.c, table.c
     keys = [c.name for c in table.c if c.name not in MEASURES]
@@ -373,7 +403,7 @@ def _merge(conn: Connection, table: Table, delta: Select[Any], days: Collection[
     if conn.dialect.name == "postgresql":  # its size, for the planner: a hash join, not loops
         conn.exec_driver_sql(f"ANALYZE {work.name}")
     same = and_(w.src == 0, *(_same(conn, w[k], t[k]) for k in keys))
-    on_days = t.day.in_(sorted(days))
+    on_days = t[by].in_(sorted(days))
     stored = select(*t, literal(1).label("src")).select_from(work.join(table, same))
     _insert(conn, work, stored.where(on_days))
     if conn.dialect.name == "sqlite":  # driven from the change's few rows, by rowid
