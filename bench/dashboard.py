@@ -15,7 +15,9 @@ filter change ≤ 1 s).
    drill-down, a user, one and two models, 90 days.
 3. Again, every page's first paint and filter change with `pricing.true_up: true`; then so
    while the true-up rebuilds a past day with new factors again and again beside the pages
-   (`swapping`: written together, no mark, so they keep reading the rollups).
+   (`swapping`: written together, no mark, so they keep reading the rollups); and, with
+   `pricing.true_up: false`, while batches of late spans of a past day are loaded one after
+   another beside the pages (`patching`: each patches the day's rows, no mark).
 4. Again, with the latest hour waiting for its rebuild (live ingest: the live days are stored
    as hour slices, and the pages read that hour from the base tables and the rest from the
    rollups), and with the whole latest day waiting (changes in more than six of its hours,
@@ -27,7 +29,7 @@ filter change ≤ 1 s).
                               [--rebuild-rollups] [--data-dir /work/bench-data]
                               [--postgres URL] [--prefix sg_bench] [--drop]
                               [--pages spend,unit_costs,…] [--reconcile-only]
-                              [--passes clean,true_up,swapping,live,late,paired,staged]
+                              [--passes clean,true_up,swapping,patching,live,late,paired,staged]
                               [--show-slow SECONDS]
 
 `--reuse` keeps a warehouse already generated with the same N (SQLite file
@@ -36,8 +38,8 @@ the end. `--pages` times only those pages (the Unit costs page's extra changes o
 `--reconcile-only` times only the reconciliation behind the Spend page's "Estimated vs billed"
 (`app.reports.reconcile.reconcile` over the last 30 and 90 days, clean and with the latest day
 waiting for its rebuild), which every pass also prints first. `--passes` times only those
-states (step 2 is `clean`, 3 `true_up` and `swapping`, 4 `live`, `late`, `paired` and
-`staged`).
+states (step 2 is `clean`, 3 `true_up`, `swapping` and `patching`, 4 `live`, `late`,
+`paired` and `staged`).
 """
 
 from __future__ import annotations
@@ -55,9 +57,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The states timed (each every page): clean, `pricing.true_up`, the latest hour stale, the
-# latest day stale whole (before its staging), and staged.
-PASSES = ("clean", "true_up", "swapping", "live", "late", "paired", "staged")
+# The states timed (each every page): clean, `pricing.true_up` (and so while a true-up swaps a
+# past day's rows), late spans of a past day being patched, the latest hour stale, the latest
+# day stale whole (before its staging), and staged.
+PASSES = ("clean", "true_up", "swapping", "patching", "live", "late", "paired", "staged")
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, func, select, text  # noqa: E402
@@ -82,6 +85,7 @@ from bench.dashboard_data import (  # noqa: E402
     sqlite_warehouse,
 )
 from bench.dashboard_extras import load_extras, write_config  # noqa: E402
+from bench.dashboard_late import patching  # noqa: E402
 from bench.dashboard_pages import PAGES, SqlClock, time_pages, time_reconcile  # noqa: E402
 from bench.dashboard_worker import swapping, worker_cycle  # noqa: E402
 
@@ -213,6 +217,17 @@ def _bench(
                        pages)  # fmt: skip
         print(f"  meanwhile {counts['true-ups']} true-up(s), {counts['rebuilt']} day(s) rebuilt "
               f"with their factors, {counts['marked']} marked", flush=True)  # fmt: skip
+    if "patching" in passes and not reconcile_only:
+        # Late spans of a past day, a batch after another, each patching the day's rows (no
+        # mark) beside the pages: they never read that day from the base tables.
+        write_config(work, n, engine, true_up=False)
+        past = day - timedelta(days=3)
+        with patching(engine, past) as done:
+            time_pages(url, f"batches of late spans of {past} loaded again and again", False,
+                       pages)  # fmt: skip
+        print(f"  meanwhile {done['batches']:.0f} batch(es) of 200 requests, the slowest "
+              f"{done['slowest']:.2f} s, {done['marked']:.0f} day(s) marked",
+              flush=True)  # fmt: skip
     # Live ingest: the latest hour waits for its rebuild (another process holds the refresh
     # lock, as a worker rebuilding it would), so every page reads that hour from the base
     # tables and adds it to the rollups' other rows.

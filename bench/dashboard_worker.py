@@ -1,8 +1,8 @@
 """The dashboard benchmark's worker cycle: what the worker's true-up and GPU allocation change
 after a collector run, timed on the generated warehouse, and what they rebuild or mark
-(`worker_cycle`); a batch of late spans of a past day, whose rows it patches (`late_spans`);
-and the true-up of a past day run again and again beside the pages (`swapping`). Each leaves
-the warehouse as it was.
+(`worker_cycle`, with a batch of late spans: `bench.dashboard_late`); and the true-up of a
+past day run again and again beside the pages (`swapping`). Each leaves the warehouse as it
+was.
 """
 
 from __future__ import annotations
@@ -17,23 +17,17 @@ from pathlib import Path
 from sqlalchemy import Engine, delete, func, select
 
 from app.gpu.allocate import refresh as allocate
-from app.rollups.day_pairs import ORDER
-from app.rollups.dirty import mark_days, mark_slices
-from app.rollups.refresh import rebuild_day
+from app.rollups.dirty import mark_slices
 from app.rollups.refresh import refresh as refresh_rollups
-from app.rollups.weeks import week_of
 from app.settings import Settings, load_settings
-from app.traces.attribution import RequestFacts
-from app.traces.batch import Batch, CallRow
 from app.trueup import TrueUpResult, refresh_true_up
 from app.warehouse.engine import session_scope
-from app.warehouse.load import load_batch
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_billing import BilledCost
 from app.warehouse.tables_gpu import GpuCost
-from app.warehouse.tables_rollup import GPU_ROLLUPS, rollup_call_days, rollup_dirty
-from app.warehouse.tables_weekly import WEEKLY
+from app.warehouse.tables_rollup import rollup_dirty
 from bench.dashboard_data import END
+from bench.dashboard_late import late_spans
 
 
 def worker_cycle(engine: Engine, config: Path) -> list[str]:
@@ -87,74 +81,6 @@ def worker_cycle(engine: Engine, config: Path) -> list[str]:
     allocate(engine, settings, day, day + timedelta(days=1))
     refresh_rollups(engine)
     return lines
-
-
-def late_spans(engine: Engine, day: date, traces: int = 100) -> list[str]:
-    """A batch of late spans of `day` (a past day, stored whole), as an exporter that fell
-    behind sends them, loaded as the receiver loads one (`load_batch`): a late call for
-    `traces` of the day's requests, and `traces` new requests with a call each. Its rows are
-    patched in its own transaction, with no mark (`app.rollups.patch`): timed; then the day's
-    rows compared with a rebuild's. The warehouse is left as it was."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    with engine.connect() as conn:
-        stored = conn.execute(
-            select(Request.trace_id, Request.started_at)
-            .where(Request.started_at >= start, Request.started_at < start + timedelta(days=1))
-            .order_by(Request.started_at)
-            .limit(traces)
-        ).all()
-    batch = Batch()
-    for n, (trace, at) in enumerate(stored):
-        batch.requests[trace] = _facts(trace, at, None, "bench-late")
-        batch.calls[(trace, "benchlate")] = _call(trace, at + timedelta(seconds=1), n)
-    for n in range(traces):
-        trace, at = f"benchlate{n:023d}", start + timedelta(minutes=(7 * n) % 1440)
-        batch.requests[trace] = _facts(trace, at, "/bench", f"bench-{n % 10}")
-        batch.calls[(trace, "benchlate")] = _call(trace, at, n)
-    began = time.perf_counter()
-    with session_scope(engine) as session:
-        load_batch(session, batch, {})
-    seconds = time.perf_counter() - began
-    with engine.connect() as conn:
-        marked = conn.execute(select(func.count(rollup_dirty.c.day.distinct()))).scalar_one()
-    patched = _rows_of(engine, day)
-    rebuild_day(engine, day)
-    refresh_rollups(engine)  # (its week summed again)
-    same = "equal to" if _rows_of(engine, day) == patched else "DIFFERENT from"
-    with session_scope(engine) as session:  # as it was
-        session.execute(delete(LlmCall).where(LlmCall.span_id == "benchlate"))
-        session.execute(delete(Request).where(Request.trace_id.like("benchlate%")))
-        mark_days(session.connection(), [day])
-    refresh_rollups(engine)
-    return [
-        f"late spans of {day} (a call for {len(stored)} of its requests, {traces} new "
-        f"requests, in one batch): loaded with their rollup rows patched in {seconds:.2f} s; "
-        f"{marked} day(s) marked; the day's rows (and its week's) {same} a rebuild's"
-    ]
-
-
-def _facts(trace: str, at: datetime, endpoint: str | None, user: str) -> RequestFacts:
-    """A request's facts: a root's (`endpoint`), or a call's, which a stored root beats."""
-    key = ("0" if endpoint else "5") + at.isoformat()
-    return RequestFacts(trace, at, key, "r" if endpoint else None, endpoint or "(none)", None,
-                        None, user, key, None, None)  # fmt: skip
-
-
-def _call(trace: str, at: datetime, n: int) -> CallRow:
-    model, provider = ("gpt-4o-mini", "openai") if n % 2 else ("claude-haiku-4-5", "anthropic")
-    return CallRow(trace, "benchlate", at, 800, provider, model, None, None, "chat",
-                   "otel-genai", 1200, 0, 0, 300, 0, 1_500_000, "catalog")  # fmt: skip
-
-
-def _rows_of(engine: Engine, day: date) -> list[list[tuple[str, ...]]]:
-    """Every rollup's rows of `day`, and every weekly rollup's of its week, as text, sorted."""
-    tables = [(t, t.c.day == day) for t in (*ORDER, *GPU_ROLLUPS, rollup_call_days)]
-    tables += [(t, t.c.week == week_of(day)) for t in WEEKLY.values()]
-    with engine.connect() as conn:
-        return [
-            sorted(tuple(map(str, row)) for row in conn.execute(select(t).where(which)))
-            for t, which in tables
-        ]
 
 
 def restated_bill(engine: Engine, day: date) -> list[str]:
