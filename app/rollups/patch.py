@@ -367,7 +367,9 @@ def _insert(conn: Connection, target: Table, query: Select[Any]) -> None:
 def _summed_weeks(conn: Connection, days: Collection[date]) -> dict[date, list[date]]:
     """Of `days`, those that their week's weekly rows hold (`app.rollups.weeks`), by week."""
     w = rollup_weeks.c
-    found = conn.execute(select(w.week, w.days).where(w.week.in_({week_of(d) for d in days})))
+    found = conn.execute(
+        select(w.week, w.days).where(w.week.in_(sorted({week_of(d) for d in days})))
+    )
     held = {as_date(week): int(n) for week, n in found}
     weeks: dict[date, list[date]] = {}
     for day in sorted(days):
