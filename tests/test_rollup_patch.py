@@ -17,11 +17,11 @@ from app.reports.unit_costs import Scope, unit_costs
 from app.rollups import patch, swap
 from app.rollups.day_pairs import ORDER
 from app.rollups.dirty import mark_all, mark_days
-from app.rollups.refresh import LOCK, refresh
+from app.rollups.refresh import CHANGE_LOCK, LOCK, refresh
 from app.traces.batch import CallRow
 from app.trueup import refresh_true_up
 from app.warehouse.engine import session_scope
-from app.warehouse.locks import named_lock
+from app.warehouse.locks import named_lock, wait_transaction_lock
 from app.warehouse.tables import Request
 from app.warehouse.tables_rollup import (
     GPU_ROLLUPS,
@@ -171,6 +171,23 @@ def test_a_request_moved_to_another_day_is_marked(settled: Engine) -> None:
     assert_readers_answer_like_the_base_tables(settled, random.Random(5))
 
 
+def test_a_batch_across_two_weeks(settled: Engine) -> None:
+    """A late request that started on a Sunday at 23:59 and called at 00:00:05 on Monday:
+    two days of two summed weeks patched, each week's rows once."""
+    _load(settled, _fillers(), [], False)
+    refresh(settled)
+    sunday = T0 + timedelta(days=3, hours=23, minutes=59)
+    assert sunday.weekday() == 6
+    late = [_facts("6" * 32, sunday, True, "/a", "u1"),
+            _call("6" * 32, 1, sunday + timedelta(seconds=65))]  # fmt: skip
+    _load(settled, late, [], False)
+    assert marks(settled) == []
+    with settled.connect() as conn:
+        weeks = set(conn.execute(select(rollup_weeks.c.week)).scalars())
+    assert {_day(w) for w in weeks} >= {DAY - timedelta(days=3), DAY + timedelta(days=4)}
+    assert rows(settled) == rebuilt(settled)
+
+
 def test_spans_sent_again_change_nothing(settled: Engine) -> None:
     before = rows(settled)
     again = [_facts("2" * 32, T0 + timedelta(hours=30), True, "/b", "u2"),
@@ -318,3 +335,19 @@ def test_a_patch_counts_the_trued_up_costs(trued: Engine) -> None:
         )
         assert conn.execute(trued_up).scalar_one() != 0
     assert rows(trued) == rebuilt(trued)
+
+
+def test_a_change_being_written_with_marks_makes_a_patch_mark(settled: Engine) -> None:
+    """PostgreSQL: while a true-up or re-allocation writes its change with marks (the refresh
+    lock was busy), it holds CHANGE_LOCK for its transaction: a batch of late spans then marks
+    its days instead of patching them. (On SQLite the database's one write lock keeps the two
+    transactions apart.)"""
+    if settled.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers take turns: no lock to hold")
+    with settled.connect() as other, other.begin():
+        wait_transaction_lock(other, CHANGE_LOCK)
+        _load(settled, [_call("1" * 32, 5, T0 + timedelta(hours=9, seconds=30))], [], False)
+    assert marks(settled) == [(DAY, 9)]
+    refresh(settled)
+    _load(settled, [_call("1" * 32, 6, T0 + timedelta(hours=9, seconds=31))], [], False)
+    assert marks(settled) == []

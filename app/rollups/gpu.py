@@ -70,7 +70,7 @@ COLUMNS = {
 }
 
 # One day's GPU shares, one row per request and (call day, pool, model).
-_day_shares = Table(
+DAY_SHARES = Table(
     "rollup_day_gpu_shares",
     MetaData(),
     Column("trace_id", String(32)),
@@ -101,11 +101,11 @@ def rebuild_gpu_slices(
     `into`: the table to write a rollup's rows into (its staged twin); `reallocated`: shares
     to read in place of some hours' stored ones (`app.rollups.swap`). The caller has deleted
     those rows, in the same transaction (`app.rollups.refresh`)."""
-    conn.execute(CreateTable(_day_shares, if_not_exists=True))
-    conn.execute(delete(_day_shares))
+    conn.execute(CreateTable(DAY_SHARES, if_not_exists=True))
+    conn.execute(delete(DAY_SHARES))
     shares = _shares(spans, hour) if reallocated is None else _new_shares(spans, hour, reallocated)
-    conn.execute(insert(_day_shares).from_select(list(shares.selected_columns.keys()), shares))
-    f = _day_shares.c
+    conn.execute(insert(DAY_SHARES).from_select(list(shares.selected_columns.keys()), shares))
+    f = DAY_SHARES.c
     for table in (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals):
         keys = [f[c.name] for c in table.c if c.name not in ("day", *GPU_SUMMED)]
         query = select(
@@ -125,7 +125,7 @@ def rebuild_gpu_slices(
 
 
 def _shares(spans: list[tuple[datetime, datetime]], hour: Any, traces: Any = None) -> Select[Any]:
-    """The rows of `_day_shares` for the requests that started in `spans`: the shares joined
+    """The rows of `DAY_SHARES` for the requests that started in `spans`: the shares joined
     to their call (by primary key) and request (by the `started_at` index). `traces` (a
     select of trace ids) in place of `spans`: those requests' rows, with their request's UTC
     `day` (`app.rollups.patch`)."""

@@ -14,12 +14,12 @@ So a small batch whose requests and calls all fall on such days patches their ro
    Only then does it take the refresh lock until the transaction ends (`transaction_lock`: no
    refresh, staging, swap or compaction replaces those days' rows before this transaction
    commits), on PostgreSQL `CHANGE_LOCK` too (a true-up or re-allocation writing its change
-   with marks: `app.rollups.swap`) and the batch's stored requests' rows (FOR UPDATE: no
-   other writer moves them meanwhile); on SQLite it writes first, to hold the database's
-   write lock. It checks again, then reads the batch's requests as the rollups count them
-   now, signed -1, into temporary tables: their pairs (`app.rollups.day_pairs`), their GPU
-   cells (`app.rollups.gpu`), and their calls on the batch's call days by call day
-   (`app.rollups.call_days`; a load adds calls and never changes one).
+   with marks: `app.rollups.swap`); on SQLite it writes first, to hold the database's write
+   lock. It checks again, then reads the batch's requests as the rollups count them now,
+   signed -1, into temporary tables (and checks that they lie on the days it checked): their
+   pairs (`app.rollups.day_pairs`), their GPU cells (`app.rollups.gpu`), and their calls on
+   the batch's call days by call day (`app.rollups.call_days`; a load adds calls and never
+   changes one).
 2. The load writes the batch (PostgreSQL's trigger on a moved request stands aside for it:
    migration 0020).
 3. `Patch.apply` reads them again, signed +1, and merges the sums into the rollups: each
@@ -120,20 +120,10 @@ def _sign() -> Column[int]:
 
 # The batch's requests before and after the load: pairs, GPU cells, calls by call day.
 _pairs_t = _temporary("rollup_patch_pairs", *pair_columns(), _sign())
-_cells_t = _temporary(
+_cells_t = _temporary(  # a day's GPU shares' table (`app.rollups.gpu`), by request day
     "rollup_patch_gpu",
     Column("day", Date),
-    Column("trace_id", String(32)),
-    Column("hour", Integer),
-    Column("call_day", Date),
-    Column("pool", String(128)),
-    Column("model", String(256)),
-    Column("endpoint", String(512)),
-    Column("user_id", String(256)),
-    Column("team", String(256)),
-    Column("calls", BigInteger),
-    Column("gpu_cost_nanousd", BigInteger),
-    Column("single", Integer),
+    *(Column(c.name, c.type) for c in gpu.DAY_SHARES.c),
     _sign(),
 )
 _calls_t = _temporary(
@@ -256,11 +246,10 @@ def begin(
         return None
     if postgresql and not transaction_lock(session, CHANGE_LOCK):
         return None  # (a true-up or re-allocation writing its change and marks: `swap`)
-    if postgresql:  # no other writer changes these requests before this transaction ends
-        r = Request
-        conn.execute(select(r.trace_id).where(r.trace_id.in_(ids)).order_by(r.trace_id)
-                     .with_for_update())  # fmt: skip
-    else:
+    # (No row locks on the stored requests: the load's own upserts take theirs in key order,
+    # and locking some first could deadlock with another load. A writer that changes one
+    # meanwhile marks its days, and its marks win; one that moves it makes `apply` decline.)
+    if not postgresql:
         # A write first, so that this transaction takes the database's write lock before it
         # reads (a read snapshot could not become a write once another writer commits).
         write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
@@ -399,6 +388,7 @@ def _merge(
     and written back, a group whose sums are all zero left out."""
     work = _WORK[table]
     w, t = work.c, table.c
+    conn.execute(delete(work))  # (a weekly one is merged once per week)
     keys = [c.name for c in table.c if c.name not in MEASURES]
     sums = [c.name for c in table.c if c.name in MEASURES]
     _insert(conn, work, delta.add_columns(literal(0).label("src")))
