@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from app.dashboard.queries import filter_options
 from app.reports.unit_costs import Scope, cost_query, unit_costs
+from app.rollups.dirty import mark_days
 from app.rollups.refresh import dirty_days, live_from, refresh
 from app.rollups.stale import dirty_in
 from app.rollups.weeks import WEEK, weeks_in
@@ -185,17 +186,20 @@ def test_weeks_answer_like_the_base_tables(
     read = _assert_answers_like_the_base_tables(engine, rnd)
     assert read or not weeks
 
-    # A late request into the first week: its day is stale (read from the base tables) and, if
-    # the week's sums hold that day, they are not read until the refresh has rebuilt the day
-    # and summed the week again.
+    # A late request into the first week. A day never summed is marked: stale (read from the
+    # base tables) and, if the week's sums hold that day, they are not read until the refresh
+    # has rebuilt the day and summed the week again. A summed day is patched with its week's
+    # rows (`app.rollups.patch`): the week is still read, and still its days' sums.
     late = T0 + timedelta(days=rnd.randrange(0, 7), hours=5)
     trace = "f" * 32
     _load(engine, [_facts(trace, late, True, "/a", "u1"), _call(trace, 1, late, "p1", "m1", 7)],
           [], False)  # fmt: skip
     if weeks and weeks[0][0] == MONDAY and late.date() < MONDAY + weeks[0][1] * DAY:
         with snapshot(engine) as conn:
-            read = weeks_in(conn, None, None, dirty_in(conn, None, None))
-            assert MONDAY not in [m for m, _ in read]
+            stale = dirty_in(conn, None, None)
+            read = [m for m, _ in weeks_in(conn, None, None, stale)]
+        assert (MONDAY in read) == (late.date() not in stale.days)
+        _weekly_rows_are_their_days_sums(engine)
     _assert_answers_like_the_base_tables(engine, rnd)
     refresh(engine)
     assert _current_weeks(engine) == _expected_weeks(engine)
@@ -241,18 +245,28 @@ def test_a_week_is_summed_up_to_the_live_days_and_taken_off_when_a_day_is_rebuil
     assert (u2.group, u2.requests, u2.llm_calls) == ({"user": "u2"}, 14, 28)
     assert u2.cost_nanousd == 14 * 100 + sum(1000 + d for d in range(14))
     assert (u1.group, u1.cost_nanousd) == ({"user": "u1"}, u2.cost_nanousd)
-    # A late call on the 5th: its rebuild takes the first week off in its own transaction.
+    # A late call on the 5th: patched with its day's rows and its week's (`app.rollups.patch`),
+    # so both weeks are still read, and answer like the base tables.
     late = T0 + timedelta(days=2, hours=3)
     _load(engine, [_facts("e" * 32, late, True, "/b", "u1"), _call("e" * 32, 1, late, "p1", "m1",
                                                                      5)], [], False)  # fmt: skip
     with snapshot(engine) as conn:
-        assert weeks_in(conn, MONDAY, third, dirty_in(conn, None, None)) == ((second, 7),)
+        read = weeks_in(conn, MONDAY, third, dirty_in(conn, None, None))
+    assert read == ((MONDAY, 7), (second, 7))
+    _weekly_rows_are_their_days_sums(engine)
     [first, _] = unit_costs(engine, ["user"], scope)
     assert (first.group, first.requests, first.cost_nanousd) == (
         {"user": "u1"},
         15,
         u1.cost_nanousd + 5,
     )
+    # The 5th marked (a re-price, say): the first week is not read until the refresh has
+    # rebuilt the day (its rebuild takes the week off in its own transaction) and summed it.
+    with engine.begin() as conn:
+        mark_days(conn, [late.date()])
+    with snapshot(engine) as conn:
+        assert weeks_in(conn, MONDAY, third, dirty_in(conn, None, None)) == ((second, 7),)
+    assert unit_costs(engine, ["user"], scope)[0] == first
     refresh(engine)
     assert _current_weeks(engine) == [(MONDAY, 7), (second, 7), (third, 2)]
     _weekly_rows_are_their_days_sums(engine)
