@@ -22,12 +22,12 @@ So a small batch whose requests and calls all fall on such days patches their ro
    changes one).
 2. The load writes the batch (PostgreSQL's trigger on a moved request stands aside for it:
    migration 0020).
-3. `Patch.apply` reads them again, signed +1, and merges the sums into the rollups: each
-   rollup's rows of the groups the change touches are summed with it and written back, a
-   group that sums to nothing deleted, so that the rows are those a rebuild writes; the spread
-   GPU requests' rows of the batch's requests are replaced; the weekly rollups' rows
-   (`app.rollups.weeks`) of the weeks whose sums hold those days are merged likewise. The
-   dashboard's stamp moves (checkpoint `rollups/refresh`).
+3. `Patch.apply` reads them again, signed +1, and merges the sums into the rollups
+   (`app.rollups.merge`): each rollup's rows of the groups the change touches are summed with
+   it and written back, a group that sums to nothing deleted, so that the rows are those a
+   rebuild writes; the spread GPU requests' rows of the batch's requests are replaced; the
+   weekly rollups' rows (`app.rollups.weeks`) of the weeks whose sums hold those days are
+   merged likewise. The dashboard's stamp moves (checkpoint `rollups/refresh`).
 
 Anything else marks, as before: a batch of more than PATCH_MAX requests (a bulk load: one
 rebuild costs less than many patches), a day that is not settled, the locks held elsewhere,
@@ -45,57 +45,50 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
     Date,
-    Index,
     Integer,
-    MetaData,
-    Select,
-    SmallInteger,
     String,
-    Table,
-    and_,
     delete,
-    exists,
     func,
-    insert,
     literal,
-    literal_column,
-    or_,
     select,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateTable
 
 from app.rollups import call_days as call_days_rollup
 from app.rollups import gpu
 from app.rollups.day_pairs import ORDER, _pairs, _weighted
+from app.rollups.merge import (
+    GPU,
+    insert_from,
+    merge,
+    merge_weeks,
+    prepare,
+    summed_weeks,
+    temporary,
+)
 from app.rollups.refresh import CHANGE_LOCK, LOCK, live_from
 from app.rollups.stale import Stale, hour_of
-from app.rollups.weeks import week_of
 from app.warehouse.checkpoints import write_checkpoint
 from app.warehouse.locks import transaction_lock
 from app.warehouse.tables import LlmCall, Request
 from app.warehouse.tables_rollup import (
     GPU_SUMMED,
-    MEASURES,
     WHOLE_DAY,
     rollup_call_days,
     rollup_daily,
-    rollup_daily_gpu,
     rollup_daily_gpu_spread,
-    rollup_daily_gpu_user_totals,
-    rollup_daily_gpu_users,
     rollup_dirty,
     rollup_sliced,
 )
 from app.warehouse.tables_staged import pair_columns
-from app.warehouse.tables_weekly import WEEKLY, rollup_weeks
+from app.warehouse.tables_weekly import WEEKLY
 from app.warehouse.types import as_date
 
 # At most this many requests in a batch that patches (an OTLP export holds a few hundred
@@ -103,15 +96,7 @@ from app.warehouse.types import as_date
 PATCH_MAX = 500
 Hour = tuple[date, int]
 
-_GPU = (rollup_daily_gpu, rollup_daily_gpu_users, rollup_daily_gpu_user_totals)
 _SETTING = "spendguard.rollup_patch"  # read by PostgreSQL's trigger (migration 0020)
-_NULL = "\x1d"  # a nullable key's NULL, for PostgreSQL's hashable comparison of keys
-
-
-def _temporary(name: str, *columns: Column[Any]) -> Table:
-    return Table(
-        name, MetaData(), *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS"
-    )
 
 
 def _sign() -> Column[int]:
@@ -119,14 +104,14 @@ def _sign() -> Column[int]:
 
 
 # The batch's requests before and after the load: pairs, GPU cells, calls by call day.
-_pairs_t = _temporary("rollup_patch_pairs", *pair_columns(), _sign())
-_cells_t = _temporary(  # a day's GPU shares' table (`app.rollups.gpu`), by request day
+_pairs_t = temporary("rollup_patch_pairs", *pair_columns(), _sign())
+_cells_t = temporary(  # a day's GPU shares' table (`app.rollups.gpu`), by request day
     "rollup_patch_gpu",
     Column("day", Date),
     *(Column(c.name, c.type) for c in gpu.DAY_SHARES.c),
     _sign(),
 )
-_calls_t = _temporary(
+_calls_t = temporary(
     "rollup_patch_calls",
     Column("day", Date),
     Column("provider", String(64)),
@@ -134,24 +119,7 @@ _calls_t = _temporary(
     *(Column(name, BigInteger) for name in call_days_rollup.MEASURES),
     _sign(),
 )
-# Per rollup: its rows of the groups a patch touches (src 1) and the change (src 0), summed
-# into the rows written back.
-_WORK = {
-    table: _temporary(
-        f"patch_{table.name}",
-        *(Column(c.name, c.type) for c in table.c),
-        Column("src", SmallInteger),
-    )
-    for table in (*ORDER, *_GPU, rollup_call_days, *WEEKLY.values())
-}
-_TEMPORARY = (_pairs_t, _cells_t, _calls_t, *_WORK.values())
-# SQLite: each work table indexed by its keys, so that the join to its rollup reads the day's
-# rows once (by the rollup's day index), each looking up its group here, rather than the day's
-# rows once per group of the change.
-_KEYED = [
-    Index(f"ix_{work.name}", *(c for c in work.c if c.name not in (*MEASURES, "src")))
-    for work in _WORK.values()
-]
+_TEMPORARY = (_pairs_t, _cells_t, _calls_t)
 
 
 @dataclass(slots=True)
@@ -182,7 +150,7 @@ class Patch:
         _read(conn, self.ids, self.call_days, +1)
         if not _read_days(conn) <= self.days:
             return False
-        weeks = _summed_weeks(conn, self.days)
+        weeks = summed_weeks(conn, self.days)
         for table in ORDER:
             keys, measures, where = _weighted(table, _pairs_t)
             p = _pairs_t.c
@@ -191,11 +159,11 @@ class Patch:
                 *keys,
                 *(func.sum(m * p.sign).label(name) for name, m in measures.items()),
             ).where(*where)
-            _merge(conn, table, delta.group_by(p.day, *keys), self.days)
+            merge(conn, table, delta.group_by(p.day, *keys), self.days)
             if table in WEEKLY:
-                _merge_weeks(conn, table, weeks)
+                merge_weeks(conn, table, weeks)
         c = _cells_t.c
-        for table in _GPU:
+        for table in GPU:
             keys = [c[col.name] for col in table.c if col.name not in ("day", "hour", *GPU_SUMMED)]
             delta = select(
                 c.day,
@@ -205,7 +173,7 @@ class Patch:
                 func.sum(c.calls * c.sign).label("calls"),
                 func.sum(c.gpu_cost_nanousd * c.sign).label("gpu_cost_nanousd"),
             )
-            _merge(conn, table, delta.group_by(c.day, *keys), self.days)
+            merge(conn, table, delta.group_by(c.day, *keys), self.days)
         _replace_spread(conn, self.ids, self.days)
         k = _calls_t.c
         delta = select(
@@ -215,7 +183,7 @@ class Patch:
             k.model,
             *(func.sum(k[name] * k.sign).label(name) for name in call_days_rollup.MEASURES),
         ).group_by(k.day, k.provider, k.model)
-        _merge(conn, rollup_call_days, delta, self.days)
+        merge(conn, rollup_call_days, delta, self.days)
         write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
         return True
 
@@ -239,7 +207,7 @@ def begin(
     first_live = _first_live(conn, hours)
     if first_live is None or any(day >= first_live for day, _ in hours):
         return None  # (the live ingest's batches: one cheap read)
-    if _settled_days(conn, hours, _request_days(conn, ids)) is None:
+    if _settled_days(conn, hours, _request_days(conn, ids), first_live) is None:
         return None
     postgresql = conn.dialect.name == "postgresql"
     if not transaction_lock(session, LOCK):
@@ -254,15 +222,13 @@ def begin(
         # reads (a read snapshot could not become a write once another writer commits).
         write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
     stored = _request_days(conn, ids)
-    days = _settled_days(conn, hours, stored)
+    days = _settled_days(conn, hours, stored, _first_live(conn, hours))
     if days is None:
         return None
     for table in _TEMPORARY:
         conn.execute(CreateTable(table, if_not_exists=True))
         conn.execute(delete(table))  # (SQLite keeps a temporary table's rows past a commit)
-    if not postgresql:
-        for index in _KEYED:
-            conn.execute(CreateIndex(index, if_not_exists=True))
+    prepare(conn)
     call_days = {day for day, _ in calls}
     _read(conn, ids, call_days, -1)
     if not _read_days(conn) <= days:
@@ -273,12 +239,12 @@ def begin(
 
 
 def _settled_days(
-    conn: Connection, hours: Collection[Hour], stored: dict[str, Hour]
+    conn: Connection, hours: Collection[Hour], stored: dict[str, Hour], first_live: date | None
 ) -> set[date] | None:
     """The days a batch touches (those of `hours`: its candidates' and calls'; and its
-    requests' stored days) when all are settled, else None."""
+    requests' stored days) when all are settled (before `first_live`: `_first_live`), else
+    None."""
     days = {day for day, _ in (*hours, *stored.values())}
-    first_live = _first_live(conn, hours)
     if not days or first_live is None or max(days) >= first_live or not _settled(conn, days):
         return None
     return days
@@ -340,86 +306,13 @@ def _read(conn: Connection, ids: Sequence[str], call_days: Collection[date], sig
     into the temporary tables."""
     signed = literal(sign).label("sign")
     pairs = _pairs(None, [], literal(WHOLE_DAY), conn.dialect.name, traces=ids)  # type: ignore[arg-type]
-    _insert(conn, _pairs_t, pairs.add_columns(signed))
-    _insert(conn, _cells_t, gpu._shares([], literal(WHOLE_DAY), traces=ids).add_columns(signed))
+    insert_from(conn, _pairs_t, pairs.add_columns(signed))
+    insert_from(conn, _cells_t, gpu._shares([], literal(WHOLE_DAY), traces=ids).add_columns(signed))
     if call_days:
         on_days = [LlmCall.trace_id.in_(ids), Stale(tuple(call_days)).covers(LlmCall.started_at)]
         day = func.date(LlmCall.started_at)
         calls = call_days_rollup._summed(day, on_days, by_day=True, keys=[])
-        _insert(conn, _calls_t, calls.add_columns(signed))
-
-
-def _insert(conn: Connection, target: Table, query: Select[Any]) -> None:
-    conn.execute(insert(target).from_select(list(query.selected_columns.keys()), query))
-
-
-def _summed_weeks(conn: Connection, days: Collection[date]) -> dict[date, list[date]]:
-    """Of `days`, those that their week's weekly rows hold (`app.rollups.weeks`), by week."""
-    w = rollup_weeks.c
-    found = conn.execute(
-        select(w.week, w.days).where(w.week.in_(sorted({week_of(d) for d in days})))
-    )
-    held = {as_date(week): int(n) for week, n in found}
-    weeks: dict[date, list[date]] = {}
-    for day in sorted(days):
-        week = week_of(day)
-        if (day - week).days < held.get(week, 0):
-            weeks.setdefault(week, []).append(day)
-    return weeks
-
-
-def _merge_weeks(conn: Connection, daily: Table, weeks: dict[date, list[date]]) -> None:
-    """The change just merged into `daily` (its work table's rows of src 0), merged into its
-    weekly rollup too, for the weeks whose sums hold its days."""
-    weekly, w = WEEKLY[daily], _WORK[daily].c
-    keys = [w[c.name] for c in weekly.c if c.name != "week" and c.name not in MEASURES]
-    sums = [func.sum(w[c.name]).label(c.name) for c in weekly.c if c.name in MEASURES]
-    for week, days in weeks.items():
-        delta = select(literal(week, Date).label("week"), *keys, *sums)
-        delta = delta.where(w.src == 0, w.day.in_(days)).group_by(*keys)
-        _merge(conn, weekly, delta, [week], by="week")
-
-
-def _merge(
-    conn: Connection, table: Table, delta: Select[Any], days: Collection[date], by: str = "day"
-) -> None:
-    """`delta` (the rollup's columns: a change's signed sums by group) merged into the rows of
-    `table` on `days` (of its column `by`): the rows of the groups it touches summed with it
-    and written back, a group whose sums are all zero left out."""
-    work = _WORK[table]
-    w, t = work.c, table.c
-    conn.execute(delete(work))  # (a weekly one is merged once per week)
-    keys = [c.name for c in table.c if c.name not in MEASURES]
-    sums = [c.name for c in table.c if c.name in MEASURES]
-    _insert(conn, work, delta.add_columns(literal(0).label("src")))
-    if conn.dialect.name == "postgresql":  # its size, for the planner: a hash join, not loops
-        conn.exec_driver_sql(f"ANALYZE {work.name}")
-    same = and_(w.src == 0, *(_same(conn, w[k], t[k]) for k in keys))
-    on_days = t[by].in_(sorted(days))
-    stored = select(*t, literal(1).label("src")).select_from(work.join(table, same))
-    _insert(conn, work, stored.where(on_days))
-    if conn.dialect.name == "sqlite":  # driven from the change's few rows, by rowid
-        rowid: Any = literal_column(f"{table.name}.rowid")
-        matched = select(rowid).select_from(work.join(table, same)).where(on_days)
-        conn.execute(delete(table).where(rowid.in_(matched)))
-    else:  # a hash semi-join on the day's rows
-        conn.execute(delete(table).where(on_days, exists(select(literal(1)).where(same))))
-    merged = (
-        select(*(w[k] for k in keys), *(func.sum(w[s]).label(s) for s in sums))
-        .group_by(*(w[k] for k in keys))
-        .having(or_(*(func.sum(w[s]) != 0 for s in sums)))
-    )
-    _insert(conn, table, merged)
-
-
-def _same(conn: Connection, a: Any, b: Any) -> Any:
-    """Key `a` equals key `b`, NULL equal to NULL: SQLite's IS (which its indexes serve), and
-    on PostgreSQL a comparison of non-NULL values, which a hash join can take."""
-    if not b.nullable:
-        return a == b
-    if conn.dialect.name == "sqlite":
-        return a.is_(b)
-    return func.coalesce(a, _NULL) == func.coalesce(b, _NULL)
+        insert_from(conn, _calls_t, calls.add_columns(signed))
 
 
 def _replace_spread(conn: Connection, ids: Sequence[str], days: Collection[date]) -> None:
@@ -431,4 +324,4 @@ def _replace_spread(conn: Connection, ids: Sequence[str], days: Collection[date]
     )
     names = [col.name for col in rollup_daily_gpu_spread.c]
     rows = select(*(c[n] for n in names)).where(c.sign == 1, c.single == 0)
-    _insert(conn, rollup_daily_gpu_spread, rows)
+    insert_from(conn, rollup_daily_gpu_spread, rows)
