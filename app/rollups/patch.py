@@ -45,6 +45,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -52,9 +53,11 @@ from sqlalchemy import (
     Connection,
     Date,
     Integer,
+    Select,
     String,
     delete,
     func,
+    insert,
     literal,
     select,
 )
@@ -94,6 +97,10 @@ from app.warehouse.types import as_date
 # At most this many requests in a batch that patches (an OTLP export holds a few hundred
 # spans); a bigger one marks its days for one rebuild each.
 PATCH_MAX = 500
+# At most this many days in a batch that patches: a patch reads every row of its days (a batch
+# of a trace file in time order lands on one or two).
+PATCH_DAYS = 2
+_CHUNK = 5000  # trace ids a statement reads before the locks (SQLite's limit of parameters)
 Hour = tuple[date, int]
 
 _SETTING = "spendguard.rollup_patch"  # read by PostgreSQL's trigger (migration 0020)
@@ -111,6 +118,7 @@ _cells_t = temporary(  # a day's GPU shares' table (`app.rollups.gpu`), by reque
     *(Column(c.name, c.type) for c in gpu.DAY_SHARES.c),
     _sign(),
 )
+_ids_t = temporary("rollup_patch_ids", Column("trace_id", String(32), primary_key=True))
 _calls_t = temporary(
     "rollup_patch_calls",
     Column("day", Date),
@@ -119,7 +127,8 @@ _calls_t = temporary(
     *(Column(name, BigInteger) for name in call_days_rollup.MEASURES),
     _sign(),
 )
-_TEMPORARY = (_pairs_t, _cells_t, _calls_t)
+_TEMPORARY = (_ids_t, _pairs_t, _cells_t, _calls_t)
+_TRACES = select(_ids_t.c.trace_id)  # the batch's trace ids, once under the locks
 
 
 @dataclass(slots=True)
@@ -128,7 +137,6 @@ class Patch:
     marks if the patch is dropped, the stored requests' days before the load, and the settled
     days it may write."""
 
-    ids: list[str]
     hours: set[Hour]
     stored: dict[str, date]
     days: set[date]
@@ -143,11 +151,11 @@ class Patch:
         the day they saw.)"""
         conn = session.connection()
         _trigger(conn, on=False)
-        now = _request_days(conn, self.ids)
+        now = _request_days(conn, _TRACES)
         self.hours |= set(now.values())
         if any(self.stored.get(trace, day) != day for trace, (day, _) in now.items()):
             return False
-        _read(conn, self.ids, self.call_days, +1)
+        _read(conn, self.call_days, +1)
         if not _read_days(conn) <= self.days:
             return False
         weeks = summed_weeks(conn, self.days)
@@ -174,7 +182,7 @@ class Patch:
                 func.sum(c.gpu_cost_nanousd * c.sign).label("gpu_cost_nanousd"),
             )
             merge(conn, table, delta.group_by(c.day, *keys), self.days)
-        _replace_spread(conn, self.ids, self.days)
+        _replace_spread(conn, self.days)
         k = _calls_t.c
         delta = select(
             k.day,
@@ -207,6 +215,9 @@ def begin(
     first_live = _first_live(conn, hours)
     if first_live is None or any(day >= first_live for day, _ in hours):
         return None  # (the live ingest's batches: one cheap read)
+    # The batch's own days first (a bulk load's days were never summed: no read per request).
+    if _settled_days(conn, hours, {}, first_live) is None:
+        return None
     if _settled_days(conn, hours, _request_days(conn, ids), first_live) is None:
         return None
     postgresql = conn.dialect.name == "postgresql"
@@ -221,21 +232,24 @@ def begin(
         # A write first, so that this transaction takes the database's write lock before it
         # reads (a read snapshot could not become a write once another writer commits).
         write_checkpoint(conn, "rollups", "refresh", datetime.now(UTC).isoformat())
-    stored = _request_days(conn, ids)
-    days = _settled_days(conn, hours, stored, _first_live(conn, hours))
-    if days is None:
-        return None
     for table in _TEMPORARY:
         conn.execute(CreateTable(table, if_not_exists=True))
         conn.execute(delete(table))  # (SQLite keeps a temporary table's rows past a commit)
+    conn.execute(insert(_ids_t), [{"trace_id": trace} for trace in ids])
+    if postgresql:  # its size, for the planner: the requests found by key, not scanned
+        conn.exec_driver_sql(f"ANALYZE {_ids_t.name}")
+    stored = _request_days(conn, _TRACES)
+    days = _settled_days(conn, hours, stored, _first_live(conn, hours))
+    if days is None:
+        return None
     prepare(conn)
     call_days = {day for day, _ in calls}
-    _read(conn, ids, call_days, -1)
+    _read(conn, call_days, -1)
     if not _read_days(conn) <= days:
         return None
     _trigger(conn, on=True)
     stored_days = {trace: day for trace, (day, _) in stored.items()}
-    return Patch(ids, {*hours, *stored.values()}, stored_days, days, call_days)
+    return Patch({*hours, *stored.values()}, stored_days, days, call_days)
 
 
 def _settled_days(
@@ -245,7 +259,13 @@ def _settled_days(
     requests' stored days) when all are settled (before `first_live`: `_first_live`), else
     None."""
     days = {day for day, _ in (*hours, *stored.values())}
-    if not days or first_live is None or max(days) >= first_live or not _settled(conn, days):
+    if (
+        not days
+        or len(days) > PATCH_DAYS
+        or first_live is None
+        or max(days) >= first_live
+        or not _settled(conn, days)
+    ):
         return None
     return days
 
@@ -265,12 +285,18 @@ def _first_live(conn: Connection, hours: Iterable[Hour]) -> date | None:
     return live_from(max(starts)) if starts else None
 
 
-def _request_days(conn: Connection, ids: Sequence[str]) -> dict[str, Hour]:
-    """The stored UTC day and hour of each of these requests."""
+def _request_days(conn: Connection, traces: Sequence[str] | Select[Any]) -> dict[str, Hour]:
+    """The stored UTC day and hour of each of these requests (`traces`: their trace ids, or a
+    select of them)."""
     r = Request
     query = select(r.trace_id, func.date(r.started_at), hour_of(r.started_at))
-    found = conn.execute(query.where(r.trace_id.in_(ids)))
+    chunks = [traces] if isinstance(traces, Select) else _chunks(traces)
+    found = (row for chunk in chunks for row in conn.execute(query.where(r.trace_id.in_(chunk))))
     return {trace: (as_date(day), int(hour)) for trace, day, hour in found}
+
+
+def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
+    return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
 
 
 def _sliced(conn: Connection, days: Collection[date]) -> bool:
@@ -300,27 +326,29 @@ def _trigger(conn: Connection, *, on: bool) -> None:
         conn.exec_driver_sql(f"SELECT set_config('{_SETTING}', %s, true)", ("on" if on else "off",))
 
 
-def _read(conn: Connection, ids: Sequence[str], call_days: Collection[date], sign: int) -> None:
-    """The requests `ids` as the rollups count them (pairs, GPU cells), and their calls on
-    `call_days` (the batch's: a load adds calls and never changes one) by call day, signed,
-    into the temporary tables."""
+def _read(conn: Connection, call_days: Collection[date], sign: int) -> None:
+    """The batch's requests (`_TRACES`) as the rollups count them (pairs, GPU cells), and their
+    calls on `call_days` (the batch's: a load adds calls and never changes one) by call day,
+    signed, into the temporary tables."""
     signed = literal(sign).label("sign")
-    pairs = _pairs(None, [], literal(WHOLE_DAY), conn.dialect.name, traces=ids)  # type: ignore[arg-type]
+    pairs = _pairs(None, [], literal(WHOLE_DAY), conn.dialect.name, traces=_TRACES)  # type: ignore[arg-type]
     insert_from(conn, _pairs_t, pairs.add_columns(signed))
-    insert_from(conn, _cells_t, gpu._shares([], literal(WHOLE_DAY), traces=ids).add_columns(signed))
+    cells = gpu._shares([], literal(WHOLE_DAY), traces=_TRACES)
+    insert_from(conn, _cells_t, cells.add_columns(signed))
     if call_days:
-        on_days = [LlmCall.trace_id.in_(ids), Stale(tuple(call_days)).covers(LlmCall.started_at)]
-        day = func.date(LlmCall.started_at)
+        c = LlmCall
+        on_days = [c.trace_id.in_(_TRACES), Stale(tuple(call_days)).covers(c.started_at)]
+        day = func.date(c.started_at)
         calls = call_days_rollup._summed(day, on_days, by_day=True, keys=[])
         insert_from(conn, _calls_t, calls.add_columns(signed))
 
 
-def _replace_spread(conn: Connection, ids: Sequence[str], days: Collection[date]) -> None:
+def _replace_spread(conn: Connection, days: Collection[date]) -> None:
     """The spread GPU requests' rows of the batch's requests (`rollup_daily_gpu_spread`)
     replaced by their cells now."""
     s, c = rollup_daily_gpu_spread.c, _cells_t.c
     conn.execute(
-        delete(rollup_daily_gpu_spread).where(s.day.in_(sorted(days)), s.trace_id.in_(ids))
+        delete(rollup_daily_gpu_spread).where(s.day.in_(sorted(days)), s.trace_id.in_(_TRACES))
     )
     names = [col.name for col in rollup_daily_gpu_spread.c]
     rows = select(*(c[n] for n in names)).where(c.sign == 1, c.single == 0)
