@@ -37,6 +37,7 @@ from app.ingest_workers import FEW_COLLECTIONS, IngestWorkerError, run_workers
 
 __all__ = ["IngestResult", "IngestWorkerError", "default_jobs", "file_batches", "ingest_paths"]
 from app.progress import Progress
+from app.rollups.patch import bounded as bounded_patches
 from app.settings import Settings
 from app.traces.batch import Batch
 from app.traces.decoded import Decoded
@@ -119,7 +120,8 @@ def ingest_paths(
         return Progress("Ingesting traces", sum(sizes), enabled=progress)
 
     try:
-        with _Writer(engine, intake, result) as writer, _few_collections():
+        # (A bulk run: its batches patch the days they land on up to a budget, then mark.)
+        with _Writer(engine, intake, result) as writer, _few_collections(), bounded_patches():
             if jobs > 1:
                 dialect = type(engine.dialect)
                 run_workers(

@@ -1,7 +1,8 @@
 """The dashboard benchmark's late spans of a past day, as an exporter that fell behind sends
 them, loaded as the receiver loads a batch (`load_batch`): each batch patches the day's rollup
-rows in its own transaction, with no mark (`app.rollups.patch`). `late_spans` times one and
-compares the rows with a rebuild's; `patching` loads one after another beside the pages. Each
+rows in its own transaction, with no mark (`app.rollups.patch`). `late_spans` times one (of an
+OTLP export's size, or of a trace file's batch, collected late) and compares the rows with a
+rebuild's; `patching` loads one after another beside the pages. Each
 leaves the warehouse as it was.
 """
 

@@ -54,7 +54,8 @@ def worker_cycle(engine: Engine, config: Path) -> list[str]:
         f"({time.perf_counter() - began:.2f} s); then the rollups' refresh: "
         f"{refresh_rollups(engine).seconds:.2f} s"
     )
-    lines += late_spans(engine, day - timedelta(days=3))
+    lines += late_spans(engine, day - timedelta(days=3))  # as the receiver gets them
+    lines += late_spans(engine, day - timedelta(days=3), 2500)  # a trace file's batch
     lines += restated_bill(engine, day - timedelta(days=1))
     lines += restated_gpu_cost(engine, settings, day - timedelta(days=1))
     trace = "f" * 32

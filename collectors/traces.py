@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from app.rollups.patch import bounded as bounded_patches
 from app.settings import FolderSource, Settings, TracesCollectorConfig, TraceSource
 from app.traces.batch import Batch
 from app.traces.decoded import Decoded
 from app.traces.intake import Intake
-from collectors.base import Chunk, Collector, Loaded, RunContext, Window
+from collectors.base import Chunk, Collector, Loaded, RunContext, RunOutcome, Window
 from collectors.traces_folder import SourceBatch, read_folder
 from collectors.traces_s3 import read_s3
 
@@ -49,6 +52,19 @@ class TracesCollector(Collector[TracesCollectorConfig, TraceSourceRef, TraceRows
 
     def config(self, settings: Settings) -> TracesCollectorConfig:
         return settings.collectors.traces
+
+    def run(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        since: datetime | None = None,
+        progress: bool = False,
+    ) -> RunOutcome:
+        """A run is a bulk load: its batches patch the past days they land on up to a budget
+        (`app.rollups.patch.bounded`), then mark them for one rebuild each."""
+        with bounded_patches():
+            return super().run(engine, settings, since=since, progress=progress)
 
     def sources(self, config: TracesCollectorConfig) -> Sequence[tuple[str, TraceSourceRef]]:
         return [(source_key(s), TraceSourceRef(i, s)) for i, s in enumerate(config.sources)]

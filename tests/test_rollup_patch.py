@@ -222,7 +222,7 @@ def test_what_cannot_be_patched_is_marked(settled: Engine, monkeypatch: pytest.M
     _load(settled, two, [], False)
     assert {d for d, _ in marks(settled)} == {DAY, DAY + timedelta(days=1)}
     refresh(settled)
-    monkeypatch.setattr(patch, "PATCH_MAX", 500)
+    monkeypatch.undo()  # (PATCH_MAX as it was)
     # A day never summed (a bulk load's): marked, so that its next batches are marked too.
     empty = T0 - timedelta(days=5)
     _load(

@@ -7,6 +7,7 @@ PostgreSQL), their requests' roots in other files than their calls."""
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from app.rollups import patch
 from app.rollups.refresh import refresh
 from app.settings import Settings
 from app.warehouse import load
+from tests.test_collect_traces import collect, folder_settings, settle
 from tests.test_ingest_parallel import _line, _trace
 from tests.test_ingest_parallel import files as files  # (the fixture: the late files)
 from tests.test_rollup_patch import marks, rebuilt, rows
@@ -82,6 +84,35 @@ def test_a_batch_over_more_days_than_a_patch_takes_is_marked(
     monkeypatch.setattr(patch, "PATCH_DAYS", 3)
     ingest_paths(engine, Settings(), [spread], jobs=1)  # sent again: patched, nothing changes
     assert marks(engine) == []
+    # A batch a day, in one transaction: each patch reads its own requests only (one day).
+    monkeypatch.setattr(ingest, "BATCH_SPANS", 1)
+    monkeypatch.setattr(patch, "PATCH_DAYS", 1)
+    ingest_paths(engine, Settings(), [spread], jobs=1)
+    assert marks(engine) == []
+    monkeypatch.undo()
     monkeypatch.setattr(patch, "PATCH_DAYS", 2)
     ingest_paths(engine, Settings(), [spread], jobs=1)
     assert len({day for day, _ in marks(engine)}) == 3
+
+
+@pytest.mark.postgres
+def test_a_bulk_run_patches_up_to_its_budget_then_marks(
+    engine: Engine, files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of the traces collector (and `ingest`) is a bulk load: its batches patch up to
+    `PATCH_BUDGET` requests, then mark the days they land on, so that a day sent again whole
+    costs one rebuild, not a patch per batch. The rows come out the same."""
+    monkeypatch.setattr(ingest, "BATCH_SPANS", 150)
+    ingest_paths(engine, Settings(), [files / "part-0.jsonl", _later(tmp_path)], jobs=1)
+    refresh(engine)
+    monkeypatch.setattr(patch, "PATCH_BUDGET", 40)  # a batch of the first part, not two
+    folder = tmp_path / "collected"
+    folder.mkdir()
+    for n in range(1, 5):
+        settle(Path(shutil.copy(files / f"part-{n}.jsonl", folder)))
+    outcome = collect(engine, folder_settings(folder))
+    assert outcome.status == "ok" and outcome.rows_loaded > 1000
+    assert marks(engine)  # the budget spent: the rest marked
+    refresh(engine)
+    assert_readers_answer_like_the_base_tables(engine, random.Random(6))
+    assert rows(engine) == rebuilt(engine)

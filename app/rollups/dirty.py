@@ -34,7 +34,8 @@ calls of the days whose factors it changed: `provider_call_hours`) mostly rebuil
 days themselves, written with their change (`app.rollups.swap`), and mark them otherwise; a
 mark without an hour (`mark_days`, `mark_all`) stales the whole day.
 
-A small batch whose days are all past, summed and unmarked (late spans of a past day) marks
+A batch of at most `PATCH_MAX` requests on at most `PATCH_DAYS` days, all past, summed and
+unmarked (late spans of a past day: an exporter's backlog, a trace file collected late) marks
 nothing: it patches those days' rollup rows in its own transaction (`app.rollups.patch`), and
 marks as above only when the patch cannot be made.
 """

@@ -6,7 +6,9 @@ rebuilds the day. On a live day that costs little: the day is stored as hour sli
 stales an hour. A past day is stored whole, and a span arriving late for it (more than
 `LIVE_GRACE` into the next day: a slow exporter, a trace file uploaded hours late) would stale
 all of it: seconds of base-table reads for every page, until the next refresh has staged it.
-So a small batch whose requests and calls all fall on such days patches their rows instead:
+So a batch of at most PATCH_MAX requests on at most PATCH_DAYS days (an OTLP export, a batch of
+a trace file collected late), whose requests and calls all fall on such days, patches their
+rows instead:
 
 1. `begin`, before the load, checks that every day the batch touches (its requests' stored
    days, its candidates' and its calls' days) is *settled*: before the live days
@@ -29,9 +31,16 @@ So a small batch whose requests and calls all fall on such days patches their ro
    weekly rollups' rows (`app.rollups.weeks`) of the weeks whose sums hold those days are
    merged likewise. The dashboard's stamp moves (checkpoint `rollups/refresh`).
 
-Anything else marks, as before: a batch of more than PATCH_MAX requests (a bulk load: one
-rebuild costs less than many patches), a day that is not settled, the locks held elsewhere,
-and a request that the load moves to another day (a late root from the day before): a
+The batch's trace ids are read from a temporary table (`rollup_patch_ids`), so that a batch of
+thousands costs no parameter per id.
+
+A bulk run (`bounded`: `spendguard ingest`, a run of the traces collector) patches at most
+PATCH_BUDGET requests in all, then marks: a day sent again whole costs one rebuild, not a
+patch per batch.
+
+Anything else marks, as before: a bigger batch (a bulk load: one rebuild costs less than many
+patches), a day that is not settled, the locks held elsewhere, and a request that the load
+moves to another day (a late root from the day before): a
 re-price, or a true-up or re-allocation summing its change, may have read the request on its
 old day before the patch commits, and they mark or rebuild the day they read
 (`apply` returns False and the caller marks). The true-up and the re-allocation read the hours
@@ -42,7 +51,9 @@ rebuilds it, whatever a patch wrote.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -94,14 +105,37 @@ from app.warehouse.tables_staged import pair_columns
 from app.warehouse.tables_weekly import WEEKLY
 from app.warehouse.types import as_date
 
-# At most this many requests in a batch that patches (an OTLP export holds a few hundred
-# spans); a bigger one marks its days for one rebuild each.
-PATCH_MAX = 500
-# At most this many days in a batch that patches: a patch reads every row of its days (a batch
-# of a trace file in time order lands on one or two).
-PATCH_DAYS = 2
-_CHUNK = 5000  # trace ids a statement reads before the locks (SQLite's limit of parameters)
+# At most this many requests in a batch that patches: an OTLP export (a few hundred spans), or
+# a batch of a trace file collected late (`app.ingest.BATCH_SPANS` spans, a few thousand
+# requests). At 10 million requests a patch of 5,000 costs about 3 s (SQLite holds its write
+# lock that long), a day's rebuild 12 s. A bigger batch (a bulk load) marks its days for one
+# rebuild each, and the batches after it then mark too.
+PATCH_MAX = 5000
+# At most this many days in a batch that patches: a patch reads every row of its days and of
+# their weeks (a batch of a trace file in time order lands on one or two, an exporter's
+# backlog on a few).
+PATCH_DAYS = 3
+# At most this many requests patched by one bulk run (`bounded`: a trace file's ingest, a run
+# of the traces collector), about a day's rebuild of patching; then its batches mark. A day
+# sent again whole (every batch small, every day summed) costs one rebuild, not a patch per
+# batch; the receiver's batches are not bounded.
+PATCH_BUDGET = 20_000
+_CHUNK = 5000  # trace ids a statement reads before the locks (a bound parameter each)
 Hour = tuple[date, int]
+
+_BUDGET: ContextVar[list[int] | None] = ContextVar("spendguard_patch_budget", default=None)
+
+
+@contextmanager
+def bounded(requests: int | None = None) -> Iterator[None]:
+    """In the block (a bulk run), batches patch at most `requests` requests in all (default
+    PATCH_BUDGET), and mark once they would go past it."""
+    token = _BUDGET.set([PATCH_BUDGET if requests is None else requests])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
 
 _SETTING = "spendguard.rollup_patch"  # read by PostgreSQL's trigger (migration 0020)
 
@@ -133,8 +167,8 @@ _TRACES = select(_ids_t.c.trace_id)  # the batch's trace ids, once under the loc
 
 @dataclass(slots=True)
 class Patch:
-    """A batch's patch under way (`begin`): its requests' trace ids, the hours the caller
-    marks if the patch is dropped, the stored requests' days before the load, and the settled
+    """A batch's patch under way (`begin`; its requests' trace ids are in `rollup_patch_ids`,
+    on the connection): the hours the caller marks if the patch is dropped, the stored requests' days before the load, and the settled
     days it may write."""
 
     hours: set[Hour]
@@ -208,7 +242,8 @@ def begin(
     batches are live, or not small: the lock is not taken for them), then again under the
     locks."""
     ids = list(dict.fromkeys(trace_ids))
-    if not ids or len(ids) > PATCH_MAX:
+    budget = _BUDGET.get()
+    if not ids or len(ids) > min(PATCH_MAX, budget[0] if budget else PATCH_MAX):
         return None
     hours = {*candidates, *calls}
     conn = session.connection()
@@ -248,6 +283,8 @@ def begin(
     if not _read_days(conn) <= days:
         return None
     _trigger(conn, on=True)
+    if budget:
+        budget[0] -= len(ids)
     stored_days = {trace: day for trace, (day, _) in stored.items()}
     return Patch({*hours, *stored.values()}, stored_days, days, call_days)
 
