@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -53,18 +53,11 @@ class TracesCollector(Collector[TracesCollectorConfig, TraceSourceRef, TraceRows
     def config(self, settings: Settings) -> TracesCollectorConfig:
         return settings.collectors.traces
 
-    def run(
-        self,
-        engine: Engine,
-        settings: Settings,
-        *,
-        since: datetime | None = None,
-        progress: bool = False,
-    ) -> RunOutcome:
+    def run(self, engine: Engine, settings: Settings, **options: Any) -> RunOutcome:
         """A run is a bulk load: its batches patch the past days they land on up to a budget
         (`app.rollups.patch.bounded`), then mark them for one rebuild each."""
         with bounded_patches():
-            return super().run(engine, settings, since=since, progress=progress)
+            return super().run(engine, settings, **options)
 
     def sources(self, config: TracesCollectorConfig) -> Sequence[tuple[str, TraceSourceRef]]:
         return [(source_key(s), TraceSourceRef(i, s)) for i, s in enumerate(config.sources)]

@@ -168,8 +168,8 @@ _TRACES = select(_ids_t.c.trace_id)  # the batch's trace ids, once under the loc
 @dataclass(slots=True)
 class Patch:
     """A batch's patch under way (`begin`; its requests' trace ids are in `rollup_patch_ids`,
-    on the connection): the hours the caller marks if the patch is dropped, the stored requests' days before the load, and the settled
-    days it may write."""
+    on the connection): the hours the caller marks if the patch is dropped, the stored
+    requests' days before the load, and the settled days it may write."""
 
     hours: set[Hour]
     stored: dict[str, date]
