@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Engine, delete, func, select
@@ -60,26 +60,40 @@ def patching(engine: Engine, day: date, traces: int = 100) -> Iterator[dict[str,
     patching the day's rows. The counts: batches, the slowest batch's seconds, and the most
     days marked at once (read from the base tables meanwhile)."""
     counts: dict[str, float] = {"batches": 0, "slowest": 0.0, "marked": 0}
+
+    def step() -> None:
+        batch = _late_batch(engine, day, traces, int(counts["batches"]) + 1)
+        began = time.perf_counter()
+        with session_scope(engine) as session:
+            load_batch(session, batch, {})
+        counts["slowest"] = max(counts["slowest"], time.perf_counter() - began)
+        counts["batches"] += 1
+        counts["marked"] = max(counts["marked"], _marked(engine))
+
+    try:
+        with looping(step, "patching"):
+            yield counts
+    finally:
+        _undo(engine, day)
+
+
+@contextlib.contextmanager
+def looping(step: Callable[[], None], name: str) -> Iterator[None]:
+    """For the block: `step` called again and again in a thread (a writer beside the pages),
+    stopped and joined when the block ends."""
     stop = threading.Event()
 
     def run() -> None:
         while not stop.is_set():
-            batch = _late_batch(engine, day, traces, int(counts["batches"]) + 1)
-            began = time.perf_counter()
-            with session_scope(engine) as session:
-                load_batch(session, batch, {})
-            counts["slowest"] = max(counts["slowest"], time.perf_counter() - began)
-            counts["batches"] += 1
-            counts["marked"] = max(counts["marked"], _marked(engine))
+            step()
 
-    thread = threading.Thread(target=run, name="patching", daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     try:
-        yield counts
+        yield
     finally:
         stop.set()
         thread.join()
-        _undo(engine, day)
 
 
 def _late_batch(engine: Engine, day: date, traces: int, n: int) -> Batch:

@@ -8,7 +8,6 @@ was.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -27,7 +26,7 @@ from app.warehouse.tables_billing import BilledCost
 from app.warehouse.tables_gpu import GpuCost
 from app.warehouse.tables_rollup import rollup_dirty
 from bench.dashboard_data import END
-from bench.dashboard_late import late_spans
+from bench.dashboard_late import late_spans, looping
 
 
 def worker_cycle(engine: Engine, config: Path) -> list[str]:
@@ -131,24 +130,17 @@ def swapping(engine: Engine, day: date) -> Iterator[dict[str, int]]:
     time trued up (the day summed with its new factors and written with them: no mark). The
     counts: true-ups, days rebuilt, and days marked (read from the base tables meanwhile)."""
     counts = {"true-ups": 0, "rebuilt": 0, "marked": 0}
-    stop = threading.Event()
 
-    def run() -> None:
-        restated = True
-        while not stop.is_set():
-            result = restate(engine, day, restated)
-            counts["true-ups"] += 1
-            counts["rebuilt"] += len(result.rebuilt_days)
-            counts["marked"] += int(bool(result.changed_days) and not result.rebuilt_days)
-            restated = not restated
+    def step() -> None:
+        result = restate(engine, day, counts["true-ups"] % 2 == 0)  # restated, then as it was
+        counts["true-ups"] += 1
+        counts["rebuilt"] += len(result.rebuilt_days)
+        counts["marked"] += int(bool(result.changed_days) and not result.rebuilt_days)
 
-    thread = threading.Thread(target=run, name="swapping", daemon=True)
-    thread.start()
     try:
-        yield counts
+        with looping(step, "swapping"):
+            yield counts
     finally:
-        stop.set()
-        thread.join()
         restate(engine, day, False)  # as it was
 
 
