@@ -250,10 +250,15 @@ def begin(
     first_live = _first_live(conn, hours)
     if first_live is None or any(day >= first_live for day, _ in hours):
         return None  # (the live ingest's batches: one cheap read)
-    # The batch's own days first (a bulk load's days were never summed: no read per request).
-    if _settled_days(conn, hours, {}, first_live) is None:
+    # The batch's own days first (a bulk load's days were never summed: no read per request),
+    # then those its stored requests add, if any.
+    own = _settled_days(conn, hours, {}, first_live)
+    if own is None:
         return None
-    if _settled_days(conn, hours, _request_days(conn, ids), first_live) is None:
+    stored_now = _request_days(conn, ids)
+    if not {day for day, _ in stored_now.values()} <= own and (
+        _settled_days(conn, hours, stored_now, first_live) is None
+    ):
         return None
     postgresql = conn.dialect.name == "postgresql"
     if not transaction_lock(session, LOCK):
